@@ -1,0 +1,85 @@
+//! Command-line surface (clap derive). Parsing only: no I/O here.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (engine, git, I/O, a build step)
+  2  invalid input or refused operation (every problem is listed)
+  3  deploy/rollback failed and the previous release was recovered
+  4  fatal: recovery failed; the message says what is left to do
+  5  another deploy/rollback holds the lock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "de-build",
+    version,
+    about = "Build, record, deploy and roll back custom ERPNext/Frappe Docker images",
+    long_about = "Build, record, deploy and roll back custom ERPNext/Frappe Docker images.\n\n\
+        Typical flow: `de-build check --online`, `de-build build`, `de-build deploy`.\n\
+        Configuration comes from .env (checked against de-example.env) and apps.json;\n\
+        variables set in the process environment win over .env.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Project directory holding .env, de-example.env, apps.json and releases/.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = ".",
+        env = "DE_PROJECT_DIR"
+    )]
+    pub project_dir: PathBuf,
+    /// The .env file [default: <project-dir>/.env]. Optional: without it values come from the environment.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// The annotated example env that is the schema [default: <project-dir>/de-example.env].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub example: Option<PathBuf>,
+    /// The apps list in frappe_docker's format [default: <project-dir>/apps.json].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub apps: Option<PathBuf>,
+    /// Print one machine-readable JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Show more detail (e.g. every build log line).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Show only errors and the result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate .env, apps.json and the version before a build.
+    #[command(
+        after_help = "Examples:\n  de-build check\n  de-build check --online\n  de-build --json check\n\n\
+        Checks: every .env key against de-example.env (types, required, secrets, placeholders),\n\
+        apps.json (format, duplicates, ${TOKEN} placeholders), and that DE_SITE_VERSION is newer\n\
+        than every release in releases/. --online also asks each app's git remote whether the\n\
+        credentials work and the branch or tag exists."
+    )]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also contact each app's git remote (credentials, branch/tag, commit).
+    #[arg(long)]
+    pub online: bool,
+    /// Seconds to wait for each remote with --online.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub timeout: u64,
+}

@@ -1,0 +1,1 @@
+//! Placeholder replaced by the git2 implementation.

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(de_build::run(std::env::args_os()));
+}

@@ -1,0 +1,242 @@
+//! A small builder for running the real `de-build` binary in a temp project,
+//! in the manner of just's test harness.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const CANARY: &str = "canary-tok-5150-do-not-leak";
+
+/// The repository root (where the bundled example lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+/// `.env` made from the bundled example, with the canary as token.
+pub fn good_env() -> String {
+    let example = std::fs::read_to_string(repo_root().join("de-example.env")).unwrap();
+    example
+        .lines()
+        .map(|l| {
+            if l.starts_with("DE_MACRS_PAT=") {
+                format!("DE_MACRS_PAT={CANARY}")
+            } else if l.starts_with("DE_SITE_VERSION=") {
+                "DE_SITE_VERSION=1.2.0".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+impl Project {
+    /// A copy of the bundled example project with a valid `.env`.
+    pub fn example() -> Project {
+        let p = Project::empty();
+        let root = repo_root();
+        for f in [
+            "de-example.env",
+            "apps.json",
+            "compose-main.yaml",
+            "images/custom/Containerfile",
+        ] {
+            p.write(f, &std::fs::read_to_string(root.join(f)).unwrap());
+        }
+        p.write(".env", &good_env());
+        p
+    }
+
+    pub fn empty() -> Project {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        self.write_bytes(rel, text.as_bytes())
+    }
+
+    pub fn write_bytes(&self, rel: &str, data: &[u8]) -> &Self {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(p, data).unwrap();
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap()
+    }
+
+    /// Replace the line starting with `KEY=` in `.env` (or append it).
+    pub fn set_env(&self, key: &str, value: &str) -> &Self {
+        let text = self.read(".env");
+        let mut found = false;
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key}=")) {
+                    found = true;
+                    format!("{key}={value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        if !found {
+            lines.push(format!("{key}={value}"));
+        }
+        self.write(".env", &(lines.join("\n") + "\n"))
+    }
+
+    pub fn run(&self) -> Run {
+        Run::new(self.path())
+    }
+
+    /// Every file below the project, for leak checks.
+    pub fn all_files(&self) -> Vec<PathBuf> {
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out)
+                    } else {
+                        out.push(p)
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.path(), &mut out);
+        out
+    }
+}
+
+/// One invocation of the binary, with a clean environment.
+pub struct Run {
+    cmd: Command,
+}
+
+impl Run {
+    pub fn new(project: &Path) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_de-build"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
+            .env("NO_COLOR", "1")
+            .arg("--project-dir")
+            .arg(project);
+        if let Ok(h) = std::env::var("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", h);
+        }
+        Run { cmd }
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn output(mut self) -> Done {
+        let out = self.cmd.output().expect("run de-build");
+        Done::from(out)
+    }
+}
+
+pub struct Done {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Done {
+    fn from(o: Output) -> Self {
+        Done {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Done {
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(
+            self.code, want,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn stderr_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+    pub fn stdout_has(&self, s: &str) -> &Self {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+    pub fn no_leak(&self, secret: &str) -> &Self {
+        assert!(
+            !self.stdout.contains(secret),
+            "secret leaked to stdout:\n{}",
+            self.stdout
+        );
+        assert!(
+            !self.stderr.contains(secret),
+            "secret leaked to stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+    /// Never a panic or a Rust Debug dump in front of the user.
+    pub fn clean(&self) -> &Self {
+        for bad in [
+            "panicked",
+            "RUST_BACKTRACE",
+            "Os {",
+            "Error {",
+            "Some(",
+            "kind: ",
+        ] {
+            assert!(
+                !self.stderr.contains(bad),
+                "stderr shows {bad:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
