@@ -72,6 +72,22 @@ pub enum Command {
         credentials work and the branch or tag exists."
     )]
     Check(CheckArgs),
+    /// Build the image with BuildKit, smoke-test it and record the release.
+    #[command(
+        after_help = "Examples:\n  de-build build\n  de-build build --dry-run\n  de-build build --replace     # rebuild an existing version on purpose\n  de-build build --offline     # no git access; cache key from apps.json\n\n\
+        Runs the checks of `de-build check`, resolves each app's branch/tag to a commit\n\
+        (CACHE_BUST = hash of those commits), builds ${DE_IMAGE}:${DE_SITE_VERSION} through the\n\
+        Docker Engine API with apps.json (tokens filled in memory) as BuildKit secret apps_json,\n\
+        smoke-tests the image and writes releases/<version>.json. A taken tag is refused unless\n\
+        --replace; nothing is ever left <none>:<none>."
+    )]
+    Build(BuildArgs),
+    /// Recorded releases: list, show, diff.
+    #[command(subcommand)]
+    Releases(ReleasesCommand),
+    /// Image tags of recorded releases.
+    #[command(subcommand)]
+    Tags(TagsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -82,4 +98,50 @@ pub struct CheckArgs {
     /// Seconds to wait for each remote with --online.
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Rebuild a version whose tag exists: the current image is kept as
+    /// <version>-superseded-<id> and both are recorded in the manifest.
+    #[arg(long)]
+    pub replace: bool,
+    /// Do not resolve app commits with git; the cache key is then the apps.json hash.
+    #[arg(long)]
+    pub offline: bool,
+    /// Build without BuildKit's cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Build context directory [default: the project directory].
+    #[arg(long, value_name = "DIR")]
+    pub context: Option<PathBuf>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for each git remote when resolving commits.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleasesCommand {
+    /// Every recorded release, newest first, and whether its image is present.
+    List,
+    /// One release's manifest.
+    Show {
+        /// The release version, e.g. 1.2.0.
+        version: String,
+    },
+    /// What changed between two releases: apps, commits, build-args.
+    Diff { from: String, to: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TagsCommand {
+    /// Put back version tags that recorded images lost (e.g. to a manual `docker build`).
+    Repair {
+        /// Show what would be re-tagged and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

@@ -83,7 +83,7 @@ impl Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The user's files or settings are wrong; every problem is listed.
-    #[error("{} problem(s) found", .0.len())]
+    #[error("{} problem(s) found; nothing was changed", .0.len())]
     Invalid(Vec<Problem>),
 
     /// A request that cannot be carried out as asked (bad argument, refused

@@ -7,16 +7,23 @@
 //! inputs, computes what to do as plain values, then executes them.
 
 pub mod apps;
+pub mod build;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod context;
+pub mod engine;
 pub mod envfile;
 pub mod error;
 pub mod git;
 pub mod manifest;
 pub mod online;
 pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod releases;
 pub mod secret;
+pub mod tags;
 
 use clap::Parser;
 use error::{Error, EXIT_FAILURE, EXIT_INVALID};
@@ -35,8 +42,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     let g = &cli.global;
     let style = Style::detect(g.json, g.verbose, g.quiet);
+    let paths = config::Paths::from_global(g);
     let result = match &cli.command {
         cli::Command::Check(a) => check::run(g, a, &style),
+        cli::Command::Build(a) => block_on(build::run(g, a, &style)),
+        cli::Command::Releases(r) => match r {
+            cli::ReleasesCommand::List => block_on(releases::list(&paths, &style)),
+            cli::ReleasesCommand::Show { version } => releases::show(&paths, version, &style),
+            cli::ReleasesCommand::Diff { from, to } => releases::diff(&paths, from, to, &style),
+        },
+        cli::Command::Tags(cli::TagsCommand::Repair { dry_run }) => {
+            block_on(tags::repair(&paths, *dry_run, &style))
+        }
     };
     match result {
         Ok(code) => code,
@@ -45,6 +62,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             e.exit_code()
         }
     }
+}
+
+/// Engine work is async (bollard); everything else is plain code.
+fn block_on<T>(fut: impl std::future::Future<Output = error::Result<T>>) -> error::Result<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::failed(format!("start the async runtime: {e}")))?;
+    rt.block_on(fut)
 }
 
 fn report_error(style: &Style, e: &Error) {
