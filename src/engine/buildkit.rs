@@ -326,6 +326,9 @@ fn query_string(req: &BuildRequest, session: &str) -> String {
         ),
         "version=2".into(),
         format!("session={}", enc(session)),
+        // The engine keys the status stream by build ID: without a unique one,
+        // concurrent builds steal each other's progress.
+        format!("buildid={}", enc(&format!("{session}-build"))),
         "rm=1".into(),
         "forcerm=1".into(),
     ];

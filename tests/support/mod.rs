@@ -240,3 +240,77 @@ impl Done {
         self
     }
 }
+
+/// Is a Docker engine answering? Without one, engine tests skip locally but
+/// fail under CI: a skipped engine test in CI is a hole, not a pass.
+pub fn engine_available(test: &str) -> bool {
+    let ok = Command::new("docker").arg("info").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: no Docker engine answers and CI is set: engine tests must run in CI");
+        }
+        eprintln!("{test}: skipped, no Docker engine answers");
+    }
+    ok
+}
+
+pub fn docker(args: &[&str]) -> Done {
+    Done::from(Command::new("docker").args(args).output().expect("run docker"))
+}
+
+/// Removes every image of a test repository when dropped.
+pub struct ImageRepo(pub String);
+
+impl ImageRepo {
+    pub fn new(test: &str) -> ImageRepo {
+        ImageRepo(format!("de-build-test/{test}-{}", std::process::id()))
+    }
+    pub fn id_of(&self, tag: &str) -> Option<String> {
+        let out = docker(&["image", "inspect", "--format", "{{.Id}}", &format!("{}:{tag}", self.0)]);
+        (out.code == 0).then(|| out.stdout.trim().to_string())
+    }
+    pub fn tags(&self) -> Vec<String> {
+        let out = docker(&["image", "ls", "--format", "{{.Tag}}", &self.0]);
+        let mut t: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+        t.sort();
+        t
+    }
+}
+
+impl Drop for ImageRepo {
+    fn drop(&mut self) {
+        let out = docker(&["image", "ls", "--format", "{{.ID}}", &self.0]);
+        let mut ids: Vec<&str> = out.stdout.lines().collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let _ = docker(&["rmi", "-f", id]);
+        }
+    }
+}
+
+impl Project {
+    /// A copy of the bundled demo (FROM scratch + busybox), with the canary
+    /// token and its own image repository.
+    pub fn demo(repo: &ImageRepo) -> Project {
+        let p = Project::empty();
+        let demo = repo_root().join("examples/demo");
+        for f in ["de-example.env", "apps.json", "Containerfile", "bench", "patches.txt", "compose.yaml"] {
+            std::fs::copy(demo.join(f), p.path().join(f)).unwrap();
+        }
+        std::fs::create_dir_all(p.path().join("rootfs")).unwrap();
+        std::fs::copy("/bin/busybox", p.path().join("rootfs/busybox")).expect("/bin/busybox (Debian's busybox-static) is needed for the demo image");
+        let env = std::fs::read_to_string(demo.join("demo.env"))
+            .unwrap()
+            .lines()
+            .map(|l| match l.split_once('=') {
+                Some(("DE_MACRS_PAT", _)) => format!("DE_MACRS_PAT={CANARY}"),
+                Some(("DE_IMAGE", _)) => format!("DE_IMAGE={}", repo.0),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        p.write(".env", &(env + "\n"));
+        p
+    }
+}
