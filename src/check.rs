@@ -169,7 +169,17 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
             ));
         }
     }
-    Ok(if ok { EXIT_OK } else { EXIT_INVALID })
+    // A remote that could not be asked is not the user's input: exit 1.
+    let unreachable_only = problems
+        .iter()
+        .all(|p| p.code == "timeout" || p.code == "git-error");
+    Ok(if ok {
+        EXIT_OK
+    } else if unreachable_only {
+        crate::error::EXIT_FAILURE
+    } else {
+        EXIT_INVALID
+    })
 }
 
 /// Human rendering of problems, one block each, in the order found.

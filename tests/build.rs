@@ -3,7 +3,12 @@
 mod support;
 use support::{docker, engine_available, ImageRepo, Project, CANARY};
 
-fn no_canary_anywhere(repo: &ImageRepo, p: &Project, tmp: &std::path::Path, outs: &[&support::Done]) {
+fn no_canary_anywhere(
+    repo: &ImageRepo,
+    p: &Project,
+    tmp: &std::path::Path,
+    outs: &[&support::Done],
+) {
     for o in outs {
         o.no_leak(CANARY);
     }
@@ -19,7 +24,11 @@ fn no_canary_anywhere(repo: &ImageRepo, p: &Project, tmp: &std::path::Path, outs
             continue; // the user's own file
         }
         let data = std::fs::read(&f).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&data).contains(CANARY), "token in {}", f.display());
+        assert!(
+            !String::from_utf8_lossy(&data).contains(CANARY),
+            "token in {}",
+            f.display()
+        );
     }
 }
 
@@ -45,16 +54,39 @@ fn builds_the_demo_tags_labels_and_records_it() {
     let repo = ImageRepo::new("build");
     let p = Project::demo(&repo);
     let tmp = tempfile::tempdir().unwrap();
-    let out = p.run().env("TMPDIR", tmp.path().to_str().unwrap()).args(&["build", "--offline"]).output();
-    out.code(0).clean().stdout_has(&format!("built {}:1.0.0", repo.0)).stderr_has("COPY bench /usr/local/bin/bench").stderr_has("bench init");
+    let out = p
+        .run()
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .args(&["build", "--offline"])
+        .output();
+    out.code(0)
+        .clean()
+        .stdout_has(&format!("built {}:1.0.0", repo.0))
+        .stderr_has("COPY bench /usr/local/bin/bench")
+        .stderr_has("bench init");
     let id = repo.id_of("1.0.0").expect("image tagged");
 
-    let labels = docker(&["image", "inspect", "--format", "{{json .Config.Labels}}", &format!("{}:1.0.0", repo.0)]);
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &format!("{}:1.0.0", repo.0),
+    ]);
     let labels: serde_json::Value = serde_json::from_str(labels.stdout.trim()).unwrap();
     assert_eq!(labels["org.opencontainers.image.version"], "1.0.0");
-    assert!(labels["org.opencontainers.image.created"].as_str().unwrap().ends_with('Z'));
-    assert!(labels["org.opencontainers.image.source"].as_str().unwrap().starts_with("file://"));
-    assert!(labels["de-build.apps"].as_str().unwrap().contains("de_macrs"));
+    assert!(labels["org.opencontainers.image.created"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert!(labels["org.opencontainers.image.source"]
+        .as_str()
+        .unwrap()
+        .starts_with("file://"));
+    assert!(labels["de-build.apps"]
+        .as_str()
+        .unwrap()
+        .contains("de_macrs"));
 
     let m: serde_json::Value = serde_json::from_str(&p.read("releases/1.0.0.json")).unwrap();
     assert_eq!(m["schema_version"], 1);
@@ -62,13 +94,20 @@ fn builds_the_demo_tags_labels_and_records_it() {
     assert_eq!(m["image"]["reference"], format!("{}:1.0.0", repo.0));
     assert_eq!(m["cache_key"]["source"], "apps-json");
     assert_eq!(m["smoke_test"]["passed"], true);
-    assert_eq!(m["apps"][3]["url"], "https://github.com/desiredeffect/de_macrs.git");
+    assert_eq!(
+        m["apps"][3]["url"],
+        "https://github.com/desiredeffect/de_macrs.git"
+    );
     assert!(m["build_args"]["CACHE_BUST"].is_string());
 
     let list = p.run().args(&["--json", "releases", "list"]).output();
     list.code(0);
     assert_eq!(list.json()["releases"][0]["image_present"], true);
-    p.run().args(&["releases", "show", "1.0.0"]).output().code(0).stdout_has("de_macrs");
+    p.run()
+        .args(&["releases", "show", "1.0.0"])
+        .output()
+        .code(0)
+        .stdout_has("de_macrs");
     no_canary_anywhere(&repo, &p, tmp.path(), &[&out, &list]);
 }
 
@@ -86,10 +125,25 @@ fn failing_step_shows_its_output_and_changes_nothing() {
     p.write("Containerfile", &cf);
     p.set_env("DE_SITE_VERSION", "1.1.0");
     let tmp = tempfile::tempdir().unwrap();
-    let out = p.run().env("TMPDIR", tmp.path().to_str().unwrap()).args(&["build", "--offline"]).output();
-    out.code(1).clean().stderr_has("boom-output-4711").stderr_has("the build of").stderr_has("exit code: 3");
-    assert!(!p.path().join("releases/1.1.0.json").exists(), "no manifest for a failed build");
-    assert_eq!(repo.id_of("1.0.0").as_deref(), Some(v1.as_str()), "previous tag intact");
+    let out = p
+        .run()
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .args(&["build", "--offline"])
+        .output();
+    out.code(1)
+        .clean()
+        .stderr_has("boom-output-4711")
+        .stderr_has("the build of")
+        .stderr_has("exit code: 3");
+    assert!(
+        !p.path().join("releases/1.1.0.json").exists(),
+        "no manifest for a failed build"
+    );
+    assert_eq!(
+        repo.id_of("1.0.0").as_deref(),
+        Some(v1.as_str()),
+        "previous tag intact"
+    );
     assert_eq!(repo.id_of("1.1.0"), None);
     no_canary_anywhere(&repo, &p, tmp.path(), &[&out]);
 }
@@ -106,11 +160,22 @@ fn tag_collision_is_refused_then_replaced_then_repaired() {
     let manifest_before = p.read("releases/1.0.0.json");
 
     // The seed's trap: same version again.
-    p.run().args(&["build", "--offline"]).output().code(2).stderr_has("already released").stderr_has("--replace");
+    p.run()
+        .args(&["build", "--offline"])
+        .output()
+        .code(2)
+        .stderr_has("already released")
+        .stderr_has("--replace");
     // A tag taken by an image de-build never recorded is refused too.
     std::fs::remove_file(p.path().join("releases/1.0.0.json")).unwrap();
     let out = p.run().args(&["build", "--offline"]).output();
-    out.code(2).stderr_has(&format!("{}:1.0.0 already exists (image {}", repo.0, &old[7..19])).stderr_has("--replace");
+    out.code(2)
+        .stderr_has(&format!(
+            "{}:1.0.0 already exists (image {}",
+            repo.0,
+            &old[7..19]
+        ))
+        .stderr_has("--replace");
     assert_eq!(repo.id_of("1.0.0").as_deref(), Some(old.as_str()));
     p.write("releases/1.0.0.json", &manifest_before);
 
@@ -126,20 +191,38 @@ fn tag_collision_is_refused_then_replaced_then_repaired() {
     assert_eq!(m["superseded"]["id"], old.as_str());
     assert_eq!(m["image"]["id"], new.as_str());
     let dangling = docker(&["images", "-f", "dangling=true", "-q", "--no-trunc"]);
-    assert!(!dangling.stdout.contains(&old) && !dangling.stdout.contains(&new), "nothing left <none>");
+    assert!(
+        !dangling.stdout.contains(&old) && !dangling.stdout.contains(&new),
+        "nothing left <none>"
+    );
 
     // Someone runs `docker build -t repo:1.0.0` by hand: the tag moves away.
     docker(&["tag", &old, &format!("{}:1.0.0", repo.0)]).code(0);
     let dry = p.run().args(&["tags", "repair", "--dry-run"]).output();
     dry.code(0).stderr_has("would tag");
-    assert_eq!(repo.id_of("1.0.0").as_deref(), Some(old.as_str()), "dry run changes nothing");
-    p.run().args(&["tags", "repair"]).output().code(0).stdout_has("repaired 1 tag(s)");
+    assert_eq!(
+        repo.id_of("1.0.0").as_deref(),
+        Some(old.as_str()),
+        "dry run changes nothing"
+    );
+    p.run()
+        .args(&["tags", "repair"])
+        .output()
+        .code(0)
+        .stdout_has("repaired 1 tag(s)");
     assert_eq!(repo.id_of("1.0.0").as_deref(), Some(new.as_str()));
 }
 
 #[test]
 fn unreachable_engine_is_a_clear_error() {
     let p = Project::example();
-    let out = p.run().env("DOCKER_HOST", "unix:///nonexistent/docker.sock").args(&["build", "--offline"]).output();
-    out.code(1).clean().stderr_has("Docker engine: connect to unix:///nonexistent/docker.sock").stderr_has("hint:");
+    let out = p
+        .run()
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(&["build", "--offline"])
+        .output();
+    out.code(1)
+        .clean()
+        .stderr_has("Docker engine: connect to unix:///nonexistent/docker.sock")
+        .stderr_has("hint:");
 }

@@ -244,7 +244,11 @@ impl Done {
 /// Is a Docker engine answering? Without one, engine tests skip locally but
 /// fail under CI: a skipped engine test in CI is a hole, not a pass.
 pub fn engine_available(test: &str) -> bool {
-    let ok = Command::new("docker").arg("info").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var_os("CI").is_some() {
             panic!("{test}: no Docker engine answers and CI is set: engine tests must run in CI");
@@ -255,7 +259,12 @@ pub fn engine_available(test: &str) -> bool {
 }
 
 pub fn docker(args: &[&str]) -> Done {
-    Done::from(Command::new("docker").args(args).output().expect("run docker"))
+    Done::from(
+        Command::new("docker")
+            .args(args)
+            .output()
+            .expect("run docker"),
+    )
 }
 
 /// Removes every image of a test repository when dropped.
@@ -266,7 +275,13 @@ impl ImageRepo {
         ImageRepo(format!("de-build-test/{test}-{}", std::process::id()))
     }
     pub fn id_of(&self, tag: &str) -> Option<String> {
-        let out = docker(&["image", "inspect", "--format", "{{.Id}}", &format!("{}:{tag}", self.0)]);
+        let out = docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("{}:{tag}", self.0),
+        ]);
         (out.code == 0).then(|| out.stdout.trim().to_string())
     }
     pub fn tags(&self) -> Vec<String> {
@@ -295,11 +310,19 @@ impl Project {
     pub fn demo(repo: &ImageRepo) -> Project {
         let p = Project::empty();
         let demo = repo_root().join("examples/demo");
-        for f in ["de-example.env", "apps.json", "Containerfile", "bench", "patches.txt", "compose.yaml"] {
+        for f in [
+            "de-example.env",
+            "apps.json",
+            "Containerfile",
+            "bench",
+            "patches.txt",
+            "compose.yaml",
+        ] {
             std::fs::copy(demo.join(f), p.path().join(f)).unwrap();
         }
         std::fs::create_dir_all(p.path().join("rootfs")).unwrap();
-        std::fs::copy("/bin/busybox", p.path().join("rootfs/busybox")).expect("/bin/busybox (Debian's busybox-static) is needed for the demo image");
+        std::fs::copy("/bin/busybox", p.path().join("rootfs/busybox"))
+            .expect("/bin/busybox (Debian's busybox-static) is needed for the demo image");
         let env = std::fs::read_to_string(demo.join("demo.env"))
             .unwrap()
             .lines()
@@ -314,3 +337,5 @@ impl Project {
         p
     }
 }
+#[path = "git_http.rs"]
+pub mod git_http;
