@@ -89,6 +89,13 @@ pub struct Builder {
 pub struct SmokeTest {
     pub command: Vec<String>,
     pub passed: bool,
+    /// Layers + runtime config digest of the tested image (labels excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<String>,
+    /// Set when an earlier release had the identical content and passed:
+    /// the test was not run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,9 @@ pub struct ImageInfo {
     pub labels: HashMap<String, String>,
     pub working_dir: String,
     pub created: String,
+    /// sha256 over the layers and the runtime config (labels excluded): two
+    /// images with the same value behave the same when run.
+    pub content_digest: String,
 }
 
 /// A container of a compose project, found by label.
@@ -103,6 +106,11 @@ impl Engine {
         match self.docker.inspect_image(reference).await {
             Ok(i) => {
                 let config = i.config.unwrap_or_default();
+                let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let fingerprint = serde_json::json!({
+                    "layers": layers, "cmd": config.cmd, "entrypoint": config.entrypoint,
+                    "env": config.env, "workdir": config.working_dir, "user": config.user,
+                });
                 Ok(Some(ImageInfo {
                     id: i.id.unwrap_or_default(),
                     // API 1.41 reports a dangling image as ["<none>:<none>"].
@@ -115,6 +123,7 @@ impl Engine {
                     labels: config.labels.unwrap_or_default(),
                     working_dir: config.working_dir.unwrap_or_default(),
                     created: i.created.map(|c| c.to_string()).unwrap_or_default(),
+                    content_digest: crate::apps::sha256_hex(fingerprint.to_string().as_bytes()),
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
