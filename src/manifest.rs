@@ -273,6 +273,8 @@ pub mod tests {
             smoke_test: SmokeTest {
                 command: vec!["bench".into(), "version".into()],
                 passed: true,
+                content_digest: None,
+                reused_from: None,
             },
             registry: None,
         }
