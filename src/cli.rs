@@ -88,6 +88,27 @@ pub enum Command {
     /// Image tags of recorded releases.
     #[command(subcommand)]
     Tags(TagsCommand),
+    /// Deploy a recorded release: lock, maintenance, backup, down, up, migrate, health gate.
+    #[command(
+        after_help = "Examples:\n  de-build deploy            # DE_SITE_VERSION\n  de-build deploy 1.2.0 --dry-run\n\n\
+        Brings the stack down with the compose file recorded at the last successful up (and\n\
+        --remove-orphans, then removes by label anything left), up with DE_COMPOSE_FILE and\n\
+        CUSTOM_TAG=<version>, runs `bench --site <s> migrate` in DE_BACKEND_SERVICE, turns\n\
+        maintenance off and waits for DE_HEALTH_URL. On any failure from `down` on it brings\n\
+        the previous release back with its own compose file and restores the backups (exit 3);\n\
+        if that fails too it says what is left to do (exit 4)."
+    )]
+    Deploy(DeployArgs),
+    /// Go back to an earlier deployed release (no migrate; optionally restore its backups).
+    #[command(
+        after_help = "Examples:\n  de-build rollback\n  de-build rollback 1.1.0\n  de-build rollback --restore-backup 20261123T101010.123Z-4242"
+    )]
+    Rollback(RollbackArgs),
+    /// What is deployed, the previous version, the lock, the last deployments.
+    Status,
+    /// The deploy lock.
+    #[command(subcommand)]
+    Lock(LockCommand),
 }
 
 #[derive(Debug, Args)]
@@ -143,5 +164,37 @@ pub enum TagsCommand {
         /// Show what would be re-tagged and change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Release to deploy [default: DE_SITE_VERSION].
+    pub version: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Release to go back to [default: the previous successfully deployed one].
+    pub version: Option<String>,
+    /// Also restore the backups taken by this deployment (its id from `de-build status`):
+    /// the database as it was before that deployment migrated it.
+    #[arg(long, value_name = "DEPLOYMENT")]
+    pub restore_backup: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Break a stale deploy lock (its process is gone).
+    Release {
+        /// Break it even if its holder seems alive (e.g. it ran on a host that died).
+        #[arg(long)]
+        force: bool,
     },
 }

@@ -10,12 +10,15 @@ pub mod apps;
 pub mod build;
 pub mod check;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod context;
+pub mod deploy;
 pub mod engine;
 pub mod envfile;
 pub mod error;
 pub mod git;
+pub mod health;
 pub mod manifest;
 pub mod online;
 pub mod output;
@@ -23,6 +26,7 @@ pub mod plan;
 pub mod progress;
 pub mod releases;
 pub mod secret;
+pub mod state;
 pub mod tags;
 
 use clap::Parser;
@@ -53,6 +57,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         },
         cli::Command::Tags(cli::TagsCommand::Repair { dry_run }) => {
             block_on(tags::repair(&paths, *dry_run, &style))
+        }
+        cli::Command::Deploy(a) => block_on(deploy::run_deploy(g, a, &style)),
+        cli::Command::Rollback(a) => block_on(deploy::run_rollback(g, a, &style)),
+        cli::Command::Status => deploy::run_status(&paths, &style),
+        cli::Command::Lock(cli::LockCommand::Release { force }) => {
+            deploy::run_lock_release(&paths, *force, &style)
         }
     };
     match result {

@@ -373,6 +373,47 @@ impl Engine {
             .collect())
     }
 
+    /// Anonymous volumes (64-hex names) mounted by these containers.
+    pub async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for id in containers {
+            let c = match self
+                .docker
+                .inspect_container(id, None::<q::InspectContainerOptions>)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(Error::engine(
+                        format!("inspect container {id}"),
+                        describe(&e),
+                    ))
+                }
+            };
+            for m in c.mounts.unwrap_or_default() {
+                let name = m.name.unwrap_or_default();
+                let anonymous = name.len() == 64 && name.chars().all(|ch| ch.is_ascii_hexdigit());
+                if anonymous && !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        match self
+            .docker
+            .remove_volume(name, None::<q::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::engine(format!("remove volume {name}"), describe(&e))),
+        }
+    }
+
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         self.docker
             .remove_container(
