@@ -953,32 +953,6 @@ pub fn context<'a>(inputs: &'a Inputs, engine: Engine, style: &Style) -> Ctx<'a>
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backups_are_read_from_bench_output() {
-        let demo = "Backup for demo.localhost: /home/frappe/frappe-bench/sites/demo.localhost/private/backups/20261123_101010-42\n";
-        assert_eq!(parse_backups("demo.localhost", demo), vec![Backup { site: "demo.localhost".into(), path: "/home/frappe/frappe-bench/sites/demo.localhost/private/backups/20261123_101010-42".into() }]);
-        let frappe = "Backup Summary for a.local at 2024-01-01\nConfig  : ./a.local/private/backups/20240101-a_local-site_config_backup.json 94.0B\nDatabase: ./a.local/private/backups/20240101-a_local-database.sql.gz 1.1KiB\n";
-        assert_eq!(
-            parse_backups("all", frappe),
-            vec![Backup {
-                site: "a.local".into(),
-                path: "./a.local/private/backups/20240101-a_local-database.sql.gz".into()
-            }]
-        );
-        assert!(parse_backups("x", "nothing").is_empty());
-    }
-
-    #[test]
-    fn sites() {
-        assert_eq!(Sites::parse("all").args(), vec!["all"]);
-        assert_eq!(Sites::parse("a.x, b.x").args(), vec!["a.x", "b.x"]);
-    }
-}
-
 /// `de-build deploy [VERSION]`.
 pub async fn run_deploy(
     global: &crate::cli::Global,
@@ -1247,4 +1221,30 @@ pub fn run_lock_release(paths: &config::Paths, force: bool, style: &Style) -> Re
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_are_read_from_bench_output() {
+        let demo = "Backup for demo.localhost: /home/frappe/frappe-bench/sites/demo.localhost/private/backups/20261123_101010-42\n";
+        assert_eq!(parse_backups("demo.localhost", demo), vec![Backup { site: "demo.localhost".into(), path: "/home/frappe/frappe-bench/sites/demo.localhost/private/backups/20261123_101010-42".into() }]);
+        let frappe = "Backup Summary for a.local at 2024-01-01\nConfig  : ./a.local/private/backups/20240101-a_local-site_config_backup.json 94.0B\nDatabase: ./a.local/private/backups/20240101-a_local-database.sql.gz 1.1KiB\n";
+        assert_eq!(
+            parse_backups("all", frappe),
+            vec![Backup {
+                site: "a.local".into(),
+                path: "./a.local/private/backups/20240101-a_local-database.sql.gz".into()
+            }]
+        );
+        assert!(parse_backups("x", "nothing").is_empty());
+    }
+
+    #[test]
+    fn sites() {
+        assert_eq!(Sites::parse("all").args(), vec!["all"]);
+        assert_eq!(Sites::parse("a.x, b.x").args(), vec!["a.x", "b.x"]);
+    }
 }

@@ -76,8 +76,15 @@ mod tests {
         let t = std::thread::spawn(move || {
             for code in ["503 Service Unavailable", "200 OK"] {
                 let (mut c, _) = l.accept().unwrap();
+                // Read the whole request, or closing would reset the connection.
+                let mut req = Vec::new();
                 let mut b = [0u8; 512];
-                let _ = c.read(&mut b);
+                while !req.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
                 let _ = write!(c, "HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n");
             }
         });

@@ -1,0 +1,405 @@
+//! deploy / rollback against the real engine and the real docker-compose,
+//! with the demo image: migrate applies patches to a log in the sites volume,
+//! backup/restore copy it, maintenance is a flag file served as 503.
+
+mod support;
+use std::process::Command;
+use support::{docker, engine_available, ImageRepo, Project, CANARY};
+
+struct Stack {
+    repo: ImageRepo,
+    p: Project,
+    project: String,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Stack {
+    fn new(name: &str) -> Stack {
+        let repo = ImageRepo::new(name);
+        let p = Project::demo(&repo);
+        let project = format!("dbt{name}{}", std::process::id());
+        let port = free_port();
+        p.set_env("COMPOSE_PROJECT_NAME", &project).set_env(
+            "DE_HEALTH_URL",
+            &format!("http://127.0.0.1:{port}/api/method/ping"),
+        );
+        p.write("de-example.env", &(p.read("de-example.env") + "\n# Seconds the health gate waits.\n# @type int @optional\nDE_HEALTH_TIMEOUT=60\n"));
+        p.set_env("DE_HEALTH_TIMEOUT", "15");
+        Stack {
+            repo,
+            p,
+            project,
+            port,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> support::Done {
+        self.p
+            .run()
+            .env("DEMO_HTTP_PORT", &self.port.to_string())
+            .args(args)
+            .output()
+    }
+
+    fn build(&self, version: &str) {
+        self.p.set_env("DE_SITE_VERSION", version);
+        self.run(&["-q", "build", "--offline"]).code(0);
+    }
+
+    fn http(&self) -> String {
+        match std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            Err(_) => "refused".into(),
+            Ok(mut s) => {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+                let _ = write!(s, "GET /api/method/ping HTTP/1.1\r\nHost: x\r\n\r\n");
+                let mut b = String::new();
+                let _ = s.read_to_string(&mut b);
+                b.split_whitespace().nth(1).unwrap_or("none").to_string()
+            }
+        }
+    }
+
+    fn containers(&self) -> Vec<(String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}} {{.Image}}",
+        ]);
+        out.stdout
+            .lines()
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect()
+    }
+
+    fn backend_image(&self) -> String {
+        self.containers()
+            .into_iter()
+            .find(|(s, _)| s == "backend")
+            .map(|(_, i)| i)
+            .unwrap_or_default()
+    }
+
+    fn exec(&self, cmd: &str) -> String {
+        let id = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            "label=com.docker.compose.service=backend",
+        ]);
+        docker(&["exec", id.stdout.trim(), "sh", "-c", cmd]).stdout
+    }
+
+    fn patch_log(&self) -> String {
+        self.exec("cat sites/demo.localhost/patch_log.txt")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.run(&["--json", "status"]);
+        out.code(0);
+        out.json()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let ids = docker(&["ps", "-aq", "--filter", &label]);
+        for id in ids.stdout.lines() {
+            docker(&["rm", "-f", "-v", id]);
+        }
+        let vols = docker(&["volume", "ls", "-q", "--filter", &label]);
+        for v in vols.stdout.lines() {
+            docker(&["volume", "rm", "-f", v]);
+        }
+        docker(&["network", "rm", &format!("{}_default", self.project)]);
+    }
+}
+
+fn add_patch(s: &Stack, line: &str) {
+    let t = s.p.read("patches.txt") + line + "\n";
+    s.p.write("patches.txt", &t);
+}
+
+#[test]
+fn deploy_v1_then_v2_migrates_once_and_records() {
+    if !engine_available("deploy_v1_then_v2") {
+        return;
+    }
+    let s = Stack::new("two");
+    s.build("1.0.0");
+    add_patch(&s, "demo.patches.v1_1.add_field");
+    s.build("1.1.0");
+
+    s.run(&["deploy", "1.0.0"])
+        .code(0)
+        .clean()
+        .stdout_has("deployed 1.0.0");
+    assert_eq!(s.http(), "200");
+    let dry = s.run(&["deploy", "1.1.0", "--dry-run"]);
+    dry.code(0)
+        .stdout_has("1. maintenance mode on")
+        .stdout_has("back up the sites")
+        .stdout_has("dry run");
+    let out = s.run(&["deploy", "1.1.0"]);
+    out.code(0)
+        .clean()
+        .stdout_has("deployed 1.1.0 (was 1.0.0)")
+        .stderr_has("Executing demo.patches.v1_1.add_field");
+    assert_eq!(s.http(), "200");
+    assert_eq!(s.backend_image(), format!("{}:1.1.0", s.repo.0));
+    let log = s.patch_log();
+    assert_eq!(
+        log.matches("demo.patches.v1_0.create_demo_data").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("demo.patches.v1_1.add_field").count(),
+        1,
+        "{log}"
+    );
+    // The anonymous assets volume is fresh: it holds 1.1.0's files, not 1.0.0's.
+    assert!(s
+        .exec("cat sites/assets/release-patches.txt")
+        .contains("v1_1.add_field"));
+
+    let st = s.status();
+    assert_eq!(st["current"]["version"], "1.1.0");
+    assert_eq!(st["previous_version"], "1.0.0");
+    assert_eq!(st["deployments"][0]["backups"].as_array().unwrap().len(), 1);
+    let audit = s.p.read(".de-build/audit.log");
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["version"], "1.1.0");
+    assert_eq!(lines[1]["result"], "succeeded");
+    assert!(s
+        .p
+        .path()
+        .join(format!(
+            ".de-build/logs/{}.log",
+            lines[1]["deployment"].as_str().unwrap()
+        ))
+        .exists());
+}
+
+#[test]
+fn a_renamed_service_leaves_no_container_behind() {
+    if !engine_available("renamed_service") {
+        return;
+    }
+    let s = Stack::new("rename");
+    s.build("1.0.0");
+    s.run(&["deploy", "1.0.0"]).code(0);
+    assert!(s.containers().iter().any(|(svc, _)| svc == "queue-short"));
+    // The release renames queue-short; the compose file on disk changes with it.
+    s.p.write(
+        "compose.yaml",
+        &s.p.read("compose.yaml")
+            .replace("queue-short:", "worker-short:"),
+    );
+    add_patch(&s, "demo.patches.v2.rename");
+    s.build("2.0.0");
+    s.run(&["deploy", "2.0.0"]).code(0);
+    let services: Vec<String> = s.containers().into_iter().map(|(svc, _)| svc).collect();
+    assert!(
+        !services.contains(&"queue-short".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"worker-short".to_string()),
+        "{services:?}"
+    );
+}
+
+#[test]
+fn a_failing_patch_recovers_the_previous_release() {
+    if !engine_available("failing_patch") {
+        return;
+    }
+    let s = Stack::new("patch");
+    s.build("1.0.0");
+    s.run(&["deploy", "1.0.0"]).code(0);
+    s.exec("echo precious > sites/demo.localhost/data.txt");
+    let log_before = s.patch_log();
+    add_patch(&s, "demo.patches.v2.fine");
+    add_patch(&s, "fail:demo.patches.v2.broken");
+    s.build("2.0.0");
+
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(3)
+        .clean()
+        .stderr_has("Patch fail:demo.patches.v2.broken failed")
+        .stderr_has("1.0.0 is serving again");
+    assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
+    assert_eq!(s.http(), "200", "maintenance mode is off again");
+    assert_eq!(
+        s.patch_log(),
+        log_before,
+        "the half-applied patch log was restored"
+    );
+    assert_eq!(
+        s.exec("cat sites/demo.localhost/data.txt").trim(),
+        "precious"
+    );
+    let st = s.status();
+    assert_eq!(st["current"]["version"], "1.0.0");
+    assert_eq!(st["deployments"][0]["result"], "recovered");
+    // The next deploy still brings 1.0.0 down with 1.0.0's recorded file.
+    assert!(st["current"]["compose_file"]
+        .as_str()
+        .unwrap()
+        .contains(".de-build/compose/"));
+}
+
+#[test]
+fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
+    if !engine_available("health_gate") {
+        return;
+    }
+    let s = Stack::new("health");
+    s.build("1.0.0");
+    s.run(&["deploy", "1.0.0"]).code(0);
+    let good = s.p.read("compose.yaml");
+    s.p.write(
+        "compose.yaml",
+        &good.replace(
+            r#"command: ["bench", "serve", "--port", "8000"]"#,
+            r#"command: ["sh", "-c", "exec sleep 2147483647"]"#,
+        ),
+    );
+    add_patch(&s, "demo.patches.v2.silent");
+    s.build("2.0.0");
+    s.p.set_env("DE_HEALTH_TIMEOUT", "3");
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(3).stderr_has("did not answer 2xx within 3s");
+    assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
+    assert_eq!(s.http(), "200");
+}
+
+#[test]
+fn rollback_goes_back_and_refuses_unknown_versions() {
+    if !engine_available("rollback") {
+        return;
+    }
+    let s = Stack::new("rollback");
+    s.build("1.0.0");
+    add_patch(&s, "demo.patches.v1_1.x");
+    s.build("1.1.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    s.run(&["-q", "deploy", "1.1.0"]).code(0);
+    let out = s.run(&["rollback"]);
+    out.code(0).stdout_has("rolled back to 1.0.0 (was 1.1.0)");
+    assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
+    assert_eq!(s.http(), "200");
+    s.run(&["rollback", "9.9.9"])
+        .code(2)
+        .clean()
+        .stderr_has("release 9.9.9 was never recorded")
+        .stderr_has("recorded releases: 1.1.0, 1.0.0");
+    // An image that is gone is refused with the way back.
+    docker(&["rmi", "-f", &format!("{}:1.1.0", s.repo.0)]);
+    s.run(&["rollback", "1.1.0"])
+        .code(2)
+        .stderr_has("is gone from this engine")
+        .stderr_has("rebuild it from its manifest");
+}
+
+#[test]
+fn two_deploys_at_once_and_a_stale_lock() {
+    if !engine_available("locks") {
+        return;
+    }
+    let s = Stack::new("lock");
+    s.build("1.0.0");
+    let lock = s.p.path().join(".de-build/lock.json");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .args([
+            "--project-dir",
+            s.p.path().to_str().unwrap(),
+            "-q",
+            "deploy",
+            "1.0.0",
+        ])
+        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first deploy to hold the lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20)); // polling a condition, bounded by the deadline
+    }
+    assert!(lock.exists(), "first deploy never took the lock");
+    let out = s.run(&["deploy", "1.0.0"]);
+    out.code(5)
+        .stderr_has("another deployment holds the lock")
+        .stderr_has("`deploy` of 1.0.0");
+    // kill -9 the holder: its lock is now stale.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Only the first deploy's record exists: the refused one wrote nothing.
+    for e in std::fs::read_dir(s.p.path().join(".de-build/deployments")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(name.ends_with(&format!("-{}.json", first.id())), "{name}");
+    }
+    s.run(&["deploy", "1.0.0"])
+        .code(5)
+        .stderr_has("stale lock")
+        .stderr_has("de-build lock release");
+    s.run(&["status"]).code(0).stdout_has("STALE");
+    s.run(&["lock", "release"])
+        .code(0)
+        .stdout_has("released the lock");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+}
+
+#[test]
+fn the_token_reaches_no_record_log_or_container() {
+    if !engine_available("deploy_canary") {
+        return;
+    }
+    let s = Stack::new("canary");
+    s.build("1.0.0");
+    // CI style: the token also sits in the process environment.
+    let out =
+        s.p.run()
+            .env("DEMO_HTTP_PORT", &s.port.to_string())
+            .env("DE_MACRS_PAT", CANARY)
+            .args(&["deploy", "1.0.0"])
+            .output();
+    out.code(0).no_leak(CANARY);
+    for f in s.p.all_files() {
+        if f.ends_with(".env") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).to_string();
+        assert!(!text.contains(CANARY), "token in {}", f.display());
+    }
+    let label = format!("label=com.docker.compose.project={}", s.project);
+    for id in docker(&["ps", "-aq", "--filter", &label]).stdout.lines() {
+        let i = docker(&["inspect", id]);
+        assert!(!i.stdout.contains(CANARY), "token in container {id}");
+    }
+}
