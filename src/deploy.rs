@@ -716,9 +716,13 @@ fn manual_down(ctx: &Ctx<'_>, s: &StackSpec) -> String {
 }
 
 fn manual_up(ctx: &Ctx<'_>, s: &StackSpec) -> String {
+    let vars: Vec<String> = ["DE_IMAGE", "CUSTOM_TAG", "COMPOSE_PROJECT_NAME"]
+        .iter()
+        .filter_map(|k| s.env.get(*k).map(|v| format!("{k}={v}")))
+        .collect();
     format!(
-        "CUSTOM_TAG={} {} {}",
-        s.version,
+        "{} {} {} (with the other non-secret keys of .env in the environment)",
+        vars.join(" "),
         ctx.compose.program.join(" "),
         ctx.compose.up_args(&s.target)[ctx.compose.program.len() - 1..].join(" ")
     )

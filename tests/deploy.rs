@@ -403,3 +403,89 @@ fn the_token_reaches_no_record_log_or_container() {
         assert!(!i.stdout.contains(CANARY), "token in container {id}");
     }
 }
+
+#[test]
+fn when_recovery_fails_too_it_says_what_is_left() {
+    if !engine_available("fatal") {
+        return;
+    }
+    let s = Stack::new("fatal");
+    s.build("1.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    add_patch(&s, "fail:demo.patches.v2.broken");
+    s.build("2.0.0");
+    // The recorded compose file of 1.0.0 is damaged: 1.0.0 cannot come back.
+    let snap = s.status()["current"]["compose_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&snap, "services: [this is not compose\n").unwrap();
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(4)
+        .clean()
+        .stderr_has("recovery failed too")
+        .stderr_has("run: ");
+    let st = s.status();
+    assert_eq!(st["deployments"][0]["result"], "fatal");
+    assert!(st["deployments"][0]["left"]
+        .as_str()
+        .unwrap()
+        .contains("CUSTOM_TAG=1.0.0"));
+    s.run(&["status"]).code(0).stdout_has("left to do:");
+}
+
+#[test]
+fn the_bundled_compose_file_is_valid_compose() {
+    let root = support::repo_root();
+    for (file, dir) in [
+        ("compose-main.yaml", root.clone()),
+        ("examples/demo/compose.yaml", root.join("examples/demo")),
+    ] {
+        let out = Command::new("docker-compose")
+            .args([
+                "--project-directory",
+                dir.to_str().unwrap(),
+                "-f",
+                root.join(file).to_str().unwrap(),
+                "config",
+                "--quiet",
+            ])
+            .env("DE_IMAGE", "example/erpnext-custom")
+            .env("CUSTOM_TAG", "1.0.0")
+            .output();
+        match out {
+            Ok(o) => assert!(
+                o.status.success(),
+                "{file}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: docker-compose not found ({e})")
+            }
+            Err(e) => panic!("docker-compose is needed in CI: {e}"),
+        }
+    }
+    // Every frappe_docker service of seed 004 is there, on the release's image.
+    let text = std::fs::read_to_string(root.join("compose-main.yaml")).unwrap();
+    for svc in [
+        "configurator",
+        "create-site",
+        "backend",
+        "frontend",
+        "websocket",
+        "queue-short",
+        "queue-long",
+        "scheduler",
+        "db",
+        "redis-cache",
+        "redis-queue",
+    ] {
+        assert!(
+            text.contains(&format!("\n  {svc}:")),
+            "service {svc} missing"
+        );
+    }
+    assert!(
+        text.contains("${DE_IMAGE:?set DE_IMAGE in .env}:${CUSTOM_TAG:?de-build sets CUSTOM_TAG}")
+    );
+}
