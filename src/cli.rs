@@ -88,15 +88,17 @@ pub enum Command {
     /// Image tags of recorded releases.
     #[command(subcommand)]
     Tags(TagsCommand),
-    /// Deploy a recorded release: lock, maintenance, backup, down, up, migrate, health gate.
+    /// Deploy a recorded release: lock, maintenance, backup, replace the stack, migrate, health gate.
     #[command(
-        after_help = "Examples:\n  de-build deploy            # DE_SITE_VERSION\n  de-build deploy 1.2.0 --dry-run\n\n\
-        Brings the stack down with the compose file recorded at the last successful up (and\n\
-        --remove-orphans, then removes by label anything left), up with DE_COMPOSE_FILE and\n\
-        CUSTOM_TAG=<version>, runs `bench --site <s> migrate` in DE_BACKEND_SERVICE, turns\n\
-        maintenance off and waits for DE_HEALTH_URL. On any failure from `down` on it brings\n\
-        the previous release back with its own compose file and restores the backups (exit 3);\n\
-        if that fails too it says what is left to do (exit 4)."
+        after_help = "Examples:\n  de-build deploy            # DE_SITE_VERSION\n  de-build deploy 1.2.0 --dry-run\n  de-build deploy --full-down\n\n\
+        With a release running: maintenance on, queued jobs drained, every site backed up, then\n\
+        every container recreated from the new image in one compose pass (--force-recreate,\n\
+        --renew-anon-volumes, --remove-orphans; anything older left is removed by label), or with\n\
+        --full-down a complete `down` with the compose file recorded at the last up, then `up`.\n\
+        Then `bench --site <s> migrate` in DE_BACKEND_SERVICE, maintenance off, and DE_HEALTH_URL\n\
+        must answer 2xx. On any failure from the replace on, the previous release comes back with\n\
+        its own compose file and the backups are restored (exit 3); if that fails too the message\n\
+        says what is left to do (exit 4)."
     )]
     Deploy(DeployArgs),
     /// Go back to an earlier deployed release (no migrate; optionally restore its backups).
@@ -171,6 +173,11 @@ pub enum TagsCommand {
 pub struct DeployArgs {
     /// Release to deploy [default: DE_SITE_VERSION].
     pub version: Option<String>,
+    /// Bring the running stack fully down (with its recorded compose file)
+    /// before bringing the new one up, instead of recreating every container
+    /// in one pass. Same guarantees, longer outage.
+    #[arg(long)]
+    pub full_down: bool,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -184,6 +191,9 @@ pub struct RollbackArgs {
     /// the database as it was before that deployment migrated it.
     #[arg(long, value_name = "DEPLOYMENT")]
     pub restore_backup: Option<String>,
+    /// Bring the running stack fully down before bringing the target up.
+    #[arg(long)]
+    pub full_down: bool,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -81,6 +81,24 @@ impl Compose {
         a
     }
 
+    /// Replace a running stack in one pass: every container recreated from the
+    /// file's images, anonymous volumes renewed (no stale assets), containers
+    /// of services no longer in the file removed.
+    pub fn replace_args(&self, t: &Target) -> Vec<String> {
+        let mut a = self.base(t);
+        a.extend(
+            [
+                "up",
+                "--detach",
+                "--force-recreate",
+                "--renew-anon-volumes",
+                "--remove-orphans",
+            ]
+            .map(String::from),
+        );
+        a
+    }
+
     pub fn down_args(&self, t: &Target) -> Vec<String> {
         let mut a = self.base(t);
         a.extend(["down", "--remove-orphans"].map(String::from));
@@ -179,6 +197,16 @@ mod tests {
         down1.extend(["down", "--remove-orphans"]);
         assert_eq!(Compose::v1().down_args(&t), down1);
         assert_eq!(Compose::v1().program, vec!["docker-compose"]);
+        assert_eq!(
+            Compose::v1().replace_args(&t)[8..],
+            [
+                "up",
+                "--detach",
+                "--force-recreate",
+                "--renew-anon-volumes",
+                "--remove-orphans"
+            ]
+        );
         assert_eq!(
             Compose::v2().config_args(&t).last().map(String::as_str),
             Some("--quiet")

@@ -63,14 +63,31 @@ pub struct StackSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     MaintenanceOn,
-    DrainJobs { timeout: Duration },
+    DrainJobs {
+        timeout: Duration,
+    },
     Backup,
-    Down { stack: StackSpec },
-    Up { stack: StackSpec },
+    Down {
+        stack: StackSpec,
+    },
+    Up {
+        stack: StackSpec,
+    },
+    /// Recreate every container of the stack with the new release in one
+    /// compose pass (see [`replace`]); the short-outage form of down + up.
+    Replace {
+        from: StackSpec,
+        to: StackSpec,
+    },
     Migrate,
-    Restore { backups: Vec<Backup> },
+    Restore {
+        backups: Vec<Backup>,
+    },
     MaintenanceOff,
-    HealthGate { url: String, timeout: Duration },
+    HealthGate {
+        url: String,
+        timeout: Duration,
+    },
 }
 
 impl fmt::Display for Step {
@@ -88,6 +105,13 @@ impl fmt::Display for Step {
                 "compose down {} with {} (as brought up) and --remove-orphans",
                 stack.version,
                 config::display(&stack.target.file)
+            ),
+            Step::Replace { from, to } => write!(
+                f,
+                "replace {} by {}: recreate every container with {}, renew anonymous volumes, remove orphans",
+                from.version,
+                to.version,
+                config::display(&to.target.file)
             ),
             Step::Up { stack } => write!(
                 f,
@@ -295,6 +319,7 @@ pub fn plan(
     new_stack: Option<StackSpec>,
     migrate: bool,
     restore: Vec<Backup>,
+    full_down: bool,
 ) -> Result<DeployPlan> {
     let inputs = ctx.inputs;
     let sites = Sites::parse(inputs.env.get("DE_SITES").unwrap_or("all"));
@@ -322,10 +347,18 @@ pub fn plan(
         });
         steps.push(Step::Backup);
     }
-    steps.push(Step::Down {
-        stack: previous.clone().unwrap_or_else(|| new.clone()),
-    });
-    steps.push(Step::Up { stack: new.clone() });
+    match (&previous, full_down) {
+        (Some(prev), false) => steps.push(Step::Replace {
+            from: prev.clone(),
+            to: new.clone(),
+        }),
+        _ => {
+            steps.push(Step::Down {
+                stack: previous.clone().unwrap_or_else(|| new.clone()),
+            });
+            steps.push(Step::Up { stack: new.clone() });
+        }
+    }
     if migrate {
         steps.push(Step::Migrate);
     }
@@ -472,6 +505,27 @@ async fn down(ctx: &Ctx<'_>, stack: &StackSpec) -> Result<Vec<String>> {
     Ok(removed)
 }
 
+/// Replace the running stack by `to` in one compose pass, then prove the
+/// guarantee of a full down: no container that existed before survives (any
+/// left is removed), and the old anonymous volumes are deleted.
+async fn replace(ctx: &Ctx<'_>, to: &StackSpec) -> Result<Vec<String>> {
+    let before = ctx.engine.project_containers(&to.target.project).await?;
+    let before_ids: Vec<String> = before.iter().map(|c| c.id.clone()).collect();
+    let anon = ctx.engine.anonymous_volumes(&before_ids).await?;
+    compose_step(ctx, ctx.compose.replace_args(&to.target), &to.env)?;
+    let mut removed = Vec::new();
+    for c in ctx.engine.project_containers(&to.target.project).await? {
+        if before_ids.contains(&c.id) {
+            ctx.engine.remove_container(&c.id).await?;
+            removed.push(format!("{} ({})", c.name, c.service));
+        }
+    }
+    for v in anon {
+        ctx.engine.remove_volume(&v).await?;
+    }
+    Ok(removed)
+}
+
 fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         Err(Error::failed("interrupted (Ctrl-C)"))
@@ -563,6 +617,19 @@ impl Run<'_, '_> {
                     self.record.backups.extend(found);
                 }
                 self.save();
+            }
+            Step::Replace { to, .. } => {
+                self.down_done = true;
+                let removed = replace(ctx, to).await?;
+                if !removed.is_empty() {
+                    output::progress(
+                        &ctx.style,
+                        &format!(
+                            "removed old containers compose left behind: {}",
+                            removed.join(", ")
+                        ),
+                    );
+                }
             }
             Step::Down { stack } => {
                 self.down_done = true;
@@ -985,6 +1052,7 @@ pub async fn run_deploy(
         None,
         true,
         Vec::new(),
+        args.full_down,
     )?;
     if args.dry_run {
         let _ = std::fs::remove_file(&plan.new.target.file);
@@ -1113,6 +1181,7 @@ pub async fn run_rollback(
         new_stack,
         false,
         restore,
+        args.full_down,
     )?;
     if args.dry_run {
         let _ = std::fs::remove_file(&plan.new.target.file);

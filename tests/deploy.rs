@@ -86,6 +86,19 @@ impl Stack {
             .collect()
     }
 
+    fn backend_ids(&self) -> Vec<String> {
+        let out = docker(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            "label=com.docker.compose.service=backend",
+        ]);
+        out.stdout.lines().map(str::to_string).collect()
+    }
+
     fn backend_image(&self) -> String {
         self.containers()
             .into_iter()
@@ -157,6 +170,29 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         .stdout_has("1. maintenance mode on")
         .stdout_has("back up the sites")
         .stdout_has("dry run");
+    let old_ids = docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.project),
+    ])
+    .stdout;
+    let old_anon: Vec<String> = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Name}} {{end}}",
+        &s.backend_ids()[0],
+    ])
+    .stdout
+    .split_whitespace()
+    .filter(|n| n.len() == 64)
+    .map(str::to_string)
+    .collect();
+    assert!(
+        !old_anon.is_empty(),
+        "the demo backend has an anonymous assets volume"
+    );
     let out = s.run(&["deploy", "1.1.0"]);
     out.code(0)
         .clean()
@@ -175,7 +211,26 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         1,
         "{log}"
     );
-    // The anonymous assets volume is fresh: it holds 1.1.0's files, not 1.0.0's.
+    // What a full `down` guarantees: no container of before survives, no old
+    // anonymous volume is left, the assets volume holds 1.1.0's files.
+    let new_ids = docker(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.project),
+    ])
+    .stdout;
+    for id in old_ids.lines() {
+        assert!(!new_ids.contains(id), "container {id} survived the deploy");
+    }
+    let vols = docker(&["volume", "ls", "-q"]).stdout;
+    for v in &old_anon {
+        assert!(
+            !vols.contains(v.as_str()),
+            "old anonymous volume {v} left behind"
+        );
+    }
     assert!(s
         .exec("cat sites/assets/release-patches.txt")
         .contains("v1_1.add_field"));
@@ -229,6 +284,21 @@ fn a_renamed_service_leaves_no_container_behind() {
         services.contains(&"worker-short".to_string()),
         "{services:?}"
     );
+    // And back, the classic way: full down with 2.0.0's recorded file, then up.
+    s.run(&["rollback", "1.0.0", "--full-down", "--dry-run"])
+        .code(0)
+        .stdout_has("compose down 2.0.0");
+    s.run(&["-q", "rollback", "1.0.0", "--full-down"]).code(0);
+    let services: Vec<String> = s.containers().into_iter().map(|(svc, _)| svc).collect();
+    assert!(
+        !services.contains(&"worker-short".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"queue-short".to_string()),
+        "{services:?}"
+    );
+    assert_eq!(s.http(), "200");
 }
 
 #[test]
