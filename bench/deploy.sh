@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Benchmark: de-build deploy vs the seed's manual update, on the demo stack,
+# side by side in one run. A probe hits the demo's HTTP endpoint every 50 ms.
+#  - unreachable window (refused / 5xx other than 503): goal de-build <= 0.5x manual
+#  - maintenance window (503): goal <= backup + migrate + 1 s
+#  - rollback to the previous version with its image present: goal <= 5 s
+# Manual procedure (seed 003): docker-compose down; docker-compose up -d;
+# docker exec <backend> bench --site <site> migrate.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+de_bin="$root/target/release/de-build"
+work=$(mktemp -d)
+project="debench$$"
+repo="de-build-bench/deploy-$$"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port/api/method/ping"
+cleanup() {
+  docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f -v >/dev/null 2>&1 || true
+  docker volume ls -q --filter "label=com.docker.compose.project=$project" | xargs -r docker volume rm >/dev/null 2>&1 || true
+  docker network rm "${project}_default" >/dev/null 2>&1 || true
+  docker image ls -q "$repo" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cp "$root"/examples/demo/{de-example.env,apps.json,Containerfile,bench,patches.txt,compose.yaml} "$work/"
+mkdir -p "$work/rootfs" && cp /bin/busybox "$work/rootfs/"
+sed -e "s#^DE_IMAGE=.*#DE_IMAGE=$repo#" -e "s#^COMPOSE_PROJECT_NAME=.*#COMPOSE_PROJECT_NAME=$project#" \
+    -e "s#^DE_HEALTH_URL=.*#DE_HEALTH_URL=$url#" "$root/examples/demo/demo.env" > "$work/.env"
+export DEMO_HTTP_PORT=$port
+de() { "$de_bin" --project-dir "$work" "$@"; }
+for v in 1.0.0 1.1.0 1.2.0; do
+  echo "demo.patches.v${v//./_}.bench" >> "$work/patches.txt"
+  DE_SITE_VERSION=$v de -q build --offline >/dev/null
+done
+de -q deploy 1.0.0 >/dev/null
+
+probe() { # probe OUT -- command...
+  local out=$1; shift 2
+  rm -f "$work/stop"
+  python3 "$root/bench/probe.py" "$url" "$work/stop" "$out" & local pid=$!
+  local t0; t0=$(date +%s.%N)
+  "$@"
+  python3 -c "import time; print(f'{time.time() - $t0:.2f}')" > "$out.secs"
+  touch "$work/stop"; wait $pid
+}
+
+echo "== de-build deploy 1.0.0 -> 1.1.0"
+probe "$work/de.json" -- de -q deploy 1.1.0
+rec=$(ls -t "$work"/.de-build/deployments/*.json | head -1)
+
+echo "== manual: down, up -d, bench migrate (1.1.0 -> 1.2.0, same stack)"
+manual() {
+  local f="$work/compose.yaml" env=(env DE_IMAGE="$repo" COMPOSE_PROJECT_NAME="$project")
+  "${env[@]}" CUSTOM_TAG=1.1.0 docker-compose -p "$project" -f "$f" down >/dev/null 2>&1
+  "${env[@]}" CUSTOM_TAG=1.2.0 docker-compose -p "$project" -f "$f" up -d >/dev/null 2>&1
+  local c; c=$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=backend)
+  docker exec "$c" bench --site demo.localhost migrate >/dev/null
+}
+probe "$work/manual.json" -- manual
+
+echo "== de-build rollback (image present)"
+t0=$(date +%s.%N); de -q rollback 1.0.0 >/dev/null; t1=$(date +%s.%N)
+
+python3 - "$work/de.json" "$work/manual.json" "$rec" "$t0" "$t1" "$work/de.json.secs" "$work/manual.json.secs" <<'PY'
+import json, sys
+de, man, rec = (json.load(open(p)) for p in sys.argv[1:4])
+t0, t1 = float(sys.argv[4]), float(sys.argv[5])
+steps = {s["step"].split(" ")[0] + (" " + s["step"].split(" ")[1] if s["step"].startswith("bench") else ""): s["seconds"] for s in rec["steps"]}
+backup = sum(s["seconds"] for s in rec["steps"] if s["step"].startswith("back up"))
+migrate = sum(s["seconds"] for s in rec["steps"] if s["step"].startswith("bench migrate"))
+print(f"unreachable: de-build {de['unreachable']:.2f}s, manual {man['unreachable']:.2f}s -> ratio {de['unreachable'] / max(man['unreachable'], 1e-9):.2f}x (goal <= 0.5x)")
+print(f"maintenance: de-build {de['maintenance']:.2f}s; backup {backup:.2f}s + migrate {migrate:.2f}s + 1s = {backup + migrate + 1:.2f}s (goal: at most that)")
+print(f"whole command: de-build deploy {open(sys.argv[6]).read().strip()}s, manual {open(sys.argv[7]).read().strip()}s")
+print(f"rollback with the image present: {t1 - t0:.2f}s (goal <= 5s)")
+PY
