@@ -341,6 +341,12 @@ pub async fn execute(
                 let mut progress = Progress::new(*style);
                 let result = buildkit::build(&api_version, req, |ev| progress.on_event(ev)).await;
                 progress.finish();
+                crate::logfile::action(
+                    &format!("buildkit build {reference}"),
+                    result.is_ok(),
+                    started.elapsed(),
+                    result.as_ref().err().map(String::as_str).unwrap_or(""),
+                );
                 match result {
                     Ok(id) => {
                         image_id = id;
@@ -433,7 +439,8 @@ pub async fn execute(
         },
         registry: None,
     };
-    let path = Store::new(&inputs.paths.releases).write(&m)?;
+    // Written by the caller: `release` pushes first, so the digest is recorded.
+    let path = Store::new(&inputs.paths.releases).path_for(&m.version);
     Ok(Built {
         manifest: m,
         manifest_path: path,
@@ -544,6 +551,7 @@ pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32
         output::progress(style, &prepared.plan.to_string());
     }
     let built = execute(&inputs, prepared, &engine, style).await?;
+    Store::new(&inputs.paths.releases).write(&built.manifest)?;
     report(style, &built, started.elapsed());
     Ok(EXIT_OK)
 }

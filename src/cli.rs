@@ -108,6 +108,18 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// What is deployed, the previous version, the lock, the last deployments.
     Status,
+    /// For CI: check --online, build, smoke test, push, record, optionally deploy.
+    #[command(
+        after_help = "Examples:\n  de-build --json release\n  de-build release --deploy\n\n\
+        Never prompts. Configuration may come from the environment alone (CI secrets as env\n\
+        vars; the environment wins over .env). With DE_REGISTRY set, the image is pushed as\n\
+        DE_REGISTRY/DE_IMAGE:DE_SITE_VERSION through the engine (credentials DE_REGISTRY_USER /\n\
+        DE_REGISTRY_PASSWORD) and its digest is recorded; a pushed tag is never overwritten.\n\
+        --json prints one JSON document on stdout; progress goes to stderr."
+    )]
+    Release(ReleaseArgs),
+    /// Push a recorded release to DE_REGISTRY and record its digest.
+    Push(PushArgs),
     /// The deploy lock.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -207,4 +219,26 @@ pub enum LockCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Deploy the release after it is recorded (see `de-build deploy`).
+    #[arg(long)]
+    pub deploy: bool,
+    /// Do not resolve app commits with git (cache key from apps.json).
+    #[arg(long)]
+    pub offline: bool,
+    /// Build without BuildKit's cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Seconds to wait for each git remote.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Release to push [default: DE_SITE_VERSION].
+    pub version: Option<String>,
 }

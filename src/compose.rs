@@ -126,6 +126,7 @@ impl Compose {
         }
         cmd.envs(env);
         let shown = format!("{} {}", self.program[0], args.join(" "));
+        let started = std::time::Instant::now();
         let out = cmd.output().map_err(|e| Error::Failed {
             message: format!("could not run `{}`: {e}", self.program[0]),
             hint: Some(
@@ -137,6 +138,13 @@ impl Compose {
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        crate::logfile::action(
+            &shown,
+            out.status.success(),
+            started.elapsed(),
+            &tail.join(" | "),
         );
         if out.status.success() {
             Ok(text)

@@ -239,6 +239,24 @@ pub async fn release_image(ctx: &Ctx<'_>, version: &str) -> Result<Loaded> {
         ));
     };
     let m = &l.manifest;
+    if ctx.engine.image(&m.image.id).await?.is_none() && m.registry.is_some() {
+        let r = m
+            .registry
+            .as_ref()
+            .map(|r| r.digest_ref.clone())
+            .unwrap_or_default();
+        output::progress(
+            &ctx.style,
+            &format!("the image of {version} is not here; pulling {r}"),
+        );
+        let registry = r.split('/').next().unwrap_or_default();
+        crate::registry::pull_by_digest(
+            &ctx.engine,
+            m,
+            crate::registry::credentials(&ctx.inputs.env, registry),
+        )
+        .await?;
+    }
     if ctx.engine.image(&m.image.id).await?.is_none() {
         let rev = m
             .project_revision
@@ -1040,31 +1058,53 @@ pub async fn run_deploy(
         None => required(&inputs, "DE_SITE_VERSION")?.to_string(),
     };
     let engine = Engine::connect().await?;
-    let ctx = context(&inputs, engine, style);
-    let release = release_image(&ctx, &version).await?;
+    if let Some(d) = deploy_version(
+        &inputs,
+        engine,
+        style,
+        &version,
+        args.dry_run,
+        args.full_down,
+    )
+    .await?
+    {
+        report(style, &d, started.elapsed());
+    }
+    Ok(EXIT_OK)
+}
+
+/// Deploy one recorded release (`None` for a dry run, which prints the plan).
+pub async fn deploy_version(
+    inputs: &Inputs,
+    engine: Engine,
+    style: &Style,
+    version: &str,
+    dry_run: bool,
+    full_down: bool,
+) -> Result<Option<Deployment>> {
+    let ctx = context(inputs, engine, style);
+    let release = release_image(&ctx, version).await?;
     let id = state::new_id();
     let plan = plan(
         &ctx,
         "deploy",
         &id,
-        &version,
+        version,
         &release.manifest.image.id,
         None,
         true,
         Vec::new(),
-        args.full_down,
+        full_down,
     )?;
-    if args.dry_run {
+    if dry_run {
         let _ = std::fs::remove_file(&plan.new.target.file);
         print_plan(style, &plan);
-        return Ok(EXIT_OK);
+        return Ok(None);
     }
     if !style.json {
         output::progress(style, &plan.to_string());
     }
-    let d = execute(&ctx, &plan, &id).await?;
-    report(style, &d, started.elapsed());
-    Ok(EXIT_OK)
+    execute(&ctx, &plan, &id).await.map(Some)
 }
 
 /// Successful deployments, oldest first, one entry per distinct run.

@@ -19,11 +19,14 @@ pub mod envfile;
 pub mod error;
 pub mod git;
 pub mod health;
+pub mod logfile;
 pub mod manifest;
 pub mod online;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod registry;
+pub mod release;
 pub mod releases;
 pub mod secret;
 pub mod state;
@@ -36,7 +39,8 @@ use std::ffi::OsString;
 
 /// Run the tool with these arguments; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match cli::Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_INVALID } else { 0 };
@@ -47,6 +51,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let g = &cli.global;
     let style = Style::detect(g.json, g.verbose, g.quiet);
     let paths = config::Paths::from_global(g);
+    // The log lives in the project's state directory; a project directory
+    // that does not exist gets no log (the command will say what is wrong).
+    if paths.project_dir.is_dir() {
+        let argv: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        logfile::open(&paths.state, &argv);
+    }
     let result = match &cli.command {
         cli::Command::Check(a) => check::run(g, a, &style),
         cli::Command::Build(a) => block_on(build::run(g, a, &style)),
@@ -61,14 +74,28 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         cli::Command::Deploy(a) => block_on(deploy::run_deploy(g, a, &style)),
         cli::Command::Rollback(a) => block_on(deploy::run_rollback(g, a, &style)),
         cli::Command::Status => deploy::run_status(&paths, &style),
+        cli::Command::Release(a) => block_on(release::run(g, a, &style)),
+        cli::Command::Push(a) => block_on(release::push(g, a, &style)),
         cli::Command::Lock(cli::LockCommand::Release { force }) => {
             deploy::run_lock_release(&paths, *force, &style)
         }
     };
     match result {
-        Ok(code) => code,
+        Ok(code) => {
+            logfile::finish(code, None);
+            code
+        }
         Err(e) => {
             report_error(&style, &e);
+            let detail = match &e {
+                Error::Invalid(p) => p
+                    .iter()
+                    .map(|p| format!("{}: {}", p.location(), p.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            logfile::finish(e.exit_code(), Some(&detail));
             e.exit_code()
         }
     }

@@ -40,6 +40,18 @@ pub fn resolve_apps(
         })
         .collect();
     let results = git::resolve_all(&items, timeout);
+    for (app, r) in inputs.apps.iter().zip(&results) {
+        let detail = match r {
+            Ok(rr) => format!("{} -> {}", app.branch, rr.commit),
+            Err(e) => format!("{} -> {e:?}", app.branch),
+        };
+        crate::logfile::action(
+            &format!("git ls-remote {}", app.public_url()),
+            r.is_ok(),
+            started.elapsed(),
+            &detail,
+        );
+    }
     let shown = config::display(&inputs.paths.apps);
     let out: Vec<_> = inputs
         .apps

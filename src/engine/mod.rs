@@ -85,7 +85,9 @@ impl Engine {
         .await
         .map_err(|_| unreachable(&"no answer within 15 s"))?
         .map_err(|e| unreachable(&e))?;
-        docker.ping().await.map_err(|e| unreachable(&e))?;
+        crate::logfile::timed("engine ping", docker.ping())
+            .await
+            .map_err(|e| unreachable(&e))?;
         Ok(Engine { docker })
     }
 
@@ -140,10 +142,12 @@ impl Engine {
             repo: Some(repo.to_string()),
             tag: Some(tag.to_string()),
         };
-        self.docker
-            .tag_image(source, Some(opts))
-            .await
-            .map_err(|e| Error::engine(format!("tag {source} as {repo}:{tag}"), describe(&e)))
+        crate::logfile::timed(
+            &format!("engine tag {source} {repo}:{tag}"),
+            self.docker.tag_image(source, Some(opts)),
+        )
+        .await
+        .map_err(|e| Error::engine(format!("tag {source} as {repo}:{tag}"), describe(&e)))
     }
 
     /// Remove one tag; the image stays while it has other tags (noprune).
@@ -153,11 +157,13 @@ impl Engine {
             noprune: true,
             ..Default::default()
         };
-        self.docker
-            .remove_image(reference, Some(opts), None)
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::engine(format!("remove tag {reference}"), describe(&e)))
+        crate::logfile::timed(
+            &format!("engine untag {reference}"),
+            self.docker.remove_image(reference, Some(opts), None),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::engine(format!("remove tag {reference}"), describe(&e)))
     }
 
     /// Delete an image by ID (it must carry no tag another caller relies on).
@@ -167,7 +173,12 @@ impl Engine {
             noprune: false,
             ..Default::default()
         };
-        match self.docker.remove_image(id, Some(opts), None).await {
+        match crate::logfile::timed(
+            &format!("engine remove image {id}"),
+            self.docker.remove_image(id, Some(opts), None),
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(Error::engine(format!("remove image {id}"), describe(&e))),
@@ -236,7 +247,11 @@ impl Engine {
                 )
             })?;
         let id = created.id;
-        let result = self.run_created(&id, list_dir).await;
+        let result = crate::logfile::timed(
+            &format!("engine run {image} {}", cmd.join(" ")),
+            self.run_created(&id, list_dir),
+        )
+        .await;
         let _ = self
             .docker
             .remove_container(
@@ -403,10 +418,12 @@ impl Engine {
     }
 
     pub async fn remove_volume(&self, name: &str) -> Result<()> {
-        match self
-            .docker
-            .remove_volume(name, None::<q::RemoveVolumeOptions>)
-            .await
+        match crate::logfile::timed(
+            &format!("engine remove volume {name}"),
+            self.docker
+                .remove_volume(name, None::<q::RemoveVolumeOptions>),
+        )
+        .await
         {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -415,17 +432,17 @@ impl Engine {
     }
 
     pub async fn remove_container(&self, id: &str) -> Result<()> {
-        self.docker
-            .remove_container(
-                id,
-                Some(q::RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|e| Error::engine(format!("remove container {id}"), describe(&e)))
+        let opts = q::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        crate::logfile::timed(
+            &format!("engine remove container {id}"),
+            self.docker.remove_container(id, Some(opts)),
+        )
+        .await
+        .map_err(|e| Error::engine(format!("remove container {id}"), describe(&e)))
     }
 
     /// Run `cmd` in a running container, streaming each output line to
@@ -476,6 +493,12 @@ impl Engine {
         if !pending.is_empty() {
             on_line(pending.trim_end());
         }
+        crate::logfile::action(
+            &format!("engine exec in {container}: {}", cmd.join(" ")),
+            true,
+            std::time::Duration::ZERO,
+            "",
+        );
         let info = self
             .docker
             .inspect_exec(&created.id)
