@@ -169,6 +169,11 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
             ));
         }
     }
+    let summary: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.location(), p.message))
+        .collect();
+    crate::logfile::action("check", ok, std::time::Duration::ZERO, &summary.join("; "));
     // A remote that could not be asked is not the user's input: exit 1.
     let unreachable_only = problems
         .iter()

@@ -120,6 +120,13 @@ pub enum Command {
     Release(ReleaseArgs),
     /// Push a recorded release to DE_REGISTRY and record its digest.
     Push(PushArgs),
+    /// Remove old de-build images and dangling build cache; never a rollback target.
+    #[command(
+        after_help = "Examples:\n  de-build prune --dry-run\n  de-build prune --keep 3\n\n\
+        Always kept: the images of the current and previous deployments, of the newest --keep\n\
+        releases and their recovery (-superseded-) images, and any image de-build did not build."
+    )]
+    Prune(PruneArgs),
     /// The deploy lock.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -241,4 +248,14 @@ pub struct ReleaseArgs {
 pub struct PushArgs {
     /// Release to push [default: DE_SITE_VERSION].
     pub version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// How many of the newest releases keep their images (plus current and previous deployments).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub keep: usize,
+    /// List what would be removed and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -106,7 +106,7 @@ fn all_problems_are_reported_at_once() {
 }
 
 #[test]
-fn check_writes_nothing_and_never_prints_the_token() {
+fn check_writes_only_its_log_and_never_prints_the_token() {
     let p = Project::example();
     let before = p.all_files();
     for args in [&["check"][..], &["--json", "check"], &["-v", "check"]] {
@@ -125,11 +125,20 @@ fn check_writes_nothing_and_never_prints_the_token() {
         .output()
         .code(2)
         .no_leak(CANARY);
+    let after = p.all_files();
+    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
     assert_eq!(
-        p.all_files().len(),
-        before.len(),
-        "check must not write files"
+        new,
+        vec![&p.path().join(".de-build/de-build.log")],
+        "check writes nothing but the tool's log"
     );
+    let log = p.read(".de-build/de-build.log");
+    assert_eq!(log.matches(" start pid=").count(), 5, "{log}");
+    assert!(
+        log.contains("ERR check") && log.contains("DE_MACRS_PAT contains '@'"),
+        "problems are logged: {log}"
+    );
+    assert!(!log.contains(CANARY), "token in the log:\n{log}");
 }
 
 #[test]

@@ -559,3 +559,75 @@ fn the_bundled_compose_file_is_valid_compose() {
         text.contains("${DE_IMAGE:?set DE_IMAGE in .env}:${CUSTOM_TAG:?de-build sets CUSTOM_TAG}")
     );
 }
+
+#[test]
+fn prune_never_removes_a_rollback_target() {
+    if !engine_available("prune") {
+        return;
+    }
+    let s = Stack::new("prune");
+    for v in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] {
+        add_patch(&s, &format!("demo.patches.{v}"));
+        s.build(v);
+    }
+    let ids: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
+        .iter()
+        .map(|v| s.repo.id_of(v).unwrap())
+        .collect();
+    add_patch(&s, "demo.patches.1.3.0.fix");
+    s.run(&["-q", "build", "--offline", "--replace"]).code(0);
+    let superseded = ids[3].clone();
+    // An image de-build did not build, in the same repository.
+    let manual = tempfile::tempdir().unwrap();
+    std::fs::write(
+        manual.path().join("Dockerfile"),
+        "FROM scratch\nCOPY f /f\n",
+    )
+    .unwrap();
+    std::fs::write(manual.path().join("f"), "x").unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &format!("{}:manual", s.repo.0),
+        manual.path().to_str().unwrap(),
+    ])
+    .code(0);
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    s.run(&["-q", "deploy", "1.1.0"]).code(0);
+
+    let dry = s.run(&["--json", "prune", "--keep", "1", "--dry-run"]);
+    dry.code(0);
+    let removed: Vec<String> = dry.json()["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(removed, vec![ids[2].clone()], "only 1.2.0 may go");
+    assert!(s.repo.id_of("1.2.0").is_some(), "dry run removes nothing");
+
+    s.run(&["prune", "--keep", "1"])
+        .code(0)
+        .stdout_has("removed 1 image(s)");
+    assert_eq!(s.repo.id_of("1.2.0"), None);
+    assert_eq!(
+        s.repo.id_of("1.0.0").as_deref(),
+        Some(ids[0].as_str()),
+        "previous deployment kept"
+    );
+    assert_eq!(
+        s.repo.id_of("1.1.0").as_deref(),
+        Some(ids[1].as_str()),
+        "current deployment kept"
+    );
+    assert!(s.repo.id_of("1.3.0").is_some(), "newest release kept");
+    assert!(
+        docker(&["image", "inspect", &superseded]).code == 0,
+        "recovery image kept"
+    );
+    assert!(
+        s.repo.id_of("manual").is_some(),
+        "images de-build did not build are left alone"
+    );
+}
