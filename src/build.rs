@@ -532,10 +532,7 @@ async fn smoke_test(
 
 pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
-    let inputs = config::load(global);
-    if !inputs.problems.is_empty() {
-        return Err(Error::Invalid(inputs.problems));
-    }
+    let inputs = config::load_checked(global)?;
     let engine = Engine::connect().await?;
     let prepared = prepare(&inputs, args, &engine, style).await?;
     if args.dry_run {

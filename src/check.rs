@@ -187,6 +187,18 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
     })
 }
 
+/// Problems that do not stop the command (e.g. an unreadable manifest while listing).
+pub fn print_warnings(style: &Style, problems: &[Problem]) {
+    for p in problems {
+        output::diag(&format!(
+            "{} {}: {}",
+            style.yellow("warning:"),
+            p.location(),
+            p.message
+        ));
+    }
+}
+
 /// Human rendering of problems, one block each, in the order found.
 pub fn print_problems(style: &Style, problems: &[Problem]) {
     for p in problems {

@@ -91,6 +91,16 @@ pub struct Inputs {
     pub problems: Vec<Problem>,
 }
 
+/// Load, and stop with every problem (exit 2) unless all is well.
+pub fn load_checked(g: &Global) -> crate::error::Result<Inputs> {
+    let inputs = load(g);
+    if inputs.problems.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(crate::error::Error::Invalid(inputs.problems))
+    }
+}
+
 pub fn load(g: &Global) -> Inputs {
     load_with(Paths::from_global(g), &|k| std::env::var(k).ok())
 }

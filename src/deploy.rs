@@ -1049,10 +1049,7 @@ pub async fn run_deploy(
     style: &Style,
 ) -> Result<i32> {
     let started = Instant::now();
-    let inputs = config::load(global);
-    if !inputs.problems.is_empty() {
-        return Err(Error::Invalid(inputs.problems));
-    }
+    let inputs = config::load_checked(global)?;
     let version = match &args.version {
         Some(v) => v.clone(),
         None => required(&inputs, "DE_SITE_VERSION")?.to_string(),
@@ -1123,10 +1120,7 @@ pub async fn run_rollback(
     style: &Style,
 ) -> Result<i32> {
     let started = Instant::now();
-    let inputs = config::load(global);
-    if !inputs.problems.is_empty() {
-        return Err(Error::Invalid(inputs.problems));
-    }
+    let inputs = config::load_checked(global)?;
     let engine = Engine::connect().await?;
     let ctx = context(&inputs, engine, style);
     let done = succeeded(&ctx.state);

@@ -77,14 +77,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         cli::Command::Status => deploy::run_status(&paths, &style),
         cli::Command::Release(a) => block_on(release::run(g, a, &style)),
         cli::Command::Push(a) => block_on(release::push(g, a, &style)),
-        cli::Command::Prune(a) => {
-            let inputs = config::load(g);
-            if inputs.problems.is_empty() {
-                block_on(prune::run(&inputs, a.keep, a.dry_run, &style))
-            } else {
-                Err(Error::Invalid(inputs.problems))
-            }
-        }
+        cli::Command::Prune(a) => config::load_checked(g)
+            .and_then(|inputs| block_on(prune::run(&inputs, a.keep, a.dry_run, &style))),
         cli::Command::Lock(cli::LockCommand::Release { force }) => {
             deploy::run_lock_release(&paths, *force, &style)
         }

@@ -42,10 +42,7 @@ async fn push_and_record(
 pub async fn run(global: &Global, args: &ReleaseArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
     let mut phases: BTreeMap<String, f64> = BTreeMap::new();
-    let inputs = config::load(global);
-    if !inputs.problems.is_empty() {
-        return Err(Error::Invalid(inputs.problems));
-    }
+    let inputs = config::load_checked(global)?;
     let engine = Engine::connect().await?;
     let build_args = BuildArgs {
         replace: false,
@@ -128,10 +125,7 @@ pub async fn run(global: &Global, args: &ReleaseArgs, style: &Style) -> Result<i
 
 /// `de-build push [VERSION]`.
 pub async fn push(global: &Global, args: &PushArgs, style: &Style) -> Result<i32> {
-    let inputs = config::load(global);
-    if !inputs.problems.is_empty() {
-        return Err(Error::Invalid(inputs.problems));
-    }
+    let inputs = config::load_checked(global)?;
     let Some(reg) = registry_of(&inputs) else {
         return Err(Error::refused(
             "DE_REGISTRY is not set",

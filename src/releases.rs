@@ -48,14 +48,7 @@ async fn presence(all: &[Loaded]) -> Option<Vec<(bool, bool)>> {
 
 pub async fn list(paths: &Paths, style: &Style) -> Result<i32> {
     let (all, problems) = store(paths).load_all();
-    for p in &problems {
-        output::diag(&format!(
-            "{} {}: {}",
-            style.yellow("warning:"),
-            p.location(),
-            p.message
-        ));
-    }
+    crate::check::print_warnings(style, &problems);
     let present = presence(&all).await;
     if style.json {
         let rows: Vec<_> = all

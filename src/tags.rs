@@ -70,14 +70,7 @@ pub async fn state_of(engine: &Engine, l: &Loaded) -> Result<TagState> {
 pub async fn repair(paths: &Paths, dry_run: bool, style: &Style) -> Result<i32> {
     let engine = Engine::connect().await?;
     let (all, problems) = Store::new(&paths.releases).load_all();
-    for p in &problems {
-        output::diag(&format!(
-            "{} {}: {}",
-            style.yellow("warning:"),
-            p.location(),
-            p.message
-        ));
-    }
+    crate::check::print_warnings(style, &problems);
     let mut repairs = Vec::new();
     let mut gone = Vec::new();
     for l in &all {
