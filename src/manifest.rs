@@ -305,3 +305,36 @@ pub mod tests {
         assert_eq!(names.len(), 4);
     }
 }
+
+#[cfg(test)]
+mod schema_snapshot {
+    use super::tests::sample;
+    use super::*;
+
+    fn full() -> Manifest {
+        let mut m = sample("1.2.0");
+        m.project_revision = Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904".into());
+        m.superseded = Some(Superseded {
+            reference: "example/erpnext-custom:1.2.0-superseded-0123".into(),
+            id: "sha256:0123".into(),
+        });
+        m.smoke_test.content_digest = Some("9f".into());
+        m.registry = Some(RegistryRecord {
+            repository: "registry.example.com:5000/example/erpnext-custom".into(),
+            digest_ref: "registry.example.com:5000/example/erpnext-custom@sha256:beef".into(),
+            pushed: "2026-11-23T10:05:00Z".into(),
+        });
+        m
+    }
+
+    /// The documented schema, field by field: a change here is a change of
+    /// `schema_version` and of the README table.
+    #[test]
+    fn manifest_v1_matches_the_fixture() {
+        let fixture = include_str!("../tests/fixtures/manifest-v1.json");
+        let written = serde_json::to_string_pretty(&full()).unwrap() + "\n";
+        assert_eq!(written, fixture);
+        let read: Manifest = serde_json::from_str(fixture).unwrap();
+        assert_eq!(read, full());
+    }
+}
