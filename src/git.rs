@@ -240,23 +240,113 @@ pub fn resolve_all(
     })
 }
 
-/// HEAD of the repository containing `dir`, if any.
+/// The git directory of the repository containing `dir` (following a
+/// `.git` file's `gitdir:` as worktrees and submodules use).
+fn git_dir(dir: &Path) -> Option<std::path::PathBuf> {
+    let start = std::fs::canonicalize(dir).ok()?;
+    for d in start.ancestors() {
+        let g = d.join(".git");
+        if g.is_dir() {
+            return Some(g);
+        }
+        if let Ok(text) = std::fs::read_to_string(&g) {
+            let target = text.trim().strip_prefix("gitdir:")?.trim().to_string();
+            return Some(d.join(target));
+        }
+    }
+    None
+}
+
+/// The directory holding shared refs and config (a worktree's `commondir`).
+fn common_dir(git: &Path) -> std::path::PathBuf {
+    match std::fs::read_to_string(git.join("commondir")) {
+        Ok(c) => git.join(c.trim()),
+        Err(_) => git.to_path_buf(),
+    }
+}
+
+fn resolve_ref(git: &Path, name: &str) -> Option<String> {
+    let common = common_dir(git);
+    for base in [git, common.as_path()] {
+        if let Ok(v) = std::fs::read_to_string(base.join(name)) {
+            return Some(v.trim().to_string());
+        }
+    }
+    let packed = std::fs::read_to_string(common.join("packed-refs")).ok()?;
+    packed.lines().find_map(|l| {
+        let (oid, r) = l.split_once(' ')?;
+        (r == name).then(|| oid.to_string())
+    })
+}
+
+/// HEAD of the repository containing `dir`, if any. Read from the files
+/// directly: initialising libgit2 (and with it OpenSSL) costs tens of ms that
+/// an offline build does not need.
 pub fn head_revision(dir: &Path) -> Option<String> {
-    let repo = git2::Repository::discover(dir).ok()?;
-    let head = repo.head().ok()?;
-    head.peel_to_commit().ok().map(|c| c.id().to_string())
+    let git = git_dir(dir)?;
+    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+    let head = head.trim();
+    let oid = match head.strip_prefix("ref:") {
+        Some(r) => resolve_ref(&git, r.trim())?,
+        None => head.to_string(),
+    };
+    (oid.len() == 40 && oid.chars().all(|c| c.is_ascii_hexdigit())).then_some(oid)
 }
 
 /// The `origin` remote of the repository containing `dir`, credentials removed.
 pub fn origin_url(dir: &Path) -> Option<String> {
-    let repo = git2::Repository::discover(dir).ok()?;
-    let remote = repo.find_remote("origin").ok()?;
-    remote.url().ok().map(crate::apps::strip_userinfo)
+    let config = std::fs::read_to_string(common_dir(&git_dir(dir)?).join("config")).ok()?;
+    let mut in_origin = false;
+    for line in config.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_origin = l.replace(' ', "") == "[remote\"origin\"]";
+        } else if in_origin {
+            if let Some((k, v)) = l.split_once('=') {
+                if k.trim() == "url" {
+                    return Some(crate::apps::strip_userinfo(v.trim()));
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_and_origin_are_read_from_the_repository_files() {
+        let d = tempfile::tempdir().unwrap();
+        let g = d.path().join(".git");
+        std::fs::create_dir_all(g.join("refs/heads")).unwrap();
+        let oid = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+        std::fs::write(g.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(
+            g.join("packed-refs"),
+            format!("# pack-refs\n{oid} refs/heads/main\n"),
+        )
+        .unwrap();
+        std::fs::write(g.join("config"), "[core]\n\tbare = false\n[remote \"origin\"]\n\turl = https://tok@example.com/acme/site.git\n").unwrap();
+        let sub = d.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(head_revision(&sub).as_deref(), Some(oid));
+        assert_eq!(
+            origin_url(&sub).as_deref(),
+            Some("https://example.com/acme/site.git")
+        );
+        std::fs::write(
+            g.join("refs/heads/main"),
+            "c0ffee0000000000000000000000000000000000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            head_revision(d.path()).as_deref(),
+            Some("c0ffee0000000000000000000000000000000000"),
+            "loose refs win"
+        );
+    }
 
     #[test]
     fn credentials_are_split_off() {

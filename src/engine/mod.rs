@@ -42,6 +42,8 @@ pub struct RunOutput {
 #[derive(Clone)]
 pub struct Engine {
     pub docker: Docker,
+    /// (engine version, API version), read once at connect.
+    versions: (String, String),
 }
 
 fn host_hint() -> String {
@@ -85,23 +87,20 @@ impl Engine {
         .await
         .map_err(|_| unreachable(&"no answer within 15 s"))?
         .map_err(|e| unreachable(&e))?;
-        crate::logfile::timed("engine ping", docker.ping())
+        // One request proves the engine answers and tells its version.
+        let v = crate::logfile::timed("engine version", docker.version())
             .await
             .map_err(|e| unreachable(&e))?;
-        Ok(Engine { docker })
+        let versions = (
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default(),
+        );
+        Ok(Engine { docker, versions })
     }
 
     /// (engine version, API version) for manifests.
     pub async fn version(&self) -> Result<(String, String)> {
-        let v = self
-            .docker
-            .version()
-            .await
-            .map_err(|e| Error::engine("read the engine version", describe(&e)))?;
-        Ok((
-            v.version.unwrap_or_default(),
-            v.api_version.unwrap_or_default(),
-        ))
+        Ok(self.versions.clone())
     }
 
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
