@@ -862,13 +862,20 @@ pub async fn execute(ctx: &Ctx<'_>, plan: &DeployPlan, id: &str) -> Result<Deplo
         down_done: false,
     };
     run.save();
-    // Ctrl-C: finish the running step, then recover; a second one is not caught.
-    let watcher = tokio::spawn(async {
+    // Ctrl-C: finish the running step, then recover and release the lock.
+    // A second Ctrl-C stops at once (lock released, record left as running).
+    let lock_file = ctx.state.dir.join("lock.json");
+    let watcher = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!(
-                "interrupt: stopping after this step and recovering (Ctrl-C again is not handled)"
+                "interrupt: stopping after this step, then recovering; Ctrl-C again stops at once"
             );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = std::fs::remove_file(&lock_file);
+                eprintln!("stopped: the stack may be half-changed; check `de-build status` and the deployment log");
+                std::process::exit(130);
+            }
         }
     });
     let started = Instant::now();

@@ -84,7 +84,38 @@ impl Progress {
         output::progress(&self.style, text);
     }
 
+    /// A step name fit for one line: blanks folded (RUN continuations), and
+    /// cut on a terminal so a line never wraps.
+    fn shown(&self, name: &str) -> String {
+        let folded = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        if self.style.interactive && folded.chars().count() > 110 {
+            folded.chars().take(109).collect::<String>() + "…"
+        } else {
+            folded
+        }
+    }
+
     pub fn on_event(&mut self, ev: Event) {
+        let ev = match ev {
+            Event::Started { id, name } => Event::Started {
+                name: self.shown(&name),
+                id,
+            },
+            Event::Finished {
+                id,
+                name,
+                cached,
+                duration,
+                error,
+            } => Event::Finished {
+                name: self.shown(&name),
+                id,
+                cached,
+                duration,
+                error,
+            },
+            other => other,
+        };
         match ev {
             Event::Started { id, name } => {
                 let st = self.steps.entry(id.clone()).or_default();

@@ -631,3 +631,50 @@ fn prune_never_removes_a_rollback_target() {
         "images de-build did not build are left alone"
     );
 }
+
+#[test]
+fn ctrl_c_stops_recovers_and_releases_the_lock() {
+    if !engine_available("ctrl_c") {
+        return;
+    }
+    let s = Stack::new("sigint");
+    s.build("1.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    add_patch(&s, "demo.patches.v2");
+    s.build("2.0.0");
+    let lock = s.p.path().join(".de-build/lock.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .args([
+            "--project-dir",
+            s.p.path().to_str().unwrap(),
+            "deploy",
+            "2.0.0",
+        ])
+        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling a condition, bounded
+    }
+    assert!(lock.exists(), "the deploy never took the lock");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = support::Done::from(child.wait_with_output().unwrap());
+    assert!(
+        matches!(out.code, 1 | 3),
+        "interrupted deploy exits 1 (nothing changed) or 3 (recovered):\n{}",
+        out.stderr
+    );
+    out.stderr_has("interrupt");
+    assert!(!lock.exists(), "Ctrl-C releases the lock");
+    let st = s.status();
+    let result = st["deployments"][0]["result"].as_str().unwrap().to_string();
+    assert!(result == "aborted" || result == "recovered", "{result}");
+    assert_eq!(st["current"]["version"], "1.0.0");
+    assert_eq!(s.http(), "200", "1.0.0 serves, maintenance off");
+}
