@@ -96,28 +96,9 @@ impl Progress {
     }
 
     pub fn on_event(&mut self, ev: Event) {
-        let ev = match ev {
-            Event::Started { id, name } => Event::Started {
-                name: self.shown(&name),
-                id,
-            },
-            Event::Finished {
-                id,
-                name,
-                cached,
-                duration,
-                error,
-            } => Event::Finished {
-                name: self.shown(&name),
-                id,
-                cached,
-                duration,
-                error,
-            },
-            other => other,
-        };
         match ev {
             Event::Started { id, name } => {
+                let name = self.shown(&name);
                 let st = self.steps.entry(id.clone()).or_default();
                 st.name = name.clone();
                 if !self.order.contains(&id) {
@@ -134,6 +115,7 @@ impl Progress {
                 duration,
                 error,
             } => {
+                let name = self.shown(&name);
                 let st = self.steps.entry(id.clone()).or_default();
                 if st.done {
                     return;
