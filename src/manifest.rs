@@ -202,6 +202,8 @@ impl Store {
         let text = serde_json::to_string_pretty(m)
             .map_err(|e| Error::failed(format!("serialise manifest: {e}")))?
             + "\n";
+        // Nothing secret goes in by construction; the redactor is a second fence.
+        let text = crate::output::redact::redact(&text);
         write_atomic(&path, text.as_bytes())?;
         Ok(path)
     }

@@ -13,8 +13,8 @@ pub mod redact {
     }
 
     /// Remember a secret value so that [`redact`] masks it wherever it shows up.
-    /// Very short values are skipped: masking "a" everywhere would mangle output
-    /// and hide nothing of worth (the schema check rejects such tokens anyway).
+    /// Values under 4 characters are skipped: masking "a" everywhere would
+    /// mangle all output, and real tokens are far longer.
     pub fn register(value: &str) {
         if value.len() < 4 {
             return;

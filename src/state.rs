@@ -199,6 +199,8 @@ impl State {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         let text =
             serde_json::to_string_pretty(r).map_err(|e| Error::failed(e.to_string()))? + "\n";
+        // Errors quoted in the record come from engines and tools: mask tokens.
+        let text = crate::output::redact::redact(&text);
         write_atomic(&dir.join(format!("{}.json", r.id)), text.as_bytes())
     }
 
