@@ -330,7 +330,7 @@ pub fn inject_url(app: &App, env: &EnvValues) -> Secret {
             .unwrap_or_default();
         url = url.replace(&format!("${{{name}}}"), &value);
     }
-    Secret::new(url)
+    Secret::derived(url)
 }
 
 /// The apps.json BuildKit receives: tokens filled in, in memory only.
@@ -339,7 +339,7 @@ pub fn inject(apps: &[App], env: &EnvValues) -> Secret {
         .iter()
         .map(|a| serde_json::json!({"url": inject_url(a, env).expose(), "branch": a.branch}))
         .collect();
-    Secret::new(serde_json::to_string(&list).unwrap_or_default())
+    Secret::derived(serde_json::to_string(&list).unwrap_or_default())
 }
 
 /// The redacted apps.json (credentials removed): what manifests hash and show.

@@ -18,6 +18,14 @@ impl Secret {
         Secret(value)
     }
 
+    /// A value built from registered secrets (an injected URL or apps.json):
+    /// as unprintable as any, but not registered itself — the secrets inside
+    /// are masked already, and registering the whole value would mask plain
+    /// text too (a URL that carries no token).
+    pub fn derived(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     /// The raw value. Call sites are few and greppable on purpose.
     pub fn expose(&self) -> &str {
         &self.0

@@ -100,6 +100,10 @@ fn builds_the_demo_tags_labels_and_records_it() {
         m["apps"][3]["url"],
         "https://github.com/desiredeffect/de_macrs.git"
     );
+    assert_eq!(
+        m["apps"][0]["url"], "https://github.com/frappe/erpnext",
+        "a URL with no token is not masked"
+    );
     assert!(m["build_args"]["CACHE_BUST"].is_string());
 
     let list = p.run().args(&["--json", "releases", "list"]).output();

@@ -436,6 +436,16 @@ fn malformed_inputs_table() {
             "the example file declares no keys",
         ),
         (
+            "Containerfile without CACHE_BUST",
+            |p| {
+                let t = p
+                    .read("images/custom/Containerfile")
+                    .replace("ARG CACHE_BUST=none", "ARG OTHER=none");
+                p.write("images/custom/Containerfile", &t);
+            },
+            "has no `ARG CACHE_BUST` in scope",
+        ),
+        (
             "version reused",
             |p| {
                 p.write("releases/1.2.0.json", &manifest_json("1.2.0"));

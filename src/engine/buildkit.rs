@@ -56,6 +56,9 @@ pub enum Host {
 
 impl Host {
     pub fn from_env() -> Result<Host, String> {
+        if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()) {
+            return Err("DOCKER_TLS_VERIFY is set: builds over a TLS-protected engine connection are not supported; run de-build on the engine's host (unix socket)".into());
+        }
         Host::parse(&std::env::var("DOCKER_HOST").unwrap_or_default())
     }
 
