@@ -208,6 +208,13 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         }
     };
 
+    if let Some(cf) = env.get("DE_CONTAINERFILE") {
+        let path = paths.project_dir.join(cf);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            problems.extend(containerfile_problems(&display(&path), &text));
+        }
+    }
+
     Inputs {
         paths,
         schema,
