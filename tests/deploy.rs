@@ -377,10 +377,32 @@ fn rollback_goes_back_and_refuses_unknown_versions() {
     s.build("1.1.0");
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
     s.run(&["-q", "deploy", "1.1.0"]).code(0);
+    assert!(s.patch_log().contains("v1_1.x"));
+    // This deployment backed up the database as 1.0.0 left it.
+    let upgrade = s.status()["deployments"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = s.run(&["rollback"]);
     out.code(0).stdout_has("rolled back to 1.0.0 (was 1.1.0)");
     assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
     assert_eq!(s.http(), "200");
+    assert!(
+        s.patch_log().contains("v1_1.x"),
+        "no migrate, no restore: the data stays"
+    );
+    // Forward again, then back with the database as it was before 1.1.0 migrated it.
+    s.run(&["-q", "deploy", "1.1.0"]).code(0);
+    s.run(&["rollback", "1.0.0", "--restore-backup", &upgrade])
+        .code(0)
+        .stderr_has("restore 1 backup(s)");
+    assert!(
+        !s.patch_log().contains("v1_1.x"),
+        "the backup of that deployment was restored"
+    );
+    s.run(&["rollback", "--restore-backup", "no-such-deployment"])
+        .code(2)
+        .stderr_has("no deployment no-such-deployment");
     s.run(&["rollback", "9.9.9"])
         .code(2)
         .clean()
