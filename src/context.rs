@@ -201,6 +201,13 @@ fn walk(
             .map_err(|e| Error::io("inspect", entry.path(), e))?;
         let wanted = include.contains(&rel) || !ignore.excluded(&rel);
         if ft.is_dir() {
+            // Directories are sent too, so empty ones survive a COPY.
+            if wanted {
+                out.push(ContextFile {
+                    path: entry.path(),
+                    name: rel.clone(),
+                });
+            }
             // An excluded directory is skipped whole unless an exception may re-include part of it.
             if wanted || ignore.has_exceptions() {
                 walk(&entry.path(), &rel, ignore, forced, include, out, total)?;
@@ -260,6 +267,9 @@ mod tests {
         std::fs::write(d.path().join(".dockerignore"), "*.log\nContainerfile\n").unwrap();
         let c = collect(d.path(), &["prod.env".into()], &["Containerfile".into()]).unwrap();
         let names: Vec<_> = c.files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, vec![".dockerignore", "Containerfile", "app/x.py"]);
+        assert_eq!(
+            names,
+            vec![".dockerignore", "Containerfile", "app", "app/x.py"]
+        );
     }
 }

@@ -117,7 +117,7 @@ impl fmt::Display for BuildPlan {
         writeln!(f, "build plan for {}", self.reference)?;
         writeln!(
             f,
-            "  context       {} ({} files, {})",
+            "  context       {} ({} entries, {})",
             crate::config::display(&self.context_dir),
             self.context_files,
             human_bytes(self.context_bytes)

@@ -297,6 +297,10 @@ fn tar_stream(files: Vec<(PathBuf, String)>) -> StreamBody<FrameStream> {
             buf: Vec::with_capacity(256 * 1024),
         });
         builder.follow_symlinks(false);
+        // Owner root and a fixed mtime, as the docker CLI sends them: the
+        // image does not depend on who ran the build, and touching a file
+        // without changing it keeps the cache.
+        builder.mode(tar::HeaderMode::Deterministic);
         let result = (|| -> std::io::Result<()> {
             for (p, name) in &files {
                 builder.append_path_with_name(p, name)?;
