@@ -73,4 +73,5 @@ print(f"unreachable: de-build {de['unreachable']:.2f}s, manual {man['unreachable
 print(f"maintenance: de-build {de['maintenance']:.2f}s; backup {backup:.2f}s + migrate {migrate:.2f}s + 1s = {backup + migrate + 1:.2f}s (goal: at most that)")
 print(f"whole command: de-build deploy {open(sys.argv[6]).read().strip()}s, manual {open(sys.argv[7]).read().strip()}s")
 print(f"rollback with the image present: {t1 - t0:.2f}s (goal <= 5s)")
+print("de-build deploy steps: " + ", ".join(f"{s['step'].split(':')[0][:28]} {s['seconds']:.2f}s" for s in rec["steps"]))
 PY

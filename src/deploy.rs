@@ -328,7 +328,7 @@ fn stack_of(d: &Deployment) -> StackSpec {
 
 /// Compute the plan (no side effects but the compose snapshot file).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(
+pub async fn plan(
     ctx: &Ctx<'_>,
     action: &'static str,
     id: &str,
@@ -357,8 +357,19 @@ pub fn plan(
         },
     };
     let previous = ctx.state.current().map(|d| stack_of(&d));
+    // A recorded stack that is not running (stopped by hand, a reboot) has
+    // nothing to put in maintenance or back up; it is still replaced.
+    let running = match &previous {
+        Some(p) => backend(ctx, &p.target.project, &backend_service)
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if let (Some(p), false) = (&previous, running) {
+        output::progress(&ctx.style, &format!("note: {} is recorded as deployed but its {backend_service} is not running: no maintenance mode or backup", p.version));
+    }
     let mut steps = Vec::new();
-    if previous.is_some() {
+    if running {
         steps.push(Step::MaintenanceOn);
         steps.push(Step::DrainJobs {
             timeout: env_secs(inputs, "DE_DRAIN_TIMEOUT", 60),
@@ -1099,7 +1110,8 @@ pub async fn deploy_version(
         true,
         Vec::new(),
         full_down,
-    )?;
+    )
+    .await?;
     if dry_run {
         let _ = std::fs::remove_file(&plan.new.target.file);
         print_plan(style, &plan);
@@ -1223,7 +1235,8 @@ pub async fn run_rollback(
         false,
         restore,
         args.full_down,
-    )?;
+    )
+    .await?;
     if args.dry_run {
         let _ = std::fs::remove_file(&plan.new.target.file);
         print_plan(style, &plan);

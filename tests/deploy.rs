@@ -232,7 +232,7 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         );
     }
     assert!(s
-        .exec("cat sites/assets/release-patches.txt")
+        .exec("cat assets/release-patches.txt")
         .contains("v1_1.add_field"));
 
     let st = s.status();
