@@ -700,3 +700,32 @@ fn ctrl_c_stops_recovers_and_releases_the_lock() {
     assert_eq!(st["current"]["version"], "1.0.0");
     assert_eq!(s.http(), "200", "1.0.0 serves, maintenance off");
 }
+
+#[test]
+fn a_recorded_stack_that_was_stopped_is_still_replaced() {
+    if !engine_available("stopped_stack") {
+        return;
+    }
+    let s = Stack::new("stopped");
+    s.build("1.0.0");
+    add_patch(&s, "demo.patches.v2");
+    s.build("2.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    // Someone stops the stack by hand (or the host rebooted).
+    for id in docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.project),
+    ])
+    .stdout
+    .lines()
+    {
+        docker(&["rm", "-f", id]);
+    }
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(0)
+        .stderr_has("is recorded as deployed but its backend is not running");
+    assert_eq!(s.backend_image(), format!("{}:2.0.0", s.repo.0));
+    assert_eq!(s.http(), "200");
+}
