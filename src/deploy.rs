@@ -834,6 +834,11 @@ fn manual_restore(backups: &[Backup]) -> String {
 
 /// Run a plan under the lock. Returns the final record (or the error to exit with).
 pub async fn execute(ctx: &Ctx<'_>, plan: &DeployPlan, id: &str) -> Result<Deployment> {
+    // Ctrl-C: finish the running step, then recover and release the lock; a
+    // second Ctrl-C stops at once. The handler is in place before the lock is
+    // taken, so no interrupt can leave a lock behind.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::failed(format!("install the Ctrl-C handler: {e}")))?;
     let lock = ctx.state.lock(plan.action, &plan.version)?;
     let (user, host) = state::whoami();
     let log_path = ctx.state.log_path(id);
@@ -873,16 +878,14 @@ pub async fn execute(ctx: &Ctx<'_>, plan: &DeployPlan, id: &str) -> Result<Deplo
         down_done: false,
     };
     run.save();
-    // Ctrl-C: finish the running step, then recover and release the lock.
-    // A second Ctrl-C stops at once (lock released, record left as running).
     let lock_file = ctx.state.dir.join("lock.json");
     let watcher = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if sigint.recv().await.is_some() {
             INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!(
                 "interrupt: stopping after this step, then recovering; Ctrl-C again stops at once"
             );
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if sigint.recv().await.is_some() {
                 let _ = std::fs::remove_file(&lock_file);
                 eprintln!("stopped: the stack may be half-changed; check `de-build status` and the deployment log");
                 std::process::exit(130);
