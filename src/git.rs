@@ -34,7 +34,11 @@ pub struct RemoteRef {
 pub enum RemoteError {
     AuthFailed,
     NotFound,
-    RefNotFound { available_hint: Option<String> },
+    RefNotFound {
+        available_hint: Option<String>,
+    },
+    /// The server redirected to another host; the credentials were withheld.
+    CrossHostRedirect,
     Timeout,
     Other(String),
 }
@@ -94,8 +98,33 @@ fn scrub(msg: &str, creds: &Option<(String, String)>) -> String {
     m
 }
 
+/// Host and port of a URL, to tell whether a redirect left the host.
+fn authority(url: &str) -> Option<(String, Option<u16>)> {
+    let u = url::Url::parse(url).ok()?;
+    Some((
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default(),
+    ))
+}
+
+/// libgit2 has no per-call deadline; its global socket timeouts bound how
+/// long an abandoned query (see [`resolve_remote`]) keeps a thread and socket.
+fn init_network_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2 global settings, written once before any de-build
+        // network query; nothing else in the process configures libgit2.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+        }
+    });
+}
+
 fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
+    init_network_timeouts();
     let (clean, creds) = split_credentials(url);
+    let origin = authority(&clean);
     let mut remote = git2::Remote::create_detached(clean.as_str())
         .map_err(|e| RemoteError::Other(scrub(e.message(), &creds)))?;
     let mut callbacks = git2::RemoteCallbacks::new();
@@ -103,8 +132,15 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
     let cb_creds = creds.clone();
     // libgit2 calls back again after a rejected credential: answer once, then
     // stop, or a wrong token loops forever.
-    callbacks.credentials(move |_url, _user, _allowed| {
+    callbacks.credentials(move |asking, _user, _allowed| {
         attempts += 1;
+        // libgit2 follows a redirect to another host and would ask for
+        // credentials there: the token is only for the host it was written for.
+        if authority(asking) != origin {
+            return Err(git2::Error::from_str(
+                "refusing to send credentials to another host",
+            ));
+        }
         match (&cb_creds, attempts) {
             (Some((u, p)), 1) => git2::Cred::userpass_plaintext(u, p),
             _ => Err(git2::Error::from_str("authentication failed")),
@@ -178,6 +214,9 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
 
 fn classify(e: &git2::Error, creds: &Option<(String, String)>) -> RemoteError {
     let msg = e.message().to_ascii_lowercase();
+    if msg.contains("refusing to send credentials to another host") {
+        return RemoteError::CrossHostRedirect;
+    }
     if e.class() == git2::ErrorClass::Http
         && (msg.contains("401")
             || msg.contains("403")

@@ -93,6 +93,8 @@ fn problem(shown: &str, app: &App, e: &RemoteError, timeout: Duration) -> Proble
                 None => pr.hint("check the branch or release tag name in apps.json"),
             }
         }
+        RemoteError::CrossHostRedirect => p("redirected", format!("{} redirects to another host; the credentials were not sent there", app.public_url()))
+            .hint("put the final repository URL in apps.json"),
         RemoteError::Timeout => p("timeout", format!("{} did not answer within {}s", app.public_url(), timeout.as_secs()))
             .hint("check the network, or raise --timeout"),
         RemoteError::Other(msg) => p("git-error", format!("could not query {}: {msg}", app.public_url())),

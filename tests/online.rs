@@ -2,7 +2,7 @@
 //! repository and one served over HTTP on loopback that demands the token.
 
 mod support;
-use support::git_http::{GitHttp, Repo, Silent};
+use support::git_http::{GitHttp, Redirect, Repo, Silent};
 use support::{engine_available, ImageRepo, Project, CANARY};
 
 struct Remotes {
@@ -160,4 +160,32 @@ fn build_records_commits_and_the_cache_follows_them() {
         .output();
     diff.code(0);
     assert_eq!(diff.json()["diff"]["apps_changed"][0][0], "de_macrs");
+}
+
+#[test]
+fn the_token_does_not_follow_a_redirect_to_another_host() {
+    let r = remotes();
+    let redirect = Redirect::start(format!("http://127.0.0.1:{}", r.http.port));
+    let p = Project::example();
+    let url = format!(
+        "http://${{DE_MACRS_PAT}}@127.0.0.1:{}/de_macrs.git",
+        redirect.port
+    );
+    p.write(
+        "apps.json",
+        &serde_json::json!([{"url": url, "branch": "develop"}]).to_string(),
+    );
+    let out = p.run().args(&["check", "--online"]).output();
+    out.code(2)
+        .no_leak(CANARY)
+        .stderr_has("redirects to another host; the credentials were not sent there");
+    assert_eq!(
+        r.http.authorized_requests(),
+        0,
+        "the other host never saw the token"
+    );
+    // Asked directly, the same token works: the refusal is the redirect's doing.
+    p.write("apps.json", &apps_json(&r, "version-15", "develop"));
+    p.run().args(&["check", "--online"]).output().code(0);
+    assert!(r.http.authorized_requests() > 0);
 }

@@ -99,6 +99,7 @@ impl Repo {
 pub struct GitHttp {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    authorized: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl GitHttp {
@@ -106,6 +107,8 @@ impl GitHttp {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
+        let authorized = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = authorized.clone();
         let (root, token, flag) = (root.to_path_buf(), token.to_string(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -113,12 +116,21 @@ impl GitHttp {
                     break;
                 }
                 if let Ok(c) = conn {
-                    let (root, token) = (root.clone(), token.clone());
-                    std::thread::spawn(move || serve(c, &root, &token));
+                    let (root, token, count) = (root.clone(), token.clone(), count.clone());
+                    std::thread::spawn(move || serve(c, &root, &token, &count));
                 }
             }
         });
-        GitHttp { port, stop }
+        GitHttp {
+            port,
+            stop,
+            authorized,
+        }
+    }
+
+    /// How many requests carried the right credentials.
+    pub fn authorized_requests(&self) -> usize {
+        self.authorized.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -147,7 +159,7 @@ fn authorized(header: Option<&str>, token: &str) -> bool {
     u == token || p == token
 }
 
-fn serve(mut c: TcpStream, root: &Path, token: &str) {
+fn serve(mut c: TcpStream, root: &Path, token: &str, count: &std::sync::atomic::AtomicUsize) {
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(c.try_clone().unwrap());
     let mut request_line = String::new();
@@ -192,6 +204,7 @@ fn serve(mut c: TcpStream, root: &Path, token: &str) {
         );
         return;
     }
+    count.fetch_add(1, Ordering::SeqCst);
     let dir = root.join(repo.trim_start_matches('/'));
     if !dir.is_dir() {
         reply(&mut c, "404 Not Found", "", b"no such repository");
@@ -226,5 +239,36 @@ impl Silent {
             port: l.local_addr().unwrap().port(),
             _listener: l,
         }
+    }
+}
+
+/// Answers every request with a redirect to `target` (another host:port).
+pub struct Redirect {
+    pub port: u16,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Redirect {
+    pub fn start(target: String) -> Redirect {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            for c in l.incoming().flatten().take(20) {
+                let mut c = c;
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let _ = write!(c, "HTTP/1.1 302 Found\r\nLocation: {target}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Redirect { port, _thread: t }
     }
 }
