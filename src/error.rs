@@ -105,9 +105,6 @@ pub enum Error {
     #[error("Docker engine: {action}: {message}")]
     Engine { action: String, message: String },
 
-    #[error("git: {0}")]
-    Git(String),
-
     #[error("{message}")]
     Failed {
         message: String,
@@ -128,7 +125,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) | Error::Refused { .. } => EXIT_INVALID,
-            Error::Io { .. } | Error::Engine { .. } | Error::Git(_) | Error::Failed { .. } => {
+            Error::Io { .. } | Error::Engine { .. } | Error::Failed { .. } => {
                 EXIT_FAILURE
             }
             Error::Recovered { .. } => EXIT_RECOVERED,
@@ -156,7 +153,6 @@ impl Error {
             Error::Refused { .. } => "refused",
             Error::Io { .. } => "io",
             Error::Engine { .. } => "engine",
-            Error::Git(_) => "git",
             Error::Failed { .. } => "failed",
             Error::Locked { .. } => "locked",
             Error::Recovered { .. } => "recovered",

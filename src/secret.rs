@@ -14,7 +14,7 @@ pub struct Secret(String);
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         let value = value.into();
-        crate::output::redact::register(&value);
+        crate::ui::output::redact::register(&value);
         Secret(value)
     }
 

@@ -1,0 +1,238 @@
+//! Compose invocations as plain argument lists, for the v2 plugin
+//! (`docker compose`) and the v1 binary (`docker-compose`).
+//!
+//! Every invocation names the project (`-p`), the file (`-f`) and the project
+//! directory (so a snapshot of the file resolves relative paths as the
+//! original did), and reads no `.env` of its own (`--env-file` points at an
+//! empty file): de-build hands compose exactly the non-secret keys.
+
+use crate::error::{Error, Result};
+pub use crate::record::deploy::Target;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compose {
+    /// `["docker", "compose"]` or `["docker-compose"]` (or `DE_COMPOSE`).
+    pub program: Vec<String>,
+}
+
+impl Compose {
+    pub fn v2() -> Compose {
+        Compose {
+            program: vec!["docker".into(), "compose".into()],
+        }
+    }
+
+    pub fn v1() -> Compose {
+        Compose {
+            program: vec!["docker-compose".into()],
+        }
+    }
+
+    /// `DE_COMPOSE` if set (e.g. `docker-compose`), else the v2 plugin when
+    /// `docker compose version` works, else the v1 binary.
+    pub fn detect() -> Compose {
+        if let Ok(v) = std::env::var("DE_COMPOSE") {
+            let program: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+            if !program.is_empty() {
+                return Compose { program };
+            }
+        }
+        let v2 = child_command("docker")
+            .args(["compose", "version"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if v2 {
+            Compose::v2()
+        } else {
+            Compose::v1()
+        }
+    }
+
+    fn base(&self, t: &Target) -> Vec<String> {
+        let mut a: Vec<String> = self.program[1..].to_vec();
+        a.extend([
+            "--project-name".into(),
+            t.project.clone(),
+            "--file".into(),
+            t.file.display().to_string(),
+            "--project-directory".into(),
+            t.project_dir.display().to_string(),
+            "--env-file".into(),
+            t.empty_env_file.display().to_string(),
+        ]);
+        a
+    }
+
+    pub fn up_args(&self, t: &Target) -> Vec<String> {
+        let mut a = self.base(t);
+        a.extend(["up", "--detach", "--remove-orphans"].map(String::from));
+        a
+    }
+
+    /// Replace a running stack in one pass: every container recreated from the
+    /// file's images, anonymous volumes renewed (no stale assets), containers
+    /// of services no longer in the file removed.
+    pub fn replace_args(&self, t: &Target) -> Vec<String> {
+        let mut a = self.base(t);
+        a.extend(
+            [
+                "up",
+                "--detach",
+                "--force-recreate",
+                "--renew-anon-volumes",
+                "--remove-orphans",
+            ]
+            .map(String::from),
+        );
+        a
+    }
+
+    pub fn down_args(&self, t: &Target) -> Vec<String> {
+        let mut a = self.base(t);
+        a.extend(["down", "--remove-orphans"].map(String::from));
+        a
+    }
+
+    pub fn config_args(&self, t: &Target) -> Vec<String> {
+        let mut a = self.base(t);
+        a.extend(["config", "--quiet"].map(String::from));
+        a
+    }
+
+    /// Run one invocation with `env` on top of the allow-listed environment
+    /// (see [`child_command`]), capturing its output.
+    pub fn run(&self, args: &[String], env: &BTreeMap<String, String>) -> Result<String> {
+        let mut cmd = child_command(&self.program[0]);
+        cmd.args(args);
+        cmd.envs(env);
+        let shown = format!("{} {}", self.program[0], args.join(" "));
+        let started = std::time::Instant::now();
+        let out = cmd.output().map_err(|e| Error::Failed {
+            message: format!("could not run `{}`: {e}", self.program[0]),
+            hint: Some(
+                "install docker-compose or the docker compose plugin, or point DE_COMPOSE at it"
+                    .into(),
+            ),
+        })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        crate::ui::logfile::action(
+            &shown,
+            out.status.success(),
+            started.elapsed(),
+            &tail.join(" | "),
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(Error::Failed {
+                message: format!("`{shown}` failed:\n{}", text.trim_end()),
+                hint: None,
+            })
+        }
+    }
+}
+
+/// Variables a child process may inherit: what finds and reaches the engine
+/// and the compose plugin, nothing else. Every child de-build starts is made
+/// here, so a token in de-build's own environment (the CI way) never reaches
+/// one.
+pub const CHILD_ENV_ALLOW: [&str; 12] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CONTEXT",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "XDG_RUNTIME_DIR",
+];
+
+/// A command whose environment is the allow-list only.
+pub fn child_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for k in CHILD_ENV_ALLOW {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// Write an empty env file for `--env-file` (compose must not read `.env`).
+pub fn empty_env_file(state_dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
+    let p = state_dir.join("compose.env");
+    if !p.exists() {
+        std::fs::write(
+            &p,
+            "# de-build passes compose its variables itself; this file stays empty.\n",
+        )
+        .map_err(|e| Error::io("write", &p, e))?;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            project: "erp".into(),
+            file: "/p/.de-build/compose/7.yaml".into(),
+            project_dir: "/p".into(),
+            empty_env_file: "/p/.de-build/compose.env".into(),
+        }
+    }
+
+    #[test]
+    fn v2_and_v1_argument_lists() {
+        let t = target();
+        let common = [
+            "--project-name",
+            "erp",
+            "--file",
+            "/p/.de-build/compose/7.yaml",
+            "--project-directory",
+            "/p",
+            "--env-file",
+            "/p/.de-build/compose.env",
+        ];
+        let mut up2: Vec<&str> = vec!["compose"];
+        up2.extend(common);
+        up2.extend(["up", "--detach", "--remove-orphans"]);
+        assert_eq!(Compose::v2().up_args(&t), up2);
+        let mut down1: Vec<&str> = common.to_vec();
+        down1.extend(["down", "--remove-orphans"]);
+        assert_eq!(Compose::v1().down_args(&t), down1);
+        assert_eq!(Compose::v1().program, vec!["docker-compose"]);
+        assert_eq!(
+            Compose::v1().replace_args(&t)[8..],
+            [
+                "up",
+                "--detach",
+                "--force-recreate",
+                "--renew-anon-volumes",
+                "--remove-orphans"
+            ]
+        );
+        assert_eq!(
+            Compose::v2().config_args(&t).last().map(String::as_str),
+            Some("--quiet")
+        );
+    }
+}

@@ -1,0 +1,541 @@
+//! The Docker engine, through its API (bollard). Images, tags, containers,
+//! exec. The BuildKit build itself lives in [`buildkit`].
+
+pub mod buildkit;
+
+use crate::error::{Error, Result};
+use bollard::query_parameters as q;
+use bollard::Docker;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+
+/// What de-build needs to know about one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub working_dir: String,
+    pub created: String,
+    /// sha256 over the layers and the runtime config (labels excluded): two
+    /// images with the same value behave the same when run.
+    pub content_digest: String,
+}
+
+/// A container of a compose project, found by label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    /// The image as the container was created from it (a reference, or an ID).
+    pub image: String,
+    /// The ID of the image it runs.
+    pub image_id: String,
+    pub state: String,
+}
+
+/// Exit code and combined output of a finished container or exec.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    /// (engine version, API version), read once at connect.
+    versions: (String, String),
+}
+
+fn host_hint() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// bollard's error text without its Debug-style wrapping.
+pub fn describe(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+impl Engine {
+    /// Connect as the docker CLI would (DOCKER_HOST, else the local socket)
+    /// and agree on an API version: bollard's default is newer than 20.10's 1.41.
+    pub async fn connect() -> Result<Engine> {
+        let unreachable = |e: &dyn std::fmt::Display| Error::Engine {
+            action: format!("connect to {}", host_hint()),
+            message: e.to_string(),
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+        let docker = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            docker.negotiate_version(),
+        )
+        .await
+        .map_err(|_| unreachable(&"no answer within 15 s"))?
+        .map_err(|e| unreachable(&e))?;
+        // One request proves the engine answers and tells its version.
+        let v = crate::ui::logfile::timed("engine version", docker.version())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let versions = (
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default(),
+        );
+        Ok(Engine { docker, versions })
+    }
+
+    /// (engine version, API version) for manifests.
+    pub async fn version(&self) -> Result<(String, String)> {
+        Ok(self.versions.clone())
+    }
+
+    pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => {
+                let config = i.config.unwrap_or_default();
+                let layers = i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+                let fingerprint = serde_json::json!({
+                    "layers": layers, "cmd": config.cmd, "entrypoint": config.entrypoint,
+                    "env": config.env, "workdir": config.working_dir, "user": config.user,
+                });
+                Ok(Some(ImageInfo {
+                    id: i.id.unwrap_or_default(),
+                    // API 1.41 reports a dangling image as ["<none>:<none>"].
+                    repo_tags: i
+                        .repo_tags
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|t| t != "<none>:<none>")
+                        .collect(),
+                    labels: config.labels.unwrap_or_default(),
+                    working_dir: config.working_dir.unwrap_or_default(),
+                    created: i.created.map(|c| c.to_string()).unwrap_or_default(),
+                    content_digest: crate::util::sha256_hex(fingerprint.to_string().as_bytes()),
+                }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::engine(
+                format!("inspect image {reference}"),
+                describe(&e),
+            )),
+        }
+    }
+
+    /// Point `repo:tag` at `source` (an ID or reference); moves the tag if held elsewhere.
+    pub async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<()> {
+        let opts = q::TagImageOptions {
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        crate::ui::logfile::timed(
+            &format!("engine tag {source} {repo}:{tag}"),
+            self.docker.tag_image(source, Some(opts)),
+        )
+        .await
+        .map_err(|e| Error::engine(format!("tag {source} as {repo}:{tag}"), describe(&e)))
+    }
+
+    /// Remove one tag; the image stays while it has other tags (noprune).
+    pub async fn untag(&self, reference: &str) -> Result<()> {
+        let opts = q::RemoveImageOptions {
+            force: false,
+            noprune: true,
+            ..Default::default()
+        };
+        crate::ui::logfile::timed(
+            &format!("engine untag {reference}"),
+            self.docker.remove_image(reference, Some(opts), None),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::engine(format!("remove tag {reference}"), describe(&e)))
+    }
+
+    /// Delete an image by ID (it must carry no tag another caller relies on).
+    pub async fn remove_image(&self, id: &str, force: bool) -> Result<()> {
+        let opts = q::RemoveImageOptions {
+            force,
+            noprune: false,
+            ..Default::default()
+        };
+        match crate::ui::logfile::timed(
+            &format!("engine remove image {id}"),
+            self.docker.remove_image(id, Some(opts), None),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::engine(format!("remove image {id}"), describe(&e))),
+        }
+    }
+
+    /// Every image with a tag in `repo`, as (id, tags).
+    pub async fn images_in_repo(&self, repo: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let mut filters = HashMap::new();
+        filters.insert("reference".to_string(), vec![format!("{repo}:*")]);
+        let opts = q::ListImagesOptions {
+            all: false,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| Error::engine("list images", describe(&e)))?;
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                (
+                    s.id,
+                    s.repo_tags
+                        .into_iter()
+                        .filter(|t| t != "<none>:<none>")
+                        .collect(),
+                )
+            })
+            .collect())
+    }
+
+    /// Run `cmd` in a fresh container of `image`, wait, collect output, remove it.
+    /// Used by the smoke test: no environment, no network, nothing mounted.
+    pub async fn run_once(
+        &self,
+        image: &str,
+        cmd: &[String],
+        list_dir: Option<&str>,
+    ) -> Result<(RunOutput, Option<Vec<String>>)> {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(cmd.to_vec()),
+            entrypoint: Some(vec![]),
+            network_disabled: Some(true),
+            labels: Some(HashMap::from([(
+                "de-build.smoke-test".to_string(),
+                "1".to_string(),
+            )])),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<q::CreateContainerOptions>, body)
+            .await
+            .map_err(|e| {
+                Error::engine(
+                    format!("create a smoke-test container from {image}"),
+                    describe(&e),
+                )
+            })?;
+        let id = created.id;
+        let result = crate::ui::logfile::timed(
+            &format!("engine run {image} {}", cmd.join(" ")),
+            self.run_created(&id, list_dir),
+        )
+        .await;
+        let _ = self
+            .docker
+            .remove_container(
+                &id,
+                Some(q::RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        result
+    }
+
+    async fn run_created(
+        &self,
+        id: &str,
+        list_dir: Option<&str>,
+    ) -> Result<(RunOutput, Option<Vec<String>>)> {
+        self.docker
+            .start_container(id, None::<q::StartContainerOptions>)
+            .await
+            .map_err(|e| Error::engine("start the smoke-test container", describe(&e)))?;
+        let mut wait = self
+            .docker
+            .wait_container(id, None::<q::WaitContainerOptions>);
+        let exit_code = match wait.next().await {
+            Some(Ok(r)) => r.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => {
+                return Err(Error::engine(
+                    "wait for the smoke-test container",
+                    describe(&e),
+                ))
+            }
+            None => -1,
+        };
+        let mut logs = self.docker.logs(
+            id,
+            Some(q::LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut output = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let listing = match list_dir {
+            Some(path) => Some(self.list_dir(id, path).await?),
+            None => None,
+        };
+        Ok((RunOutput { exit_code, output }, listing))
+    }
+
+    /// Top-level entries of a directory in a (stopped) container, via the archive API.
+    pub async fn list_dir(&self, container: &str, path: &str) -> Result<Vec<String>> {
+        let mut stream = self.docker.download_from_container(
+            container,
+            Some(q::DownloadFromContainerOptions {
+                path: path.to_string(),
+            }),
+        );
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => tar_bytes.extend_from_slice(&b),
+                Err(e) if is_not_found(&e) => return Ok(vec![]),
+                Err(e) => {
+                    return Err(Error::engine(
+                        format!("read {path} from the container"),
+                        describe(&e),
+                    ))
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::engine("read the container archive", e))?;
+        for entry in entries.flatten() {
+            if let Ok(p) = entry.path() {
+                // Entries are `apps/<name>/...`: keep the second component.
+                if let Some(name) = p.components().nth(1) {
+                    names.insert(name.as_os_str().to_string_lossy().to_string());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Containers of a compose project, found by label (names differ between
+    /// compose v1 `proj_svc_1` and v2 `proj-svc-1`).
+    pub async fn project_containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            vec![format!("com.docker.compose.project={project}")],
+        );
+        let opts = q::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| {
+            Error::engine(
+                format!("list containers of project {project}"),
+                describe(&e),
+            )
+        })?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                ContainerInfo {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    service: labels
+                        .get("com.docker.compose.service")
+                        .cloned()
+                        .unwrap_or_default(),
+                    image: c.image.unwrap_or_default(),
+                    image_id: c.image_id.unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Anonymous volumes (64-hex names) mounted by these containers.
+    pub async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for id in containers {
+            let c = match self
+                .docker
+                .inspect_container(id, None::<q::InspectContainerOptions>)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(Error::engine(
+                        format!("inspect container {id}"),
+                        describe(&e),
+                    ))
+                }
+            };
+            for m in c.mounts.unwrap_or_default() {
+                let name = m.name.unwrap_or_default();
+                let anonymous = name.len() == 64 && name.chars().all(|ch| ch.is_ascii_hexdigit());
+                if anonymous && !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        match crate::ui::logfile::timed(
+            &format!("engine remove volume {name}"),
+            self.docker
+                .remove_volume(name, None::<q::RemoveVolumeOptions>),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::engine(format!("remove volume {name}"), describe(&e))),
+        }
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let opts = q::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        crate::ui::logfile::timed(
+            &format!("engine remove container {id}"),
+            self.docker.remove_container(id, Some(opts)),
+        )
+        .await
+        .map_err(|e| Error::engine(format!("remove container {id}"), describe(&e)))
+    }
+
+    /// Run `cmd` in a running container, streaming each output line to
+    /// `on_line`; returns the exit code and the whole output.
+    pub async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        mut on_line: impl FnMut(&str),
+    ) -> Result<RunOutput> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?;
+        let mut output = String::new();
+        let mut pending = String::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?
+        {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    Error::engine(format!("read output of `{}`", cmd.join(" ")), describe(&e))
+                })?;
+                let text = String::from_utf8_lossy(&chunk.into_bytes()).to_string();
+                output.push_str(&text);
+                pending.push_str(&text);
+                while let Some(i) = pending.find('\n') {
+                    let line: String = pending.drain(..=i).collect();
+                    on_line(line.trim_end());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            on_line(pending.trim_end());
+        }
+        crate::ui::logfile::action(
+            &format!("engine exec in {container}: {}", cmd.join(" ")),
+            true,
+            std::time::Duration::ZERO,
+            "",
+        );
+        let info = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| Error::engine("read the exec's exit code", describe(&e)))?;
+        Ok(RunOutput {
+            exit_code: info.exit_code.unwrap_or(-1),
+            output,
+        })
+    }
+}
+
+/// Split `repo:tag` (the tag is after the last colon that follows the last slash).
+pub fn split_reference(r: &str) -> (&str, Option<&str>) {
+    match r.rfind(':') {
+        Some(i) if !r[i..].contains('/') => (&r[..i], Some(&r[i + 1..])),
+        _ => (r, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_at_the_tag() {
+        assert_eq!(split_reference("a/b:1.0.0"), ("a/b", Some("1.0.0")));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/a/b:1"),
+            ("127.0.0.1:5000/a/b", Some("1"))
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b", None)
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! `de-build build`: check, resolve, plan, then build, smoke-test and record.
+
+use crate::adapters::engine::Engine;
+use crate::cli::args::{BuildArgs, Global};
+use crate::config;
+use crate::error::{Result, EXIT_OK};
+use crate::exec::build as exec;
+use crate::plan::build::BuildPlan;
+use crate::ui::output::{self, Style};
+use crate::util::short_id;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32> {
+    let started = Instant::now();
+    let inputs = config::load_checked(&crate::cli::paths(global))?;
+    let engine = Engine::connect().await?;
+    let opts = exec::BuildOptions {
+        replace: args.replace,
+        offline: args.offline,
+        no_cache: args.no_cache,
+        context: args.context.clone(),
+        timeout: args.timeout,
+    };
+    let prepared = exec::prepare(&inputs, &opts, &engine, style).await?;
+    if args.dry_run {
+        if style.json {
+            output::json(&plan_json(&prepared.plan));
+        } else {
+            output::result(&prepared.plan.to_string());
+            output::result("dry run: nothing was changed");
+        }
+        return Ok(EXIT_OK);
+    }
+    if !style.json {
+        output::progress(style, &prepared.plan.to_string());
+    }
+    let built = exec::execute(&inputs, prepared, &engine, style).await?;
+    report(style, &built, started.elapsed());
+    Ok(EXIT_OK)
+}
+
+pub fn plan_json(p: &BuildPlan) -> serde_json::Value {
+    json!({
+        "command": "build", "ok": true, "dry_run": true,
+        "reference": p.reference, "context": config::display(&p.context_dir), "containerfile": p.containerfile,
+        "context_files": p.context_files, "context_bytes": p.context_bytes,
+        "build_args": p.build_args, "labels": p.labels, "apps": p.apps, "cache_key": p.cache_key,
+        "existing_image": p.existing.as_ref().map(|e| e.id.clone()),
+        "steps": p.steps().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+pub fn report(style: &Style, built: &exec::Built, elapsed: Duration) {
+    let m = &built.manifest;
+    if style.json {
+        output::json(&json!({
+            "command": "build", "ok": true, "version": m.version,
+            "image": {"reference": m.image.reference, "id": m.image.id},
+            "manifest": config::display(&built.manifest_path),
+            "apps": m.apps, "cache_key": m.cache_key, "superseded": m.superseded,
+            "durations": built.durations, "seconds": elapsed.as_secs_f64(),
+        }));
+    } else {
+        output::result(&format!(
+            "{} {} ({}) in {:.1}s",
+            style.green("built"),
+            m.image.reference,
+            short_id(&m.image.id),
+            elapsed.as_secs_f64()
+        ));
+        output::result(&format!(
+            "recorded {}",
+            config::display(&built.manifest_path)
+        ));
+        if let Some(s) = &m.superseded {
+            output::result(&format!("previous image kept as {}", s.reference));
+        }
+    }
+}

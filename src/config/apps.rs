@@ -1,0 +1,437 @@
+//! `apps.json` in frappe_docker's format: `[{"url": "...", "branch": "..."}]`.
+//!
+//! URLs may carry `${NAME}` placeholders for credentials, filled from secret
+//! `.env` keys in memory only ([`inject`]). Everything that leaves the process
+//! (manifests, output) uses [`App::public_url`], with the credential removed.
+
+use crate::config::envfile::EnvValues;
+use crate::error::Problem;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct App {
+    /// Derived from the URL's last path segment (`.../de_macrs.git` -> `de_macrs`).
+    pub name: String,
+    /// As written in apps.json, placeholders and all (never a real token).
+    pub url_template: String,
+    pub branch: String,
+    /// 1-based position in the file.
+    pub index: usize,
+}
+
+impl App {
+    pub fn label(&self) -> String {
+        format!("#{} ({})", self.index, self.name)
+    }
+
+    /// The URL without any credential, fit for manifests and messages.
+    pub fn public_url(&self) -> String {
+        strip_userinfo(&self.url_template)
+    }
+
+    pub fn placeholders(&self) -> Vec<String> {
+        placeholders(&self.url_template).unwrap_or_default()
+    }
+}
+
+/// Remove `user[:pass]@` from a URL (or a URL template).
+pub fn strip_userinfo(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some(at) = authority.rfind('@') {
+            return format!("{scheme}://{}{path}", &authority[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+/// The `${NAME}` placeholders of a template, in order; Err on an unclosed `${`.
+pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("${") {
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("a `${` placeholder is never closed".into());
+        };
+        let name = &after[..end];
+        if !crate::config::envfile::parse::valid_key(name) {
+            return Err(format!("`${{{name}}}` is not a valid placeholder name"));
+        }
+        out.push(name.to_string());
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// App name as bench derives it: last path segment without `.git`.
+pub fn app_name(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
+    last.strip_suffix(".git").unwrap_or(last).to_string()
+}
+
+pub use crate::util::{breaks_userinfo, percent_encode_userinfo};
+
+const KNOWN_FIELDS: [&str; 2] = ["url", "branch"];
+
+/// Parse and check apps.json. `display` is the path shown in problems.
+pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(t) => {
+            problems.push(
+                Problem::new(display, "bom", "file starts with a UTF-8 byte-order mark")
+                    .line(1)
+                    .hint("save the file as UTF-8 without BOM; JSON tools reject it"),
+            );
+            t
+        }
+        None => text,
+    };
+    if text.trim().is_empty() {
+        problems.push(Problem::new(display, "empty-file", "apps.json is empty")
+            .hint(r#"it must be a JSON list like [{"url": "https://github.com/frappe/erpnext", "branch": "version-15"}]"#));
+        return (vec![], problems);
+    }
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let what = match e.classify() {
+                serde_json::error::Category::Eof => {
+                    "the JSON ends too early (truncated file?)".to_string()
+                }
+                _ => format!("invalid JSON: {}", strip_position(&e.to_string())),
+            };
+            problems.push(Problem::new(display, "bad-json", what).line(e.line().max(1)));
+            return (vec![], problems);
+        }
+    };
+    let Some(list) = value.as_array() else {
+        problems.push(
+            Problem::new(
+                display,
+                "not-a-list",
+                "apps.json must be a JSON list of apps",
+            )
+            .hint(r#"wrap the entries in [ ... ]: [{"url": "...", "branch": "..."}]"#),
+        );
+        return (vec![], problems);
+    };
+    if list.is_empty() {
+        problems.push(
+            Problem::new(display, "no-apps", "apps.json lists no apps")
+                .hint("list at least erpnext, or whatever apps the image should carry"),
+        );
+    }
+    let mut apps: Vec<App> = Vec::new();
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let index = i + 1;
+        let Some(obj) = item.as_object() else {
+            problems.push(
+                Problem::new(display, "bad-entry", "entry is not an object")
+                    .entry(format!("#{index}"))
+                    .hint(r#"each entry is {"url": "...", "branch": "..."}"#),
+            );
+            continue;
+        };
+        let url = obj
+            .get("url")
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .unwrap_or("");
+        let name = if url.is_empty() {
+            "?".to_string()
+        } else {
+            app_name(url)
+        };
+        let label = format!("#{index} ({name})");
+        let before = problems.len();
+        for k in obj.keys() {
+            if !KNOWN_FIELDS.contains(&k.as_str()) {
+                let hint = match crate::config::envfile::did_you_mean(k, KNOWN_FIELDS.into_iter()) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => "frappe_docker's format knows only \"url\" and \"branch\"".into(),
+                };
+                problems.push(
+                    Problem::new(display, "unknown-field", format!("unknown field \"{k}\""))
+                        .entry(&label)
+                        .hint(hint),
+                );
+            }
+        }
+        for field in KNOWN_FIELDS {
+            match obj.get(field) {
+                None => problems.push(Problem::new(display, "missing-field", format!("\"{field}\" is missing")).entry(&label)
+                    .hint(if field == "branch" { "name the branch or release tag to build, e.g. \"version-15\" or \"v15.17.0\"" } else { "give the git URL of the app" })),
+                Some(v) if !v.is_string() => problems.push(Problem::new(display, "bad-field", format!("\"{field}\" must be a string")).entry(&label)),
+                Some(v) if v.as_str().is_some_and(|s| s.trim().is_empty()) => {
+                    problems.push(Problem::new(display, "empty-field", format!("\"{field}\" is empty")).entry(&label))
+                }
+                _ => {}
+            }
+        }
+        if !url.is_empty() {
+            if let Err(msg) = placeholders(url) {
+                problems.push(Problem::new(display, "bad-placeholder", msg).entry(&label));
+            } else if !url_shape_ok(url) {
+                problems.push(Problem::new(display, "bad-url", format!("\"{}\" is not a git URL", strip_userinfo(url))).entry(&label)
+                    .hint("use https://host/org/app.git (credentials as ${TOKEN}@), ssh://, git@host:org/app.git, file:// or an absolute path"));
+            }
+        }
+        if let Some((_, prev)) = seen.iter().find(|(n, _)| *n == name && name != "?") {
+            problems.push(
+                Problem::new(
+                    display,
+                    "duplicate-app",
+                    format!("app {name} is listed twice (also entry #{prev})"),
+                )
+                .entry(&label)
+                .hint("bench installs each app once: keep one entry"),
+            );
+        }
+        seen.push((name.clone(), index));
+        if problems.len() == before {
+            apps.push(App {
+                name,
+                url_template: url.to_string(),
+                branch: obj
+                    .get("branch")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+                index,
+            });
+        }
+    }
+    (apps, problems)
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn url_shape_ok(url: &str) -> bool {
+    if url.starts_with('/') {
+        return true;
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let host = strip_userinfo(url);
+        let host = host.split_once("://").map(|(_, r)| r).unwrap_or("");
+        return matches!(scheme, "https" | "http" | "ssh" | "git" | "file")
+            && !rest.is_empty()
+            && (scheme == "file" || !host.split('/').next().unwrap_or("").is_empty());
+    }
+    // scp-like: git@github.com:org/app.git
+    url.contains('@') && url.contains(':')
+}
+
+/// Check placeholders against the env: each must name a secret key with a
+/// usable value. Values are never printed; a bad character is named instead.
+pub fn check_placeholders(
+    display: &str,
+    apps: &[App],
+    env: &EnvValues,
+    env_display: &str,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for app in apps {
+        for name in app.placeholders() {
+            if env.secret(&name).is_some() || env.get(&name).is_some() || env.is_secret(&name) {
+                if !env.is_secret(&name) {
+                    problems.push(Problem::new(display, "placeholder-not-secret", format!("${{{name}}} names {name}, which is not marked secret"))
+                        .entry(app.label())
+                        .hint(format!("mark {name} with `# @secret` in the example file so it is never printed or stored")));
+                    continue;
+                }
+                let Some(secret) = env.secret(&name) else {
+                    continue;
+                }; // empty: reported by the env check
+                if let Some(c) = secret.expose().chars().find(|c| breaks_userinfo(*c)) {
+                    let what = match c {
+                        c if c.is_whitespace() => "whitespace".to_string(),
+                        c if c.is_control() => "a control character".to_string(),
+                        c => format!("'{c}'"),
+                    };
+                    let mut p = Problem::new(
+                        env_display,
+                        "secret-breaks-url",
+                        format!(
+                            "the value of {name} contains {what}, which would break the URL of {}",
+                            app.name
+                        ),
+                    )
+                    .key(&name);
+                    if let Some(crate::config::envfile::Source::File { line }) = env.source(&name) {
+                        p = p.line(*line);
+                    }
+                    problems.push(p
+                        .hint("check the token was pasted whole; if the character is real, percent-encode it (e.g. @ as %40)"));
+                }
+            } else {
+                problems.push(Problem::new(display, "unknown-placeholder", format!("${{{name}}} does not name a key of the env"))
+                    .entry(app.label())
+                    .hint(match crate::config::envfile::did_you_mean(&name, env.entries().map(|(k, _)| k.as_str())) {
+                        Some(s) => format!("did you mean ${{{s}}}?"),
+                        None => format!("declare {name} as `# @secret` in the example file and set it in .env"),
+                    }));
+            }
+        }
+    }
+    // One report per secret is enough even when several apps use it.
+    problems.dedup_by(|a, b| a.code == "secret-breaks-url" && a.code == b.code && a.key == b.key);
+    problems
+}
+
+/// An app with its URL filled in: only the build and `--online` see this.
+pub struct InjectedApp<'a> {
+    pub app: &'a App,
+    pub url: Secret,
+}
+
+pub fn inject_url(app: &App, env: &EnvValues) -> Secret {
+    let mut url = app.url_template.clone();
+    for name in app.placeholders() {
+        let value = env
+            .secret(&name)
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
+        url = url.replace(&format!("${{{name}}}"), &value);
+    }
+    Secret::derived(url)
+}
+
+/// The apps.json BuildKit receives: tokens filled in, in memory only.
+pub fn inject(apps: &[App], env: &EnvValues) -> Secret {
+    let list: Vec<serde_json::Value> = apps
+        .iter()
+        .map(|a| serde_json::json!({"url": inject_url(a, env).expose(), "branch": a.branch}))
+        .collect();
+    Secret::derived(serde_json::to_string(&list).unwrap_or_default())
+}
+
+/// The redacted apps.json (credentials removed): what manifests hash and show.
+pub fn redacted_json(apps: &[App]) -> String {
+    let list: Vec<serde_json::Value> = apps
+        .iter()
+        .map(|a| serde_json::json!({"url": a.public_url(), "branch": a.branch}))
+        .collect();
+    serde_json::to_string_pretty(&list).unwrap_or_default()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::envfile::{schema::Schema, validate, EnvInput};
+    use std::path::Path;
+
+    const GOOD: &str = r#"[
+      {"url": "https://github.com/frappe/erpnext", "branch": "version-15"},
+      {"url": "https://${TOK}@github.com/org/de_macrs.git", "branch": "v0.0.4"}
+    ]"#;
+
+    fn env(tok: &str) -> EnvValues {
+        let (schema, _) = Schema::from_example("ex", "# @secret\nTOK=<t>\nPLAIN=x\n");
+        let text = format!("TOK={tok}\nPLAIN=y\n");
+        let none = |_: &str| None;
+        validate(
+            &schema,
+            &EnvInput {
+                file: Some((".env", &text)),
+                lookup_env: &none,
+                project_dir: Path::new("/"),
+            },
+        )
+        .0
+    }
+
+    #[test]
+    fn parses_and_names_apps() {
+        let (apps, p) = parse("apps.json", GOOD);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(apps[1].name, "de_macrs");
+        assert_eq!(apps[1].public_url(), "https://github.com/org/de_macrs.git");
+        assert_eq!(apps[1].placeholders(), vec!["TOK"]);
+        assert_eq!(app_name("git@github.com:org/hrms.git"), "hrms");
+    }
+
+    #[test]
+    fn injection_fills_tokens_in_memory_only() {
+        let (apps, _) = parse("apps.json", GOOD);
+        let e = env("canary-inject-9");
+        assert!(check_placeholders("apps.json", &apps, &e, ".env").is_empty());
+        let injected = inject(&apps, &e);
+        assert!(injected
+            .expose()
+            .contains("https://canary-inject-9@github.com/org/de_macrs.git"));
+        assert!(!redacted_json(&apps).contains("canary-inject-9"));
+        assert!(!format!("{injected} {injected:?}").contains("canary"));
+    }
+
+    #[test]
+    fn bad_tokens_and_placeholders_are_reported_without_the_value() {
+        let (apps, _) = parse("apps.json", GOOD);
+        let p = check_placeholders("apps.json", &apps, &env("bad@canary-x"), ".env");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].code, "secret-breaks-url");
+        assert!(!format!("{p:?}").contains("canary"));
+        let (apps, _) = parse(
+            "apps.json",
+            r#"[{"url":"https://${NOPE}@h/o/a.git","branch":"b"}]"#,
+        );
+        let p = check_placeholders("apps.json", &apps, &env("fine-token"), ".env");
+        assert_eq!(p[0].code, "unknown-placeholder");
+        let p = check_placeholders(
+            "apps.json",
+            &parse(
+                "apps.json",
+                r#"[{"url":"https://${PLAIN}@h/o/a.git","branch":"b"}]"#,
+            )
+            .0,
+            &env("t0ken"),
+            ".env",
+        );
+        assert_eq!(p[0].code, "placeholder-not-secret");
+    }
+
+    #[test]
+    fn structural_problems_point_at_entries() {
+        let (_, p) = parse(
+            "apps.json",
+            r#"[{"url":"https://h/o/a.git","brnch":"x"},{"url":"https://h/o/a","branch":"y"}, 3]"#,
+        );
+        let got: Vec<_> = p
+            .iter()
+            .map(|p| (p.entry.clone().unwrap_or_default(), p.code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("#1 (a)".to_string(), "unknown-field"),
+                ("#1 (a)".to_string(), "missing-field"),
+                ("#2 (a)".to_string(), "duplicate-app"),
+                ("#3".to_string(), "bad-entry"),
+            ]
+        );
+        assert_eq!(p[0].hint.as_deref(), Some("did you mean \"branch\"?"));
+        let (_, p) = parse("apps.json", "[{\"url\": \"x\"");
+        assert_eq!(p[0].code, "bad-json");
+        assert!(p[0].message.contains("truncated"));
+    }
+
+    #[test]
+    fn strip_userinfo_removes_credentials() {
+        assert_eq!(strip_userinfo("https://a:b@h/x"), "https://h/x");
+        assert_eq!(strip_userinfo("https://h/x@y"), "https://h/x@y");
+        assert_eq!(strip_userinfo("/local/path"), "/local/path");
+    }
+}

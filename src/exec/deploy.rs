@@ -1,0 +1,621 @@
+//! Runs a [`DeployPlan`] through the ports, one step at a time, saving the
+//! record before and after each; on failure runs the recovery the plan
+//! computes for the progress reached. Also runs the recovery of an
+//! interrupted deployment (`de-build recover`).
+//!
+//! Invariants: the record is written before anything changes and after every
+//! step (a failed write stops the deployment); every message about what was
+//! done or is left is computed from what happened.
+
+use crate::adapters::bench::{self, Readiness};
+use crate::adapters::engine::ContainerInfo;
+use crate::error::{Error, Result};
+use crate::exec::ports::{ComposeCall, Records, World};
+use crate::plan::deploy::{
+    self as planner, DeployPlan, Progress, Recovery, RecoveryStep, StackSpec, Step,
+};
+use crate::record::state::{self, Backup, Deployment, Outcome, StepRecord};
+use crate::util::short_id;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where step progress and bench output go (terminal and the deployment log).
+pub trait Sink: Send {
+    fn step(&mut self, index: usize, total: usize, step: &str);
+    fn step_done(&mut self, seconds: f64, ok: bool);
+    fn line(&mut self, text: &str);
+    fn note(&mut self, text: &str);
+}
+
+/// The final state of a run: the record, and the error to exit with if any.
+pub struct Finished {
+    pub record: Deployment,
+    pub error: Option<Error>,
+}
+
+pub struct Executor<'a, W: World, R: Records, S: Sink> {
+    pub world: &'a W,
+    pub records: &'a R,
+    pub sink: &'a mut S,
+    /// Set by the first SIGINT/SIGTERM/SIGHUP: stop after the running step.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// A new record for `plan`, before anything runs.
+pub fn new_record(plan: &DeployPlan) -> Deployment {
+    let (user, host) = state::whoami();
+    Deployment {
+        id: plan.id.clone(),
+        action: plan.action.as_str().to_string(),
+        version: plan.version.clone(),
+        image_id: plan.image_id.clone(),
+        previous_version: plan.previous.as_ref().map(|p| p.version.clone()),
+        project: plan.new.target.project.clone(),
+        compose_file: plan.new.target.file.clone(),
+        compose_source: plan.compose_source.clone(),
+        env: plan.new.env.clone(),
+        backups: Vec::new(),
+        started: state::now(),
+        finished: None,
+        result: Outcome::Running,
+        steps: Vec::new(),
+        error: None,
+        left: None,
+        data_note: None,
+        user,
+        host,
+        pid: std::process::id(),
+        plan: Some(plan.clone()),
+        progress: Progress::default(),
+    }
+}
+
+impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
+    fn save(&self, d: &Deployment) -> Result<()> {
+        self.records.save(d)
+    }
+
+    /// Run the whole plan. The record is saved first; if that fails nothing
+    /// was changed.
+    pub async fn run(&mut self, plan: &DeployPlan) -> Finished {
+        let mut record = new_record(plan);
+        if let Err(e) = self.save(&record) {
+            return Finished {
+                record,
+                error: Some(Error::Failed {
+                    message: format!("{} of {} did not start: {e}", plan.action, plan.version),
+                    hint: Some("nothing was changed; free some space or fix the permissions of .de-build/".into()),
+                }),
+            };
+        }
+        let total = plan.steps.len();
+        let mut failure: Option<Error> = None;
+        for (i, planned) in plan.steps.iter().enumerate() {
+            let step = &planned.step;
+            if self.interrupted.load(Ordering::SeqCst) {
+                failure = Some(Error::failed("interrupted by a signal"));
+                break;
+            }
+            planner::starting(&mut record.progress, step);
+            if let Err(e) = self.save(&record) {
+                failure = Some(write_failure(e));
+                break;
+            }
+            self.sink.step(i + 1, total, &step.to_string());
+            let t = Instant::now();
+            let res = self.step(plan, step, &mut record).await;
+            let secs = t.elapsed().as_secs_f64();
+            self.sink.step_done(secs, res.is_ok());
+            record.steps.push(StepRecord {
+                step: step.name().to_string(),
+                ok: res.is_ok(),
+                seconds: secs,
+            });
+            if res.is_ok() {
+                planner::finished(&mut record.progress, step);
+            }
+            let saved = self.save(&record);
+            if let Err(e) = res {
+                failure = Some(e);
+                break;
+            }
+            if let Err(e) = saved {
+                failure = Some(write_failure(e));
+                break;
+            }
+        }
+        match failure {
+            None => {
+                record.result = Outcome::Succeeded;
+                record.finished = Some(state::now());
+                match self.save(&record) {
+                    Ok(()) => Finished {
+                        record,
+                        error: None,
+                    },
+                    // The release runs and serves, but nothing says so on disk.
+                    Err(e) => Finished {
+                        error: Some(Error::Failed {
+                            message: format!(
+                                "{} {} is up and passed its health gate, but its record could not be written: {e}",
+                                plan.action, plan.version
+                            ),
+                            hint: Some(format!(
+                                "free some space, then `de-build recover` closes deployment {} (status and rollback read it)",
+                                plan.id
+                            )),
+                        }),
+                        record,
+                    },
+                }
+            }
+            Some(e) => {
+                let recovery = planner::recovery(plan, &record.progress);
+                let error = self.recover(plan, &mut record, recovery, e).await;
+                Finished {
+                    record,
+                    error: Some(error),
+                }
+            }
+        }
+    }
+
+    /// Recover from `cause` with `recovery`, close the record, and return the
+    /// error to exit with (exit 1 aborted, 3 recovered, 4 fatal).
+    pub async fn recover(
+        &mut self,
+        plan: &DeployPlan,
+        record: &mut Deployment,
+        recovery: Recovery,
+        cause: Error,
+    ) -> Error {
+        record.error = Some(cause.to_string());
+        if !recovery.steps.is_empty() {
+            self.sink.note(&format!(
+                "recovering: {}",
+                planner::describe(&recovery)
+            ));
+        }
+        let mut left: Option<String> = None;
+        let mut maintenance_off_done = false;
+        for (i, rs) in recovery.steps.iter().enumerate() {
+            match self.recovery_step(plan, rs).await {
+                Ok(()) => {
+                    if matches!(rs, RecoveryStep::MaintenanceOff { .. }) {
+                        maintenance_off_done = true;
+                    }
+                }
+                Err(e) => {
+                    left = Some(left_to_do(plan, &recovery.steps[i..], &e));
+                    break;
+                }
+            }
+        }
+        if maintenance_off_done {
+            record.progress.maintenance_on = false;
+        }
+        record.data_note = recovery.data_note.clone();
+        record.finished = Some(state::now());
+        let what = format!("{} of {}", plan.action, plan.version);
+        let error = match (&left, recovery.outcome) {
+            (Some(left), _) => {
+                record.result = Outcome::Fatal;
+                record.left = Some(left.clone());
+                Error::Fatal {
+                    message: format!("{what} failed ({cause}) and recovery failed too"),
+                    hint: left.clone(),
+                }
+            }
+            (None, Outcome::Recovered) => {
+                record.result = Outcome::Recovered;
+                let prev = plan
+                    .previous
+                    .as_ref()
+                    .map(|p| p.version.clone())
+                    .unwrap_or_default();
+                let db = if recovery
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s, RecoveryStep::Restore { .. }))
+                {
+                    "database restored from the pre-deploy backup"
+                } else if recovery.data_note.is_some() {
+                    "database NOT restored"
+                } else {
+                    "database untouched"
+                };
+                Error::Recovered {
+                    message: format!(
+                        "{what} failed ({cause}); {prev} is serving again, {db}{}",
+                        recovery
+                            .data_note
+                            .as_ref()
+                            .map(|n| format!(". {n}"))
+                            .unwrap_or_default()
+                    ),
+                }
+            }
+            (None, _) => {
+                record.result = Outcome::Aborted;
+                let hint = if record.progress.stack_touched {
+                    "nothing was deployed before; the failed stack was taken down".to_string()
+                } else if recovery.steps.is_empty() {
+                    "nothing was changed".to_string()
+                } else {
+                    "the stack was not touched; maintenance mode is off again".to_string()
+                };
+                Error::Failed {
+                    message: format!("{what} failed: {cause}"),
+                    hint: Some(hint),
+                }
+            }
+        };
+        if let Err(e) = self.save(record) {
+            self.sink.note(&format!(
+                "warning: the deployment record could not be written ({e}); it may still say running"
+            ));
+        }
+        error
+    }
+
+    async fn recovery_step(&mut self, plan: &DeployPlan, rs: &RecoveryStep) -> Result<()> {
+        match rs {
+            RecoveryStep::TakeDown { stack } => {
+                let removed = self.down(stack).await?;
+                if !removed.is_empty() {
+                    self.sink.note(&format!("removed: {}", removed.join(", ")));
+                }
+                Ok(())
+            }
+            RecoveryStep::BringUp { stack } => {
+                self.world
+                    .compose(&ComposeCall::Up(stack.target.clone()), &stack.env)
+                    .await?;
+                self.verify_image(stack).await
+            }
+            RecoveryStep::Restore { project, backups } => {
+                self.restore(plan, project, backups).await
+            }
+            RecoveryStep::MaintenanceOff { project } => {
+                self.maintenance(plan, project, false).await
+            }
+        }
+    }
+
+    async fn step(
+        &mut self,
+        plan: &DeployPlan,
+        step: &Step,
+        record: &mut Deployment,
+    ) -> Result<()> {
+        match step {
+            Step::Snapshot { source, to } => self.world.snapshot(source, to),
+            Step::MaintenanceOn { project } => self.maintenance(plan, project, true).await,
+            Step::Drain {
+                project,
+                timeout_secs,
+            } => self.drain(plan, project, *timeout_secs).await,
+            Step::Backup { project } => {
+                let c = self.backend(plan, project).await?;
+                for site in plan.sites.args() {
+                    let out = self
+                        .bench(&c, &bench::site_args(&site, &["backup"]))
+                        .await?;
+                    let found = bench::parse_backups(&site, &out);
+                    if found.is_empty() {
+                        return Err(Error::failed(format!(
+                            "`bench --site {site} backup` printed no database backup (no `Database:` line)"
+                        )));
+                    }
+                    record.progress.backups.extend(found.clone());
+                    record.backups.extend(found);
+                }
+                Ok(())
+            }
+            Step::Replace { to, .. } => {
+                let removed = self.replace(to).await?;
+                if !removed.is_empty() {
+                    self.sink.note(&format!(
+                        "removed old containers compose left behind: {}",
+                        removed.join(", ")
+                    ));
+                }
+                Ok(())
+            }
+            Step::Down { stack } => {
+                let removed = self.down(stack).await?;
+                if !removed.is_empty() {
+                    self.sink.note(&format!(
+                        "removed containers compose left behind: {}",
+                        removed.join(", ")
+                    ));
+                }
+                Ok(())
+            }
+            Step::Up { stack } => {
+                self.world
+                    .compose(&ComposeCall::Up(stack.target.clone()), &stack.env)
+                    .await
+            }
+            Step::VerifyImage { stack } => self.verify_image(stack).await,
+            Step::Migrate { project } => {
+                let c = self.backend(plan, project).await?;
+                for site in plan.sites.args() {
+                    self.bench(&c, &bench::site_args(&site, &["migrate"]))
+                        .await?;
+                }
+                Ok(())
+            }
+            Step::Restore { project, backups } => self.restore(plan, project, backups).await,
+            Step::HealthGate {
+                url,
+                timeout_secs,
+                gate,
+            } => {
+                let took = self
+                    .world
+                    .wait_healthy(url, Duration::from_secs(*timeout_secs), *gate)
+                    .await?;
+                self.sink
+                    .note(&format!("answered after {:.1}s", took.as_secs_f64()));
+                Ok(())
+            }
+            Step::MaintenanceOff { project } => self.maintenance(plan, project, false).await,
+        }
+    }
+
+    async fn backend(&self, plan: &DeployPlan, project: &str) -> Result<ContainerInfo> {
+        let all = self.world.containers(project).await?;
+        all.into_iter()
+            .find(|c| c.service == plan.backend_service && c.state == "running")
+            .ok_or_else(|| Error::Failed {
+                message: format!(
+                    "no running container of service {} in compose project {project}",
+                    plan.backend_service
+                ),
+                hint: Some("check DE_BACKEND_SERVICE and the compose file".into()),
+            })
+    }
+
+    /// Run bench; a non-zero exit is an error naming the command.
+    async fn bench(&mut self, c: &ContainerInfo, cmd: &[String]) -> Result<String> {
+        let out = self.bench_raw(c, cmd).await?;
+        if out.exit_code != 0 {
+            return Err(Error::failed(format!(
+                "`{}` exited with {} in {}",
+                cmd.join(" "),
+                out.exit_code,
+                c.name
+            )));
+        }
+        Ok(out.output)
+    }
+
+    async fn bench_raw(
+        &mut self,
+        c: &ContainerInfo,
+        cmd: &[String],
+    ) -> Result<crate::adapters::engine::RunOutput> {
+        self.sink.line(&format!("$ {}", cmd.join(" ")));
+        let sink = &mut *self.sink;
+        let mut on_line = |l: &str| sink.line(l);
+        self.world.exec(&c.id, cmd, &mut on_line).await
+    }
+
+    async fn maintenance(&mut self, plan: &DeployPlan, project: &str, on: bool) -> Result<()> {
+        let c = self.backend(plan, project).await?;
+        let state = if on { "on" } else { "off" };
+        for site in plan.sites.args() {
+            self.bench(
+                &c,
+                &bench::site_args(&site, &["set-maintenance-mode", state]),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn drain(&mut self, plan: &DeployPlan, project: &str, timeout_secs: u64) -> Result<()> {
+        let c = self.backend(plan, project).await?;
+        let started = Instant::now();
+        for site in plan.sites.args() {
+            loop {
+                let cmd = bench::site_args(&site, &["ready-for-migration"]);
+                let out = self.bench_raw(&c, &cmd).await?;
+                match bench::readiness(out.exit_code, &out.output) {
+                    Readiness::Ready => break,
+                    Readiness::Unknown => {
+                        return Err(Error::failed(format!(
+                            "`{}` exited with {} and did not say whether {site} is ready for migration",
+                            cmd.join(" "),
+                            out.exit_code
+                        )))
+                    }
+                    Readiness::NotReady if started.elapsed().as_secs() >= timeout_secs => {
+                        return Err(Error::failed(format!(
+                            "{site} still has pending background jobs after {timeout_secs}s (DE_DRAIN_TIMEOUT)"
+                        )))
+                    }
+                    Readiness::NotReady => self.world.sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(&mut self, plan: &DeployPlan, project: &str, backups: &[Backup]) -> Result<()> {
+        let c = self.backend(plan, project).await?;
+        for b in backups {
+            self.bench(&c, &bench::site_args(&b.site, &["restore", &b.path]))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every container of the stack's app services runs the release image.
+    /// App services are those whose containers run an image of the release's
+    /// repository (a fixed tag in the compose file shows up here as another
+    /// image ID of the same repository).
+    async fn verify_image(&self, stack: &StackSpec) -> Result<()> {
+        if stack.image_id.is_empty() {
+            return Ok(());
+        }
+        let repo = stack.env.get("CUSTOM_IMAGE").cloned().unwrap_or_default();
+        let all = self.world.containers(&stack.target.project).await?;
+        let wrong: Vec<String> = all
+            .iter()
+            .filter(|c| c.state == "running" || c.state == "restarting")
+            .filter(|c| {
+                c.image_id == stack.image_id
+                    || (!repo.is_empty()
+                        && crate::adapters::engine::split_reference(&c.image).0 == repo)
+            })
+            .filter(|c| c.image_id != stack.image_id)
+            .map(|c| {
+                format!(
+                    "{} ({}) runs {} {}",
+                    c.name,
+                    c.service,
+                    c.image,
+                    short_id(&c.image_id)
+                )
+            })
+            .collect();
+        let right = all.iter().any(|c| c.image_id == stack.image_id);
+        if !wrong.is_empty() || !right {
+            return Err(Error::Failed {
+                message: format!(
+                    "the stack does not run {} (image {}): {}",
+                    stack.version,
+                    short_id(&stack.image_id),
+                    if wrong.is_empty() {
+                        "no container runs it".to_string()
+                    } else {
+                        wrong.join("; ")
+                    }
+                ),
+                hint: Some("the compose file must take the app image from ${CUSTOM_IMAGE}:${CUSTOM_TAG} (a merged file from `compose config` has the tag written in: regenerate it or use the source files)".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Down, then make sure nothing of the project is left (by label), and
+    /// drop the anonymous volumes its containers had.
+    async fn down(&self, stack: &StackSpec) -> Result<Vec<String>> {
+        let before = self.world.containers(&stack.target.project).await?;
+        let ids: Vec<String> = before.iter().map(|c| c.id.clone()).collect();
+        let anon = self.world.anonymous_volumes(&ids).await?;
+        self.world
+            .compose(&ComposeCall::Down(stack.target.clone()), &stack.env)
+            .await?;
+        let mut removed = Vec::new();
+        for c in self.world.containers(&stack.target.project).await? {
+            self.world.remove_container(&c.id).await?;
+            removed.push(format!("{} ({})", c.name, c.service));
+        }
+        for v in anon {
+            self.world.remove_volume(&v).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Replace the running stack by `to` in one compose pass, then prove the
+    /// guarantee of a full down: no container that existed before survives.
+    async fn replace(&self, to: &StackSpec) -> Result<Vec<String>> {
+        let before = self.world.containers(&to.target.project).await?;
+        let before_ids: Vec<String> = before.iter().map(|c| c.id.clone()).collect();
+        let anon = self.world.anonymous_volumes(&before_ids).await?;
+        self.world
+            .compose(&ComposeCall::Replace(to.target.clone()), &to.env)
+            .await?;
+        let mut removed = Vec::new();
+        for c in self.world.containers(&to.target.project).await? {
+            if before_ids.contains(&c.id) {
+                self.world.remove_container(&c.id).await?;
+                removed.push(format!("{} ({})", c.name, c.service));
+            }
+        }
+        for v in anon {
+            self.world.remove_volume(&v).await?;
+        }
+        Ok(removed)
+    }
+}
+
+fn write_failure(e: Error) -> Error {
+    Error::failed(format!("the deployment record could not be written: {e}"))
+}
+
+/// What is left after recovery step `rest[0]` failed with `e`, as commands.
+fn left_to_do(plan: &DeployPlan, rest: &[RecoveryStep], e: &Error) -> String {
+    let mut out = vec![format!("{} failed ({e})", rest[0])];
+    for s in rest {
+        out.push(match s {
+            RecoveryStep::TakeDown { stack } => format!(
+                "take {} down: {}",
+                stack.version,
+                manual_compose(stack, "down --remove-orphans")
+            ),
+            RecoveryStep::BringUp { stack } => format!(
+                "bring {} up: {}",
+                stack.version,
+                manual_compose(stack, "up --detach --remove-orphans")
+            ),
+            RecoveryStep::Restore { backups, .. } => format!(
+                "restore: {}",
+                backups
+                    .iter()
+                    .map(|b| format!("bench --site {} restore {}", b.site, b.path))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            RecoveryStep::MaintenanceOff { .. } => format!(
+                "maintenance off: {}",
+                plan.sites
+                    .args()
+                    .iter()
+                    .map(|s| format!("bench --site {s} set-maintenance-mode off"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
+    out.push(format!(
+        "or run `de-build recover` to retry (deployment {})",
+        plan.id
+    ));
+    out.join("; then ")
+}
+
+fn manual_compose(s: &StackSpec, tail: &str) -> String {
+    let vars: Vec<String> = ["CUSTOM_IMAGE", "CUSTOM_TAG", "COMPOSE_PROJECT_NAME"]
+        .iter()
+        .filter_map(|k| s.env.get(*k).map(|v| format!("{k}={v}")))
+        .collect();
+    format!(
+        "{} docker compose -p {} -f {} --project-directory {} {tail}",
+        vars.join(" "),
+        s.target.project,
+        s.target.file.display(),
+        s.target.project_dir.display()
+    )
+}
+
+/// The recovery of an interrupted deployment from its record.
+pub fn recovery_of(record: &Deployment) -> Option<(DeployPlan, Recovery)> {
+    let plan = record.plan.clone()?;
+    let mut progress = record.progress.clone();
+    // A process that died mid-step may have left maintenance on, whatever
+    // the flags say: turning it off again is harmless.
+    if plan.previous_running {
+        progress.maintenance_on = true;
+    }
+    let r = planner::recovery(&plan, &progress);
+    Some((plan, r))
+}
+
+#[cfg(test)]
+#[path = "deploy_tests.rs"]
+mod tests;

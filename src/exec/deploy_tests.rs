@@ -1,0 +1,603 @@
+//! The executor against a scripted fake world: every step × failure ×
+//! recovery outcome, in milliseconds. The fake keeps a small model of a
+//! stack (which image each project runs, maintenance, the applied patches)
+//! so each case asserts what is left, not only what was called.
+
+use super::*;
+use crate::adapters::engine::RunOutput;
+use crate::exec::ports::{ComposeCall, Records, World};
+use crate::plan::deploy::{plan, Action, DeployRequest, Gate, Sites, Target};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Model {
+    /// version -> image id
+    images: BTreeMap<String, String>,
+    /// project -> (version, image id) running; None = nothing up.
+    running: BTreeMap<String, (String, String)>,
+    maintenance: bool,
+    /// Patches applied to the database, and backups by path.
+    db: Vec<String>,
+    backups: BTreeMap<String, Vec<String>>,
+    calls: Vec<String>,
+    /// Calls (by prefix) that fail, each once per listed occurrence.
+    fail: Vec<String>,
+    /// `compose up` runs this image instead (a fixed tag in the file).
+    pinned: Option<(String, String)>,
+    seq: u32,
+}
+
+struct Fake(Mutex<Model>);
+
+impl Fake {
+    fn new() -> Fake {
+        let mut m = Model::default();
+        for v in ["1.0.0", "2.0.0"] {
+            m.images.insert(v.into(), format!("sha256:{v}"));
+        }
+        Fake(Mutex::new(m))
+    }
+
+    fn running(self, v: &str) -> Fake {
+        {
+            let mut m = self.0.lock().unwrap();
+            m.running
+                .insert("p".into(), (v.into(), format!("sha256:{v}")));
+            m.db.push(format!("patches-of-{v}"));
+        }
+        self
+    }
+
+    fn fail(self, prefix: &str) -> Fake {
+        self.0.lock().unwrap().fail.push(prefix.into());
+        self
+    }
+
+    fn m(&self) -> std::sync::MutexGuard<'_, Model> {
+        self.0.lock().unwrap()
+    }
+
+    /// Record a call; Err if it is scripted to fail.
+    fn call(&self, what: String) -> Result<()> {
+        let mut m = self.m();
+        m.calls.push(what.clone());
+        if let Some(i) = m.fail.iter().position(|f| what.starts_with(f.as_str())) {
+            m.fail.remove(i);
+            return Err(Error::failed(format!("scripted failure of `{what}`")));
+        }
+        Ok(())
+    }
+}
+
+impl World for Fake {
+    async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        self.call(format!("containers {project}"))?;
+        let m = self.m();
+        Ok(match m.running.get(project) {
+            None => vec![],
+            Some((v, id)) => ["backend", "queue-short"]
+                .iter()
+                .map(|svc| ContainerInfo {
+                    id: format!("{svc}-{v}-{}", m.seq),
+                    name: format!("{project}-{svc}-1"),
+                    service: svc.to_string(),
+                    image: format!("demo/erpnext:{v}"),
+                    image_id: id.clone(),
+                    state: "running".into(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn exec(
+        &self,
+        _container: &str,
+        cmd: &[String],
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<RunOutput> {
+        let line = cmd.join(" ");
+        self.call(format!("bench {}", cmd[3..].join(" ")))?;
+        let mut m = self.m();
+        let version = m.running.get("p").map(|r| r.0.clone()).unwrap_or_default();
+        let (code, out) = match &cmd[3..] {
+            [a, b] if a == "set-maintenance-mode" => {
+                m.maintenance = b == "on";
+                (0, String::new())
+            }
+            [a] if a == "ready-for-migration" => (
+                0,
+                format!("READY for migration: site {} does not have any background jobs", cmd[2]),
+            ),
+            [a] if a == "backup" => {
+                m.seq += 1;
+                let path = format!("./{s}/private/backups/{}-database.sql.gz", m.seq, s = cmd[2]);
+                let db = m.db.clone();
+                m.backups.insert(path.clone(), db);
+                (0, format!("Backup Summary for {s} at now\nDatabase: {path} 1.1KiB\n", s = cmd[2]))
+            }
+            [a] if a == "migrate" => {
+                m.db.push(format!("patches-of-{version}"));
+                (0, format!("Migrating {}", cmd[2]))
+            }
+            [a, p] if a == "restore" => match m.backups.get(p).cloned() {
+                Some(db) => {
+                    m.db = db;
+                    (0, String::new())
+                }
+                None => (1, format!("no backup {p}")),
+            },
+            _ => (2, format!("unknown: {line}")),
+        };
+        drop(m);
+        on_line(&out);
+        Ok(RunOutput {
+            exit_code: code,
+            output: out,
+        })
+    }
+
+    async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()> {
+        let v = env.get("CUSTOM_TAG").cloned().unwrap_or_default();
+        let (verb, project) = match call {
+            ComposeCall::Up(t) => ("up", &t.project),
+            ComposeCall::Replace(t) => ("replace", &t.project),
+            ComposeCall::Down(t) => ("down", &t.project),
+        };
+        self.call(format!("compose {verb} {v}"))?;
+        let mut m = self.m();
+        m.seq += 1;
+        if verb == "down" {
+            m.running.remove(project);
+        } else {
+            let run = match &m.pinned {
+                Some(p) => p.clone(),
+                None => (v.clone(), m.images[&v].clone()),
+            };
+            m.running.insert(project.clone(), run);
+        }
+        Ok(())
+    }
+
+    async fn anonymous_volumes(&self, _c: &[String]) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        self.call(format!("remove {id}"))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.call(format!("remove volume {name}"))
+    }
+
+    async fn wait_healthy(&self, _url: &str, _t: Duration, gate: Gate) -> Result<Duration> {
+        let g = match gate {
+            Gate::Sealed => "sealed",
+            Gate::Open => "open",
+        };
+        self.call(format!("health {g}"))?;
+        let m = self.m();
+        let up = m.running.contains_key("p");
+        let ok = match gate {
+            Gate::Sealed => up,
+            Gate::Open => up && !m.maintenance,
+        };
+        if ok {
+            Ok(Duration::from_millis(5))
+        } else {
+            Err(Error::failed(format!("health {g}: no answer")))
+        }
+    }
+
+    async fn sleep(&self, _d: Duration) {}
+
+    fn snapshot(&self, _from: &Path, _to: &Path) -> Result<()> {
+        self.call("snapshot".into())
+    }
+}
+
+/// Records in memory; optionally failing from the nth save on.
+#[derive(Default)]
+struct Mem {
+    saved: Mutex<Vec<Deployment>>,
+    fail_from: Option<usize>,
+}
+
+impl Records for Mem {
+    fn save(&self, d: &Deployment) -> Result<()> {
+        let mut s = self.saved.lock().unwrap();
+        if self.fail_from.is_some_and(|n| s.len() >= n) {
+            return Err(Error::failed("No space left on device (os error 28)"));
+        }
+        s.push(d.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl Sink for Lines {
+    fn step(&mut self, i: usize, n: usize, s: &str) {
+        self.0.push(format!("[{i}/{n}] {s}"));
+    }
+    fn step_done(&mut self, _s: f64, _ok: bool) {}
+    fn line(&mut self, t: &str) {
+        self.0.push(t.to_string());
+    }
+    fn note(&mut self, t: &str) {
+        self.0.push(t.to_string());
+    }
+}
+
+fn stack(v: &str) -> StackSpec {
+    let mut env = BTreeMap::new();
+    env.insert("CUSTOM_TAG".to_string(), v.to_string());
+    env.insert("CUSTOM_IMAGE".to_string(), "demo/erpnext".to_string());
+    StackSpec {
+        version: v.into(),
+        image_id: format!("sha256:{v}"),
+        target: Target {
+            project: "p".into(),
+            file: format!("/s/{v}.yaml").into(),
+            project_dir: "/p".into(),
+            empty_env_file: "/s/compose.env".into(),
+        },
+        env,
+    }
+}
+
+fn upgrade() -> DeployPlan {
+    plan(DeployRequest {
+        id: "d2".into(),
+        action: Action::Deploy,
+        version: "2.0.0".into(),
+        image_id: "sha256:2.0.0".into(),
+        new: stack("2.0.0"),
+        compose_source: "/p/compose.yaml".into(),
+        previous: Some(stack("1.0.0")),
+        previous_running: true,
+        sites: Sites::parse("a.local"),
+        backend_service: "backend".into(),
+        health_url: "http://x/ping".into(),
+        drain_timeout_secs: 1,
+        health_timeout_secs: 1,
+        migrate: true,
+        restore: vec![],
+        full_down: false,
+    })
+}
+
+fn first_deploy() -> DeployPlan {
+    let mut p = upgrade();
+    p = plan(DeployRequest {
+        previous: None,
+        previous_running: false,
+        ..request_of(&p)
+    });
+    p
+}
+
+fn request_of(p: &DeployPlan) -> DeployRequest {
+    DeployRequest {
+        id: p.id.clone(),
+        action: p.action,
+        version: p.version.clone(),
+        image_id: p.image_id.clone(),
+        new: p.new.clone(),
+        compose_source: p.compose_source.clone(),
+        previous: p.previous.clone(),
+        previous_running: p.previous_running,
+        sites: p.sites.clone(),
+        backend_service: p.backend_service.clone(),
+        health_url: "http://x/ping".into(),
+        drain_timeout_secs: 1,
+        health_timeout_secs: 1,
+        migrate: true,
+        restore: vec![],
+        full_down: false,
+    }
+}
+
+fn run(world: &Fake, records: &Mem, plan: &DeployPlan) -> (Finished, Vec<String>) {
+    let mut sink = Lines::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let f = rt.block_on(async {
+        Executor {
+            world,
+            records,
+            sink: &mut sink,
+            interrupted: Arc::new(AtomicBool::new(false)),
+        }
+        .run(plan)
+        .await
+    });
+    (f, sink.0)
+}
+
+fn code(f: &Finished) -> i32 {
+    f.error.as_ref().map(|e| e.exit_code()).unwrap_or(0)
+}
+
+#[test]
+fn an_upgrade_succeeds_and_runs_the_new_image_migrated_once() {
+    let w = Fake::new().running("1.0.0");
+    let r = Mem::default();
+    let (f, _) = run(&w, &r, &upgrade());
+    assert_eq!(code(&f), 0, "{:?}", f.error.map(|e| e.to_string()));
+    let m = w.m();
+    assert_eq!(m.running["p"].0, "2.0.0");
+    assert!(!m.maintenance);
+    assert_eq!(m.db, vec!["patches-of-1.0.0", "patches-of-2.0.0"]);
+    assert_eq!(f.record.result, Outcome::Succeeded);
+    assert_eq!(f.record.backups.len(), 1);
+    // maintenance stays on until the sealed gate passed
+    let calls: Vec<&str> = m.calls.iter().map(|s| s.as_str()).collect();
+    let sealed = calls.iter().position(|c| *c == "health sealed").unwrap();
+    let off = calls
+        .iter()
+        .position(|c| *c == "bench set-maintenance-mode off")
+        .unwrap();
+    assert!(sealed < off);
+    // the record was saved before anything changed, and at the end
+    let saved = r.saved.lock().unwrap();
+    assert_eq!(saved[0].result, Outcome::Running);
+    assert_eq!(saved.last().unwrap().result, Outcome::Succeeded);
+}
+
+/// The calls that each step of the upgrade makes first, to fail it.
+fn failing_call(step: &str) -> &'static str {
+    match step {
+        "snapshot" => "snapshot",
+        "maintenance-on" => "bench set-maintenance-mode on",
+        "drain" => "bench ready-for-migration",
+        "backup" => "bench backup",
+        "replace" => "compose replace 2.0.0",
+        "up" => "compose up 2.0.0",
+        "verify-image" => "VERIFY",
+        "migrate" => "bench migrate",
+        "health-gate-sealed" => "health sealed",
+        "maintenance-off" => "bench set-maintenance-mode off",
+        "health-gate" => "health open",
+        other => panic!("no failing call for {other}"),
+    }
+}
+
+#[test]
+fn every_step_of_an_upgrade_that_fails_leaves_a_serving_consistent_stack() {
+    let p = upgrade();
+    let mut cases = 0;
+    for (i, s) in p.steps.iter().enumerate() {
+        let name = s.step.name();
+        let w = if name == "verify-image" {
+            let w = Fake::new().running("1.0.0");
+            w.m().pinned = Some(("1.0.0".into(), "sha256:1.0.0".into()));
+            w
+        } else {
+            Fake::new().running("1.0.0").fail(failing_call(name))
+        };
+        let r = Mem::default();
+        let (f, lines) = run(&w, &r, &p);
+        let m = w.m();
+        let ctx = format!("step {i} {name}: {:?}\n{}", f.error.as_ref().map(|e| e.to_string()), lines.join("\n"));
+        // Whatever failed: 1.0.0 serves, maintenance is off, nothing half-up.
+        assert_eq!(m.running.get("p").map(|r| r.0.as_str()), Some("1.0.0"), "{ctx}");
+        assert_eq!(m.running["p"].1, "sha256:1.0.0", "{ctx}");
+        assert!(!m.maintenance, "{ctx}");
+        assert!(!f.record.progress.maintenance_on, "{ctx}");
+        let touched = s.on_failure.steps.iter().any(|x| matches!(x, RecoveryStep::TakeDown { .. }));
+        let expected_code = if touched { 3 } else { 1 };
+        assert_eq!(code(&f), expected_code, "{ctx}");
+        assert_eq!(
+            f.record.result,
+            if touched { Outcome::Recovered } else { Outcome::Aborted },
+            "{ctx}"
+        );
+        // The database: restored after a migrate while sealed; after users
+        // were let in, not restored, and said so.
+        let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
+        match name {
+            // From maintenance off on, users may have written: no silent restore.
+            "maintenance-off" | "health-gate" => {
+                assert!(migrated, "{ctx}");
+                assert!(f.record.data_note.as_deref().unwrap_or("").contains("--restore-backup d2"), "{ctx}");
+                let msg = f.error.as_ref().unwrap().to_string();
+                assert!(msg.contains("database NOT restored"), "{ctx}");
+            }
+            _ => {
+                assert!(!migrated, "{ctx}");
+                assert!(f.record.data_note.is_none(), "{ctx}");
+            }
+        }
+        let rec = r.saved.lock().unwrap();
+        assert_eq!(rec.last().unwrap().result, f.record.result, "{ctx}: the last save is the final record");
+        cases += 1;
+    }
+    assert_eq!(cases, p.steps.len());
+}
+
+#[test]
+fn every_step_of_a_first_deploy_that_fails_takes_the_stack_down() {
+    let p = first_deploy();
+    for s in &p.steps {
+        let name = s.step.name();
+        if name == "verify-image" {
+            continue;
+        }
+        let w = Fake::new().fail(failing_call(name));
+        let r = Mem::default();
+        let (f, _) = run(&w, &r, &p);
+        let m = w.m();
+        assert!(m.running.get("p").is_none(), "{name}: left up");
+        assert_eq!(code(&f), 1, "{name}");
+        assert_eq!(f.record.result, Outcome::Aborted, "{name}");
+        let hint = f.error.as_ref().unwrap().hint().unwrap_or_default();
+        if name == "snapshot" {
+            assert_eq!(hint, "nothing was changed", "{name}");
+        } else {
+            assert!(hint.contains("taken down"), "{name}: {hint}");
+        }
+    }
+}
+
+#[test]
+fn when_a_recovery_step_fails_too_the_rest_is_said_as_commands() {
+    // migrate fails, then bringing 1.0.0 back fails: exit 4, left to do names
+    // the compose up of 1.0.0, the restore and maintenance off.
+    let w = Fake::new()
+        .running("1.0.0")
+        .fail("bench migrate")
+        .fail("compose up 1.0.0");
+    let r = Mem::default();
+    let (f, _) = run(&w, &r, &upgrade());
+    assert_eq!(code(&f), 4);
+    assert_eq!(f.record.result, Outcome::Fatal);
+    let left = f.record.left.unwrap();
+    assert!(left.starts_with("bring 1.0.0 back up failed"), "{left}");
+    assert!(left.contains("CUSTOM_TAG=1.0.0"), "{left}");
+    assert!(left.contains("restore ./a.local/private/backups/"), "{left}");
+    assert!(left.contains("set-maintenance-mode off"), "{left}");
+    assert!(left.contains("de-build recover"), "{left}");
+    // maintenance is still on and the record says so
+    assert!(w.m().maintenance);
+    assert!(f.record.progress.maintenance_on);
+}
+
+#[test]
+fn maintenance_that_cannot_be_turned_off_is_not_called_off() {
+    // backup fails, then maintenance off fails: exit 4, never "maintenance is off again".
+    let w = Fake::new()
+        .running("1.0.0")
+        .fail("bench backup")
+        .fail("bench set-maintenance-mode off");
+    let r = Mem::default();
+    let (f, _) = run(&w, &r, &upgrade());
+    assert_eq!(code(&f), 4);
+    let e = f.error.unwrap();
+    assert!(!e.to_string().contains("off again"));
+    assert!(e.hint().unwrap().contains("set-maintenance-mode off"));
+    assert!(w.m().maintenance);
+}
+
+#[test]
+fn a_record_that_cannot_be_written_stops_before_anything_changes() {
+    let w = Fake::new().running("1.0.0");
+    let r = Mem {
+        fail_from: Some(0),
+        ..Default::default()
+    };
+    let (f, _) = run(&w, &r, &upgrade());
+    assert_eq!(code(&f), 1);
+    assert!(f.error.unwrap().hint().unwrap().contains("nothing was changed"));
+    assert!(w.m().calls.is_empty());
+}
+
+#[test]
+fn a_record_write_failing_mid_deploy_recovers() {
+    // The 4th save (after maintenance on) fails: the deployment stops and
+    // turns maintenance off again; it never claims success.
+    let w = Fake::new().running("1.0.0");
+    let r = Mem {
+        fail_from: Some(4),
+        ..Default::default()
+    };
+    let (f, _) = run(&w, &r, &upgrade());
+    assert_ne!(code(&f), 0);
+    assert!(f.error.unwrap().to_string().contains("record could not be written"));
+    let m = w.m();
+    assert!(!m.maintenance);
+    assert_eq!(m.running["p"].0, "1.0.0");
+}
+
+#[test]
+fn a_signal_stops_after_the_step_and_recovers() {
+    let w = Fake::new().running("1.0.0");
+    let r = Mem::default();
+    let p = upgrade();
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut sink = Lines::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Raise the flag once the replace has run: the next step does not start.
+    struct Raise<'a>(&'a Fake, Arc<AtomicBool>);
+    impl World for Raise<'_> {
+        async fn containers(&self, p: &str) -> Result<Vec<ContainerInfo>> {
+            self.0.containers(p).await
+        }
+        async fn exec(&self, c: &str, cmd: &[String], l: &mut (dyn FnMut(&str) + Send)) -> Result<RunOutput> {
+            self.0.exec(c, cmd, l).await
+        }
+        async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()> {
+            let r = self.0.compose(call, env).await;
+            if matches!(call, ComposeCall::Replace(_)) {
+                self.1.store(true, Ordering::SeqCst);
+            }
+            r
+        }
+        async fn anonymous_volumes(&self, c: &[String]) -> Result<Vec<String>> {
+            self.0.anonymous_volumes(c).await
+        }
+        async fn remove_container(&self, id: &str) -> Result<()> {
+            self.0.remove_container(id).await
+        }
+        async fn remove_volume(&self, n: &str) -> Result<()> {
+            self.0.remove_volume(n).await
+        }
+        async fn wait_healthy(&self, u: &str, t: Duration, g: Gate) -> Result<Duration> {
+            self.0.wait_healthy(u, t, g).await
+        }
+        async fn sleep(&self, _d: Duration) {}
+        fn snapshot(&self, a: &Path, b: &Path) -> Result<()> {
+            self.0.snapshot(a, b)
+        }
+    }
+    let world = Raise(&w, flag.clone());
+    let f = rt.block_on(async {
+        Executor {
+            world: &world,
+            records: &r,
+            sink: &mut sink,
+            interrupted: flag.clone(),
+        }
+        .run(&p)
+        .await
+    });
+    assert_eq!(code(&f), 3);
+    assert!(f.error.unwrap().to_string().contains("interrupted"));
+    let m = w.m();
+    assert!(!m.calls.iter().any(|c| c == "bench migrate"));
+    assert_eq!(m.running["p"].0, "1.0.0");
+    assert!(!m.maintenance);
+}
+
+#[test]
+fn an_interrupted_record_recovers_from_its_progress() {
+    // A process killed during migrate left this record behind.
+    let p = upgrade();
+    let mut rec = new_record(&p);
+    for s in &p.steps {
+        planner::starting(&mut rec.progress, &s.step);
+        if s.step.name() == "migrate" {
+            break;
+        }
+        planner::finished(&mut rec.progress, &s.step);
+        if s.step.name() == "backup" {
+            rec.progress.backups.push(Backup {
+                site: "a.local".into(),
+                path: "./a.local/private/backups/1-database.sql.gz".into(),
+            });
+        }
+    }
+    let (_, r) = recovery_of(&rec).unwrap();
+    assert_eq!(r.outcome, Outcome::Recovered);
+    assert!(r
+        .steps
+        .iter()
+        .any(|s| matches!(s, RecoveryStep::Restore { .. })));
+    assert!(matches!(r.steps.last(), Some(RecoveryStep::MaintenanceOff { .. })));
+}

@@ -1,0 +1,269 @@
+//! The data of a deploy or rollback as it is planned and recorded: steps,
+//! stacks, progress, recovery. The deployment record keeps the whole plan, so
+//! `de-build recover` can finish the job of a process that died. Computing a
+//! plan is `plan::deploy`'s work; this is only the shape.
+
+use crate::record::state::{Backup, Outcome};
+use crate::util::short_id;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Which compose file, project and directory an invocation works on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub project: String,
+    pub file: PathBuf,
+    pub project_dir: PathBuf,
+    pub empty_env_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Deploy,
+    Rollback,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Deploy => "deploy",
+            Action::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which sites bench commands address: `all` or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sites {
+    All,
+    List(Vec<String>),
+}
+
+impl Sites {
+    pub fn parse(v: &str) -> Sites {
+        if v.trim() == "all" {
+            Sites::All
+        } else {
+            Sites::List(
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            )
+        }
+    }
+
+    /// The `--site` arguments, one bench run each.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Sites::All => vec!["all".into()],
+            Sites::List(l) => l.clone(),
+        }
+    }
+}
+
+/// A stack as compose brings it up: file, project, variables, release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSpec {
+    pub version: String,
+    /// The image ID every app container of this stack must run.
+    #[serde(default)]
+    pub image_id: String,
+    pub target: Target,
+    /// Non-secret variables handed to compose.
+    pub env: BTreeMap<String, String>,
+}
+
+/// What the health gate accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Still in maintenance: the new release must answer at all (2xx, or the
+    /// application's own 503 for maintenance), proving the web tier runs the
+    /// new code while no user can write to it yet.
+    Sealed,
+    /// Open to users: 2xx.
+    Open,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Copy the compose file as it is now; the deployment brings the copy up,
+    /// so a later edit of the file cannot change what `down` addresses.
+    Snapshot { source: PathBuf, to: PathBuf },
+    MaintenanceOn { project: String },
+    /// `bench --site S ready-for-migration` until every site is ready.
+    Drain { project: String, timeout_secs: u64 },
+    Backup { project: String },
+    Down { stack: StackSpec },
+    Up { stack: StackSpec },
+    /// Recreate every container in one compose pass; the short-outage form of
+    /// down + up.
+    Replace { from: StackSpec, to: StackSpec },
+    /// Every app container runs exactly the release's image.
+    VerifyImage { stack: StackSpec },
+    Migrate { project: String },
+    Restore { project: String, backups: Vec<Backup> },
+    HealthGate { url: String, timeout_secs: u64, gate: Gate },
+    MaintenanceOff { project: String },
+}
+
+impl Step {
+    /// A short stable name for records and the progress line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Snapshot { .. } => "snapshot",
+            Step::MaintenanceOn { .. } => "maintenance-on",
+            Step::Drain { .. } => "drain",
+            Step::Backup { .. } => "backup",
+            Step::Down { .. } => "down",
+            Step::Up { .. } => "up",
+            Step::Replace { .. } => "replace",
+            Step::VerifyImage { .. } => "verify-image",
+            Step::Migrate { .. } => "migrate",
+            Step::Restore { .. } => "restore",
+            Step::HealthGate {
+                gate: Gate::Sealed, ..
+            } => "health-gate-sealed",
+            Step::HealthGate {
+                gate: Gate::Open, ..
+            } => "health-gate",
+            Step::MaintenanceOff { .. } => "maintenance-off",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Snapshot { source, .. } => {
+                write!(f, "snapshot {}", source.display())
+            }
+            Step::MaintenanceOn { .. } => write!(f, "maintenance mode on"),
+            Step::Drain { timeout_secs, .. } => write!(
+                f,
+                "wait until every site is ready for migration (no queued jobs; at most {timeout_secs}s)"
+            ),
+            Step::Backup { .. } => write!(f, "back up the sites"),
+            Step::Down { stack } => write!(
+                f,
+                "compose down {} with the file it was brought up with, and --remove-orphans",
+                stack.version
+            ),
+            Step::Replace { from, to } => write!(
+                f,
+                "replace {} by {}: recreate every container, renew anonymous volumes, remove orphans",
+                from.version, to.version
+            ),
+            Step::Up { stack } => write!(f, "compose up {}", stack.version),
+            Step::VerifyImage { stack } => write!(
+                f,
+                "verify every app container runs image {}",
+                short_id(&stack.image_id)
+            ),
+            Step::Migrate { .. } => write!(f, "bench migrate"),
+            Step::Restore { backups, .. } => write!(f, "restore {} backup(s)", backups.len()),
+            Step::HealthGate {
+                url,
+                timeout_secs,
+                gate: Gate::Sealed,
+            } => write!(
+                f,
+                "health gate, still in maintenance: {url} answers (2xx or maintenance 503) within {timeout_secs}s"
+            ),
+            Step::HealthGate {
+                url, timeout_secs, ..
+            } => write!(f, "health gate: {url} answers 2xx within {timeout_secs}s"),
+            Step::MaintenanceOff { .. } => write!(f, "maintenance mode off"),
+        }
+    }
+}
+
+/// What has happened so far, as far as recovery cares. Each flag is set
+/// *before* its step runs: a process that dies inside a step leaves the
+/// pessimistic answer, and every recovery step is safe to repeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub maintenance_on: bool,
+    pub stack_touched: bool,
+    pub migrate_started: bool,
+    /// Maintenance went off on the new release: users may have written to it.
+    pub users_let_in: bool,
+    pub backups: Vec<Backup>,
+    /// Steps that finished, in order.
+    pub done: Vec<String>,
+}
+
+/// One step of a recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum RecoveryStep {
+    /// Take the failed stack down (by label: nothing of it is left).
+    TakeDown { stack: StackSpec },
+    /// Bring the previous release back with its recorded compose file.
+    BringUp { stack: StackSpec },
+    Restore { project: String, backups: Vec<Backup> },
+    MaintenanceOff { project: String },
+}
+
+impl fmt::Display for RecoveryStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryStep::TakeDown { stack } => write!(f, "take {} down", stack.version),
+            RecoveryStep::BringUp { stack } => write!(f, "bring {} back up", stack.version),
+            RecoveryStep::Restore { backups, .. } => {
+                write!(f, "restore the {} pre-deploy backup(s)", backups.len())
+            }
+            RecoveryStep::MaintenanceOff { .. } => write!(f, "maintenance mode off"),
+        }
+    }
+}
+
+/// How to get back to a consistent project from a given [`Progress`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub steps: Vec<RecoveryStep>,
+    /// The record's result when every step succeeds.
+    pub outcome: Outcome,
+    /// Said to the user when users could have written to the new release:
+    /// the database is not restored, and what a restore would discard.
+    pub data_note: Option<String>,
+}
+
+/// A step with what a failure there leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    #[serde(flatten)]
+    pub step: Step,
+    pub on_failure: Recovery,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployPlan {
+    pub id: String,
+    pub action: Action,
+    pub version: String,
+    pub image_id: String,
+    pub new: StackSpec,
+    /// The stack recorded as up now, if any.
+    pub previous: Option<StackSpec>,
+    /// Whether that stack's backend runs (a stopped one has nothing to put in
+    /// maintenance or back up).
+    pub previous_running: bool,
+    pub compose_source: PathBuf,
+    pub sites: Sites,
+    pub backend_service: String,
+    pub steps: Vec<PlannedStep>,
+}
+
