@@ -31,7 +31,6 @@ impl Stack {
             "DE_HEALTH_URL",
             &format!("http://127.0.0.1:{port}/api/method/ping"),
         );
-        p.write("de-example.env", &(p.read("de-example.env") + "\n# Seconds the health gate waits.\n# @type int @optional\nDE_HEALTH_TIMEOUT=60\n"));
         p.set_env("DE_HEALTH_TIMEOUT", "15");
         Stack {
             repo,
