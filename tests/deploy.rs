@@ -166,8 +166,9 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
     assert_eq!(s.http(), "200");
     let dry = s.run(&["deploy", "1.1.0", "--dry-run"]);
     dry.code(0)
-        .stdout_has("1. maintenance mode on")
+        .stdout_has("2. maintenance mode on")
         .stdout_has("back up the sites")
+        .stdout_has("health gate, still in maintenance")
         .stdout_has("dry run");
     let old_ids = docker(&[
         "ps",
@@ -235,6 +236,7 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         .contains("v1_1.add_field"));
 
     let st = s.status();
+    assert_eq!(st["consistent"], true, "{st}");
     assert_eq!(st["current"]["version"], "1.1.0");
     assert_eq!(st["previous_version"], "1.0.0");
     assert_eq!(st["deployments"][0]["backups"].as_array().unwrap().len(), 1);
@@ -360,9 +362,15 @@ fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
     s.build("2.0.0");
     s.p.set_env("DE_HEALTH_TIMEOUT", "3");
     let out = s.run(&["deploy", "2.0.0"]);
-    out.code(3).stderr_has("did not answer 2xx within 3s");
+    // The gate runs while still in maintenance: no user reached 2.0.0, so the
+    // pre-deploy backup is restored (2.0.0's migrate is undone).
+    out.code(3)
+        .stderr_has("did not answer 2xx or the maintenance 503 within 3s")
+        .stderr_has("database restored from the pre-deploy backup");
     assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
     assert_eq!(s.http(), "200");
+    assert!(!s.patch_log().contains("demo.patches.v2.silent"));
+    assert_eq!(s.status()["consistent"], true);
 }
 
 #[test]
@@ -447,22 +455,40 @@ fn two_deploys_at_once_and_a_stale_lock() {
     out.code(5)
         .stderr_has("another deployment holds the lock")
         .stderr_has("`deploy` of 1.0.0");
-    // kill -9 the holder: its lock is now stale.
+    // Wait (bounded) until its record exists too, then kill -9 it: nothing
+    // can be handled, so everything must be detected.
+    let records = s.p.path().join(".de-build/deployments");
+    while std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0) == 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20)); // polling a condition, bounded by the deadline
+    }
     first.kill().unwrap();
     first.wait().unwrap();
     // Only the first deploy's record exists: the refused one wrote nothing.
-    for e in std::fs::read_dir(s.p.path().join(".de-build/deployments")).unwrap() {
+    for e in std::fs::read_dir(&records).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().to_string();
         assert!(name.ends_with(&format!("-{}.json", first.id())), "{name}");
     }
+    // The OS lock died with the process: status knows for sure, and names
+    // the unfinished deployment.
+    s.run(&["status"])
+        .code(1)
+        .stdout_has("a process that is gone")
+        .stdout_has("did not finish")
+        .stdout_has("de-build recover");
     s.run(&["deploy", "1.0.0"])
-        .code(5)
-        .stderr_has("stale lock")
-        .stderr_has("de-build lock release");
-    s.run(&["status"]).code(0).stdout_has("STALE");
-    s.run(&["lock", "release"])
+        .code(2)
+        .stderr_has("was interrupted")
+        .stderr_has("de-build recover");
+    s.run(&["recover", "--dry-run"])
         .code(0)
-        .stdout_has("released the lock");
+        .stdout_has("dry run");
+    s.run(&["recover"]).code(3);
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st}");
+    assert_eq!(st["lock"]["state"], "free");
+    assert!(!lock.exists());
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
 }
 
@@ -515,14 +541,29 @@ fn when_recovery_fails_too_it_says_what_is_left() {
     out.code(4)
         .clean()
         .stderr_has("recovery failed too")
-        .stderr_has("run: ");
-    let st = s.status();
+        .stderr_has("bring 1.0.0 back up failed")
+        .stderr_has("set-maintenance-mode off");
+    let out = s.run(&["--json", "status"]);
+    out.code(1);
+    let st: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(st["consistent"], false);
     assert_eq!(st["deployments"][0]["result"], "fatal");
     assert!(st["deployments"][0]["left"]
         .as_str()
         .unwrap()
         .contains("CUSTOM_TAG=1.0.0"));
-    s.run(&["status"]).code(0).stdout_has("left to do:");
+    s.run(&["status"])
+        .code(1)
+        .stdout_has("left to do:")
+        .stdout_has("recovery did not finish");
+    // A new deploy refuses until the failed recovery is finished.
+    s.run(&["deploy", "1.0.0"])
+        .code(2)
+        .stderr_has("de-build recover");
+    // The recorded compose file of 1.0.0 is still damaged: recover says so again.
+    s.run(&["recover"])
+        .code(4)
+        .stderr_has("bring 1.0.0 back up failed");
 }
 
 #[test]

@@ -651,7 +651,9 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
             planner::describe(&recovery)
         };
         if style.json {
-            output::json(&json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}));
+            output::json(
+                &json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}),
+            );
         } else {
             output::result(&format!(
                 "deployment {} ({} {} -> {}, {}): {what}",
@@ -708,10 +710,23 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
     if let Err(e) = lock.release() {
         output::diag(&format!("warning: {e}"));
     }
-    match result? {
+    let result = result?.map(|e| match (e, record.result) {
+        // Back to a consistent project, with nothing to bring back: a
+        // recovery all the same.
+        (Error::Failed { message, hint }, Outcome::Aborted) => Error::Recovered {
+            message: format!(
+                "{message}; {}",
+                hint.unwrap_or_else(|| "the project is consistent again".into())
+            ),
+        },
+        (e, _) => e,
+    });
+    match result {
         None => {
             if style.json {
-                output::json(&json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}));
+                output::json(
+                    &json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}),
+                );
             } else {
                 output::result(&format!(
                     "deployment {} completed: {} is deployed and healthy",
