@@ -472,7 +472,7 @@ fn every_step_of_a_first_deploy_that_fails_takes_the_stack_down() {
         let r = Mem::default();
         let (f, _) = run(&w, &r, &p);
         let m = w.m();
-        assert!(m.running.get("p").is_none(), "{name}: left up");
+        assert!(!m.running.contains_key("p"), "{name}: left up");
         assert_eq!(code(&f), 1, "{name}");
         assert_eq!(f.record.result, Outcome::Aborted, "{name}");
         let hint = f.error.as_ref().unwrap().hint().unwrap_or_default();

@@ -144,12 +144,8 @@ pub fn starting(p: &mut Progress, step: &Step) {
         Step::MaintenanceOn { .. } => p.maintenance_on = true,
         Step::Down { .. } | Step::Up { .. } | Step::Replace { .. } => p.stack_touched = true,
         Step::Migrate { .. } | Step::Restore { .. } => p.migrate_started = true,
-        Step::MaintenanceOff { .. } => {
-            // Only the new release turning maintenance off lets users in.
-            if p.stack_touched {
-                p.users_let_in = true;
-            }
-        }
+        // Only the new release turning maintenance off lets users in.
+        Step::MaintenanceOff { .. } if p.stack_touched => p.users_let_in = true,
         _ => {}
     }
 }
