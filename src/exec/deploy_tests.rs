@@ -661,3 +661,59 @@ fn an_interrupted_record_recovers_from_its_progress() {
         Some(RecoveryStep::MaintenanceOff { .. })
     ));
 }
+
+/// A process killed in any step, before or after that step took effect:
+/// `recover` (from the record alone) leaves 1.0.0 serving, maintenance off,
+/// and the database restored exactly when no user could have written.
+#[test]
+fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
+    let p = upgrade();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut cases = 0;
+    for k in 0..p.steps.len() {
+        for took_effect in [false, true] {
+            let w = Fake::new().running("1.0.0");
+            let r = Mem::default();
+            let mut sink = Lines::default();
+            let mut rec = new_record(&p);
+            let name = p.steps[k].step.name();
+            let ctx = format!("killed in step {k} {name} (took effect: {took_effect})");
+            let err = rt.block_on(async {
+                let mut ex = Executor {
+                    world: &w,
+                    records: &r,
+                    sink: &mut sink,
+                    interrupted: Arc::new(AtomicBool::new(false)),
+                };
+                for (i, s) in p.steps.iter().enumerate() {
+                    planner::starting(&mut rec.progress, &s.step);
+                    if i == k {
+                        if took_effect {
+                            ex.step(&p, &s.step, &mut rec).await.unwrap();
+                        }
+                        break;
+                    }
+                    ex.step(&p, &s.step, &mut rec).await.unwrap();
+                    planner::finished(&mut rec.progress, &s.step);
+                }
+                // What the record on disk says after the kill:
+                let mut on_disk: Deployment =
+                    serde_json::from_str(&serde_json::to_string(&rec).unwrap()).unwrap();
+                let (plan, recovery) = recovery_of(&on_disk).unwrap();
+                ex.recover(&plan, &mut on_disk, recovery, Error::failed("killed"))
+                    .await
+            });
+            let m = w.m();
+            assert_eq!(m.running.get("p").map(|r| r.0.as_str()), Some("1.0.0"), "{ctx}");
+            assert!(!m.maintenance, "{ctx}");
+            let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
+            let users_in = rec.progress.users_let_in;
+            assert_eq!(migrated, users_in && rec.progress.migrate_started, "{ctx}");
+            assert!(matches!(err.exit_code(), 1 | 3), "{ctx}: {err}");
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 2 * p.steps.len());
+}

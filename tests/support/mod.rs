@@ -2,6 +2,8 @@
 //! in the manner of just's test harness.
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,148 @@
+//! A deployable copy of the bundled demo for engine tests: its own image
+//! repository, compose project and port, removed on drop.
+
+use super::{docker, ImageRepo, Project};
+
+/// A demo project with its own image repository, compose project and port.
+pub struct Stack {
+    pub repo: ImageRepo,
+    pub p: Project,
+    pub project: String,
+    pub port: u16,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Stack {
+    pub fn new(name: &str) -> Stack {
+        let repo = ImageRepo::new(name);
+        let p = Project::demo(&repo);
+        let project = format!("dbt{name}{}", std::process::id());
+        let port = free_port();
+        p.set_env("COMPOSE_PROJECT_NAME", &project).set_env(
+            "DE_HEALTH_URL",
+            &format!("http://127.0.0.1:{port}/api/method/ping"),
+        );
+        p.set_env("DE_HEALTH_TIMEOUT", "15");
+        Stack {
+            repo,
+            p,
+            project,
+            port,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> super::Done {
+        self.p
+            .run()
+            .env("DEMO_HTTP_PORT", &self.port.to_string())
+            .args(args)
+            .output()
+    }
+
+    pub fn build(&self, version: &str) {
+        self.p.set_env("DE_SITE_VERSION", version);
+        self.run(&["-q", "build", "--offline"]).code(0);
+    }
+
+    pub fn http(&self) -> String {
+        match std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            Err(_) => "refused".into(),
+            Ok(mut s) => {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+                let _ = write!(s, "GET /api/method/ping HTTP/1.1\r\nHost: x\r\n\r\n");
+                let mut b = String::new();
+                let _ = s.read_to_string(&mut b);
+                b.split_whitespace().nth(1).unwrap_or("none").to_string()
+            }
+        }
+    }
+
+    pub fn containers(&self) -> Vec<(String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}} {{.Image}}",
+        ]);
+        out.stdout
+            .lines()
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn backend_ids(&self) -> Vec<String> {
+        let out = docker(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            "label=com.docker.compose.service=backend",
+        ]);
+        out.stdout.lines().map(str::to_string).collect()
+    }
+
+    pub fn backend_image(&self) -> String {
+        self.containers()
+            .into_iter()
+            .find(|(s, _)| s == "backend")
+            .map(|(_, i)| i)
+            .unwrap_or_default()
+    }
+
+    pub fn exec(&self, cmd: &str) -> String {
+        let id = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            "label=com.docker.compose.service=backend",
+        ]);
+        docker(&["exec", id.stdout.trim(), "sh", "-c", cmd]).stdout
+    }
+
+    pub fn patch_log(&self) -> String {
+        self.exec("cat sites/demo.localhost/patch_log.txt")
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.run(&["--json", "status"]);
+        out.code(0);
+        out.json()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let ids = docker(&["ps", "-aq", "--filter", &label]);
+        for id in ids.stdout.lines() {
+            docker(&["rm", "-f", "-v", id]);
+        }
+        let vols = docker(&["volume", "ls", "-q", "--filter", &label]);
+        for v in vols.stdout.lines() {
+            docker(&["volume", "rm", "-f", v]);
+        }
+        docker(&["network", "rm", &format!("{}_default", self.project)]);
+    }
+}
+
+pub fn add_patch(s: &Stack, line: &str) {
+    let t = s.p.read("patches.txt") + line + "\n";
+    s.p.write("patches.txt", &t);
+}
