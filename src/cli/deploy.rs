@@ -669,6 +669,35 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
     }
     let s = Session::open(&inputs, style).await?;
     let (lock, _) = s.state.lock("recover", &record.version)?;
+    // Never restore a database that serves users: if the site answers 2xx
+    // now (a recovery that ran but could not record itself, or a kill after
+    // maintenance went off), users may have written since.
+    let (plan, recovery) = match required(&inputs, "DE_HEALTH_URL") {
+        Ok(url)
+            if !all_done
+                && recovery
+                    .steps
+                    .iter()
+                    .any(|r| matches!(r, crate::plan::deploy::RecoveryStep::Restore { .. })) =>
+        {
+            let open = s
+                .world
+                .wait_healthy(url, Duration::from_secs(1), crate::record::deploy::Gate::Open)
+                .await
+                .is_ok();
+            if open {
+                output::progress(style, "note: the site answers 2xx now, so users may have written to it: its database is not restored");
+                record.progress.users_let_in = true;
+                let mut progress = record.progress.clone();
+                progress.maintenance_on |= plan.previous_running;
+                let r = planner::recovery(&plan, &progress);
+                (plan, r)
+            } else {
+                (plan, recovery)
+            }
+        }
+        _ => (plan, recovery),
+    };
     let logs = s.state.ensure_dir("logs")?;
     let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", record.id)));
     let mut ex = Executor {
