@@ -628,3 +628,36 @@ fn a_recorded_stack_that_was_stopped_is_still_replaced() {
     assert_eq!(s.backend_image(), format!("{}:2.0.0", s.repo.0));
     assert_eq!(s.http(), "200");
 }
+
+#[test]
+fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
+    if !engine_available("wrong_image") {
+        return;
+    }
+    let s = Stack::new("wrongimg");
+    s.build("1.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    add_patch(&s, "demo.patches.v2.wrong");
+    s.build("2.0.0");
+    // A compose variable that pins the tag (as a merged `compose config`
+    // file would): compose brings 1.0.0 up again while de-build asked for 2.0.0.
+    s.p.write(
+        "de-example.env",
+        &(s.p.read("de-example.env") + "\n# @optional\nDEMO_TAG=\n"),
+    );
+    s.p.set_env("DEMO_TAG", "1.0.0");
+    s.p.write(
+        "compose.yaml",
+        &s.p.read("compose.yaml")
+            .replace("${CUSTOM_TAG:?}", "${DEMO_TAG:-${CUSTOM_TAG:?}}"),
+    );
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(3)
+        .stderr_has("the stack does not run 2.0.0")
+        .stderr_has(&format!("runs {}:1.0.0", s.repo.0))
+        .stderr_has("1.0.0 is serving again");
+    assert!(!s.patch_log().contains("demo.patches.v2.wrong"), "migrate never ran the old code");
+    let st = s.status();
+    assert_eq!(st["current"]["version"], "1.0.0");
+    assert_eq!(st["consistent"], true, "{st}");
+}
