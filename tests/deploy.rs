@@ -7,7 +7,6 @@ use std::process::Command;
 use support::stack::{add_patch, Stack};
 use support::{docker, engine_available, CANARY};
 
-
 #[test]
 fn deploy_v1_then_v2_migrates_once_and_records() {
     if !engine_available("deploy_v1_then_v2") {
@@ -656,7 +655,10 @@ fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
         .stderr_has("the stack does not run 2.0.0")
         .stderr_has(&format!("runs {}:1.0.0", s.repo.0))
         .stderr_has("1.0.0 is serving again");
-    assert!(!s.patch_log().contains("demo.patches.v2.wrong"), "migrate never ran the old code");
+    assert!(
+        !s.patch_log().contains("demo.patches.v2.wrong"),
+        "migrate never ran the old code"
+    );
     let st = s.status();
     assert_eq!(st["current"]["version"], "1.0.0");
     assert_eq!(st["consistent"], true, "{st}");

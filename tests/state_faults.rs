@@ -15,7 +15,7 @@ impl Tmpfs {
     fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
         let ok = Command::new("mount")
-            .args(&["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .status()
             .map(|s| s.success())
@@ -34,7 +34,7 @@ impl Tmpfs {
     /// Fill it up: every further write fails with ENOSPC.
     fn fill(&self) {
         let _ = Command::new("dd")
-            .args(&["if=/dev/zero", "bs=4k"])
+            .args(["if=/dev/zero", "bs=4k"])
             .arg(format!("of={}", self.0.join("filler").display()))
             .stderr(std::process::Stdio::null())
             .status();
@@ -79,7 +79,7 @@ fn a_full_disk_claims_nothing_and_recover_finishes_later() {
     let child = Command::new(env!("CARGO_BIN_EXE_de-build"))
         .arg("--project-dir")
         .arg(s.p.path())
-        .args(&["deploy", "2.0.0"])
+        .args(["deploy", "2.0.0"])
         .env("DEMO_HTTP_PORT", s.port.to_string())
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
@@ -93,7 +93,9 @@ fn a_full_disk_claims_nothing_and_recover_finishes_later() {
             .unwrap()
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .any(|t| t.contains("\"version\": \"2.0.0\"") && t.contains("\"migrate_started\": true"));
+            .any(|t| {
+                t.contains("\"version\": \"2.0.0\"") && t.contains("\"migrate_started\": true")
+            });
         if started || std::time::Instant::now() > deadline {
             break;
         }

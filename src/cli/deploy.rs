@@ -1,26 +1,22 @@
-//! `de-build deploy`, `rollback` and `recover`: gather the facts (inputs,
-//! records, the engine), compute the plan, run it under the lock with signal
-//! handling, report.
+//! `de-build deploy` and `rollback`: gather the facts (inputs, records, the
+//! engine), compute the plan, run it (`cli::run`), report.
 
 use crate::adapters::compose::{self, Compose, Target};
 use crate::adapters::engine::Engine;
-use crate::cli::args::{DeployArgs, Global, RecoverArgs, RollbackArgs};
+use crate::cli::args::{DeployArgs, Global, RollbackArgs};
+use crate::cli::run::execute;
 use crate::config::{self, Inputs};
 use crate::error::{Error, Result, EXIT_OK};
-use crate::exec::deploy::{self as executor, Executor, Finished, Sink};
 use crate::exec::image::ensure_release_image;
 use crate::exec::ports::{Real, World};
 use crate::plan::deploy::{self as planner, Action, DeployPlan, DeployRequest, Sites, StackSpec};
-use crate::record::state::{self, Backup, Deployment, LockStatus, Outcome, State};
+use crate::record::state::{self, Backup, Deployment, Outcome, State};
 use crate::ui::output::{self, Style};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn required<'a>(inputs: &'a Inputs, key: &str) -> Result<&'a str> {
+pub fn required<'a>(inputs: &'a Inputs, key: &str) -> Result<&'a str> {
     inputs.env.get(key).ok_or_else(|| {
         Error::refused(
             format!("{key} is not set"),
@@ -29,7 +25,7 @@ fn required<'a>(inputs: &'a Inputs, key: &str) -> Result<&'a str> {
     })
 }
 
-fn secs(inputs: &Inputs, key: &str, default: u64) -> u64 {
+pub fn secs(inputs: &Inputs, key: &str, default: u64) -> u64 {
     inputs
         .env
         .get(key)
@@ -201,190 +197,6 @@ impl<'a> Session<'a> {
             restore,
             full_down,
         })
-    }
-}
-
-/// Progress on the terminal and in the deployment's log file.
-pub struct Terminal {
-    style: Style,
-    log: Option<std::fs::File>,
-    step_started: Option<String>,
-}
-
-impl Terminal {
-    pub fn new(style: Style, log_path: &std::path::Path) -> Terminal {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path);
-        let log = match log {
-            Ok(f) => Some(f),
-            Err(e) => {
-                output::diag(&format!(
-                    "warning: no deployment log ({}: {e}); output goes to the terminal only",
-                    log_path.display()
-                ));
-                None
-            }
-        };
-        Terminal {
-            style,
-            log,
-            step_started: None,
-        }
-    }
-
-    fn write_log(&mut self, l: &str) {
-        if let Some(f) = self.log.as_mut() {
-            if let Err(e) = writeln!(f, "{}", output::redact::redact(l)) {
-                self.log = None;
-                output::diag(&format!("warning: the deployment log stopped: {e}"));
-            }
-        }
-    }
-}
-
-impl Sink for Terminal {
-    fn step(&mut self, i: usize, n: usize, step: &str) {
-        let line = format!("{} [{i}/{n}] {step}", self.style.bold("==>"));
-        self.write_log(&line);
-        output::progress(&self.style, &line);
-        self.step_started = Some(step.to_string());
-    }
-
-    fn step_done(&mut self, seconds: f64, ok: bool) {
-        let line = format!(
-            "    {} {:.1}s",
-            if ok {
-                self.style.green("done")
-            } else {
-                self.style.red("failed")
-            },
-            seconds
-        );
-        self.write_log(&line);
-        output::progress(&self.style, &line);
-    }
-
-    fn line(&mut self, l: &str) {
-        self.write_log(l);
-        output::progress(&self.style, &format!("   {} {l}", self.style.dim("│")));
-    }
-
-    fn note(&mut self, l: &str) {
-        self.write_log(l);
-        output::progress(&self.style, &format!("    {l}"));
-    }
-}
-
-/// SIGINT, SIGTERM, SIGHUP: the first stops after the running step (then
-/// recovery runs); a second marks the record interrupted and exits at once.
-/// Installed before the lock is taken, so no signal can leave a lock behind
-/// unnoticed (the OS lock dies with the process anyway).
-struct Signals {
-    flag: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Signals {
-    fn install(state: &State, id: &str) -> Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())
-            .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
-        let mut term = signal(SignalKind::terminate())
-            .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
-        let mut hup = signal(SignalKind::hangup())
-            .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        let state = state.clone();
-        let id = id.to_string();
-        let task = tokio::spawn(async move {
-            let mut n = 0;
-            loop {
-                let name = tokio::select! {
-                    _ = int.recv() => "interrupt",
-                    _ = term.recv() => "SIGTERM",
-                    _ = hup.recv() => "SIGHUP",
-                };
-                n += 1;
-                if n == 1 {
-                    f.store(true, Ordering::SeqCst);
-                    output::diag(&format!("{name}: stopping after this step, then recovering; a second signal stops at once"));
-                    continue;
-                }
-                let closed = mark_interrupted(&state, &id);
-                output::diag(&format!(
-                    "{name} again: stopped. The stack may be half-changed; {closed}run `de-build recover`"
-                ));
-                std::process::exit(130);
-            }
-        });
-        Ok(Signals { flag, task })
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Mark the record of `id` interrupted (on a second signal).
-fn mark_interrupted(state: &State, id: &str) -> &'static str {
-    let path = state.deployments_dir().join(format!("{id}.json"));
-    let rec = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Deployment>(&t).ok());
-    match rec {
-        Some(mut d) => {
-            d.result = Outcome::Interrupted;
-            d.error = Some("stopped by a second signal".into());
-            match state.save(&d) {
-                Ok(()) => "the deployment is recorded as interrupted; ",
-                Err(_) => "the record could not be updated (status will still find it); ",
-            }
-        }
-        None => "",
-    }
-}
-
-/// Run `plan` under the lock; returns the final record or the error.
-pub async fn execute(s: &Session<'_>, plan: &DeployPlan) -> Result<Deployment> {
-    let signals = Signals::install(&s.state, &plan.id)?;
-    let (lock, left) = s.state.lock(plan.action.as_str(), &plan.version)?;
-    if let Some(st) = left {
-        output::progress(
-            &s.style,
-            &format!("note: took over a lock {}", st.describe()),
-        );
-    }
-    let logs = s.state.ensure_dir("logs")?;
-    let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", plan.id)));
-    let started = Instant::now();
-    let Finished { record, error } = Executor {
-        world: &s.world,
-        records: &s.state,
-        sink: &mut term,
-        interrupted: signals.flag.clone(),
-    }
-    .run(plan)
-    .await;
-    if let Err(e) = s.state.audit(&json!({
-        "time": record.finished, "user": record.user, "host": record.host,
-        "action": plan.action, "version": plan.version, "previous": record.previous_version,
-        "result": record.result, "deployment": plan.id, "seconds": started.elapsed().as_secs_f64(),
-        "error": record.error,
-    })) {
-        output::diag(&format!("warning: audit.log not written: {e}"));
-    }
-    if let Err(e) = lock.release() {
-        output::diag(&format!("warning: {e}; `de-build lock release` removes it"));
-    }
-    drop(signals);
-    match error {
-        None => Ok(record),
-        Some(e) => Err(e),
     }
 }
 
@@ -599,171 +411,4 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
     let d = execute(&s, &plan).await?;
     report(style, &d, started.elapsed(), db_note);
     Ok(EXIT_OK)
-}
-
-/// `de-build recover`.
-pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> Result<i32> {
-    let inputs = config::load(&crate::cli::paths(global));
-    let st = State::new(&inputs.paths.state);
-    let (all, bad) = st.deployments();
-    for b in &bad {
-        output::diag(&format!(
-            "warning: deployment record {} cannot be read ({}); it is not considered",
-            b.path.display(),
-            b.error
-        ));
-    }
-    let lock = st.lock_status();
-    if let LockStatus::Held { .. } = lock {
-        return Err(Error::Locked {
-            message: format!("the deploy lock is {}", lock.describe()),
-            hint: "a deployment is running: it recovers by itself; wait for it".into(),
-        });
-    }
-    let target = state::interrupted(&all, &lock)
-        .or_else(|| all.last().filter(|d| d.result == Outcome::Fatal))
-        .cloned();
-    let Some(mut record) = target else {
-        if let LockStatus::Stale { .. } = lock {
-            st.break_lock()?;
-            output::result("no interrupted deployment; removed the lock a dead process left");
-        } else if style.json {
-            output::json(&json!({"command": "recover", "ok": true, "recovered": null}));
-        } else {
-            output::result("nothing to recover: no deployment was interrupted");
-        }
-        return Ok(EXIT_OK);
-    };
-    let Some((plan, recovery)) = executor::recovery_of(&record) else {
-        return Err(Error::refused(
-            format!("deployment {} was recorded by an older de-build without its plan", record.id),
-            format!("recover by hand: bring the release you want up with `de-build deploy <version>` after moving {} aside", st.deployments_dir().join(format!("{}.json", record.id)).display()),
-        ));
-    };
-    let all_done = plan
-        .steps
-        .iter()
-        .all(|s| record.progress.done.iter().any(|d| d == s.step.name()));
-    if args.dry_run {
-        let what = if all_done {
-            format!("every step of {} finished: check the health gate and close the record as succeeded", record.id)
-        } else {
-            planner::describe(&recovery)
-        };
-        if style.json {
-            output::json(
-                &json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}),
-            );
-        } else {
-            output::result(&format!(
-                "deployment {} ({} {} -> {}, {}): {what}",
-                record.id,
-                record.action,
-                record.previous_version.as_deref().unwrap_or("nothing"),
-                record.version,
-                record.result.as_str()
-            ));
-            output::result("dry run: nothing was changed");
-        }
-        return Ok(EXIT_OK);
-    }
-    let s = Session::open(&inputs, style).await?;
-    let (lock, _) = s.state.lock("recover", &record.version)?;
-    // Never restore a database that serves users: if the site answers 2xx
-    // now (a recovery that ran but could not record itself, or a kill after
-    // maintenance went off), users may have written since.
-    let (plan, recovery) = match required(&inputs, "DE_HEALTH_URL") {
-        Ok(url)
-            if !all_done
-                && recovery
-                    .steps
-                    .iter()
-                    .any(|r| matches!(r, crate::plan::deploy::RecoveryStep::Restore { .. })) =>
-        {
-            let open = s
-                .world
-                .wait_healthy(url, Duration::from_secs(1), crate::record::deploy::Gate::Open)
-                .await
-                .is_ok();
-            if open {
-                output::progress(style, "note: the site answers 2xx now, so users may have written to it: its database is not restored");
-                record.progress.users_let_in = true;
-                let mut progress = record.progress.clone();
-                progress.maintenance_on |= plan.previous_running;
-                let r = planner::recovery(&plan, &progress);
-                (plan, r)
-            } else {
-                (plan, recovery)
-            }
-        }
-        _ => (plan, recovery),
-    };
-    let logs = s.state.ensure_dir("logs")?;
-    let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", record.id)));
-    let mut ex = Executor {
-        world: &s.world,
-        records: &s.state,
-        sink: &mut term,
-        interrupted: Arc::new(AtomicBool::new(false)),
-    };
-    let result = if all_done {
-        // Only the final record write was missing: check, then close it.
-        let url = required(&inputs, "DE_HEALTH_URL")?.to_string();
-        match s
-            .world
-            .wait_healthy(
-                &url,
-                Duration::from_secs(secs(&inputs, "DE_HEALTH_TIMEOUT", 60)),
-                crate::record::deploy::Gate::Open,
-            )
-            .await
-        {
-            Ok(_) => {
-                record.result = Outcome::Succeeded;
-                record.finished = Some(state::now());
-                s.state.save(&record).map(|_| None)
-            }
-            Err(e) => {
-                let r = planner::recovery(&plan, &record.progress);
-                Ok(Some(ex.recover(&plan, &mut record, r, e).await))
-            }
-        }
-    } else {
-        let cause = Error::failed(format!(
-            "deployment {} was interrupted ({})",
-            record.id,
-            record.result.as_str()
-        ));
-        Ok(Some(ex.recover(&plan, &mut record, recovery, cause).await))
-    };
-    if let Err(e) = lock.release() {
-        output::diag(&format!("warning: {e}"));
-    }
-    let result = result?.map(|e| match (e, record.result) {
-        // Back to a consistent project, with nothing to bring back: a
-        // recovery all the same.
-        (Error::Failed { message, hint }, Outcome::Aborted) => Error::Recovered {
-            message: format!(
-                "{message}; {}",
-                hint.unwrap_or_else(|| "the project is consistent again".into())
-            ),
-        },
-        (e, _) => e,
-    });
-    match result {
-        None => {
-            if style.json {
-                output::json(
-                    &json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}),
-                );
-            } else {
-                output::result(&format!(
-                    "deployment {} completed: {} is deployed and healthy",
-                    record.id, record.version
-                ));
-            }
-            Ok(EXIT_OK)
-        }
-        Some(e) => Err(e),
-    }
 }

@@ -8,8 +8,10 @@ pub mod check;
 pub mod deploy;
 pub mod lock;
 pub mod prune;
+pub mod recover;
 pub mod release;
 pub mod releases;
+pub mod run;
 pub mod status;
 pub mod tags;
 
@@ -53,7 +55,7 @@ pub fn dispatch(cli: &args::Cli, paths: &Paths, style: &Style) -> Result<i32> {
         }
         Command::Deploy(a) => block_on(deploy::run_deploy(g, a, style)),
         Command::Rollback(a) => block_on(deploy::run_rollback(g, a, style)),
-        Command::Recover(a) => block_on(deploy::run_recover(g, a, style)),
+        Command::Recover(a) => block_on(recover::run_recover(g, a, style)),
         Command::Status => block_on(status::run(paths, style)),
         Command::Release(a) => block_on(release::run(g, a, style)),
         Command::Push(a) => block_on(release::push(g, a, style)),

@@ -706,7 +706,11 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
                     .await
             });
             let m = w.m();
-            assert_eq!(m.running.get("p").map(|r| r.0.as_str()), Some("1.0.0"), "{ctx}");
+            assert_eq!(
+                m.running.get("p").map(|r| r.0.as_str()),
+                Some("1.0.0"),
+                "{ctx}"
+            );
             assert!(!m.maintenance, "{ctx}");
             let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
             let users_in = rec.progress.users_let_in;

@@ -1,0 +1,198 @@
+//! Running a deploy plan from the command line: the lock, signals, progress
+//! on the terminal and in the deployment log, the audit line.
+
+use crate::cli::deploy::Session;
+use crate::error::{Error, Result};
+use crate::exec::deploy::{Executor, Finished, Sink};
+use crate::plan::deploy::DeployPlan;
+use crate::record::state::{Deployment, Outcome, State};
+use crate::ui::output::{self, Style};
+use serde_json::json;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Progress on the terminal and in the deployment's log file.
+pub struct Terminal {
+    style: Style,
+    log: Option<std::fs::File>,
+    step_started: Option<String>,
+}
+
+impl Terminal {
+    pub fn new(style: Style, log_path: &std::path::Path) -> Terminal {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path);
+        let log = match log {
+            Ok(f) => Some(f),
+            Err(e) => {
+                output::diag(&format!(
+                    "warning: no deployment log ({}: {e}); output goes to the terminal only",
+                    log_path.display()
+                ));
+                None
+            }
+        };
+        Terminal {
+            style,
+            log,
+            step_started: None,
+        }
+    }
+
+    fn write_log(&mut self, l: &str) {
+        if let Some(f) = self.log.as_mut() {
+            if let Err(e) = writeln!(f, "{}", output::redact::redact(l)) {
+                self.log = None;
+                output::diag(&format!("warning: the deployment log stopped: {e}"));
+            }
+        }
+    }
+}
+
+impl Sink for Terminal {
+    fn step(&mut self, i: usize, n: usize, step: &str) {
+        let line = format!("{} [{i}/{n}] {step}", self.style.bold("==>"));
+        self.write_log(&line);
+        output::progress(&self.style, &line);
+        self.step_started = Some(step.to_string());
+    }
+
+    fn step_done(&mut self, seconds: f64, ok: bool) {
+        let line = format!(
+            "    {} {:.1}s",
+            if ok {
+                self.style.green("done")
+            } else {
+                self.style.red("failed")
+            },
+            seconds
+        );
+        self.write_log(&line);
+        output::progress(&self.style, &line);
+    }
+
+    fn line(&mut self, l: &str) {
+        self.write_log(l);
+        output::progress(&self.style, &format!("   {} {l}", self.style.dim("│")));
+    }
+
+    fn note(&mut self, l: &str) {
+        self.write_log(l);
+        output::progress(&self.style, &format!("    {l}"));
+    }
+}
+
+/// SIGINT, SIGTERM, SIGHUP: the first stops after the running step (then
+/// recovery runs); a second marks the record interrupted and exits at once.
+/// Installed before the lock is taken, so no signal can leave a lock behind
+/// unnoticed (the OS lock dies with the process anyway).
+struct Signals {
+    flag: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Signals {
+    fn install(state: &State, id: &str) -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
+        let mut hup = signal(SignalKind::hangup())
+            .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let state = state.clone();
+        let id = id.to_string();
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "interrupt",
+                    _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => "SIGHUP",
+                };
+                n += 1;
+                if n == 1 {
+                    f.store(true, Ordering::SeqCst);
+                    output::diag(&format!("{name}: stopping after this step, then recovering; a second signal stops at once"));
+                    continue;
+                }
+                let closed = mark_interrupted(&state, &id);
+                output::diag(&format!(
+                    "{name} again: stopped. The stack may be half-changed; {closed}run `de-build recover`"
+                ));
+                std::process::exit(130);
+            }
+        });
+        Ok(Signals { flag, task })
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Mark the record of `id` interrupted (on a second signal).
+fn mark_interrupted(state: &State, id: &str) -> &'static str {
+    let path = state.deployments_dir().join(format!("{id}.json"));
+    let rec = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Deployment>(&t).ok());
+    match rec {
+        Some(mut d) => {
+            d.result = Outcome::Interrupted;
+            d.error = Some("stopped by a second signal".into());
+            match state.save(&d) {
+                Ok(()) => "the deployment is recorded as interrupted; ",
+                Err(_) => "the record could not be updated (status will still find it); ",
+            }
+        }
+        None => "",
+    }
+}
+
+/// Run `plan` under the lock; returns the final record or the error.
+pub async fn execute(s: &Session<'_>, plan: &DeployPlan) -> Result<Deployment> {
+    let signals = Signals::install(&s.state, &plan.id)?;
+    let (lock, left) = s.state.lock(plan.action.as_str(), &plan.version)?;
+    if let Some(st) = left {
+        output::progress(
+            &s.style,
+            &format!("note: took over a lock {}", st.describe()),
+        );
+    }
+    let logs = s.state.ensure_dir("logs")?;
+    let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", plan.id)));
+    let started = Instant::now();
+    let Finished { record, error } = Executor {
+        world: &s.world,
+        records: &s.state,
+        sink: &mut term,
+        interrupted: signals.flag.clone(),
+    }
+    .run(plan)
+    .await;
+    if let Err(e) = s.state.audit(&json!({
+        "time": record.finished, "user": record.user, "host": record.host,
+        "action": plan.action, "version": plan.version, "previous": record.previous_version,
+        "result": record.result, "deployment": plan.id, "seconds": started.elapsed().as_secs_f64(),
+        "error": record.error,
+    })) {
+        output::diag(&format!("warning: audit.log not written: {e}"));
+    }
+    if let Err(e) = lock.release() {
+        output::diag(&format!("warning: {e}; `de-build lock release` removes it"));
+    }
+    drop(signals);
+    match error {
+        None => Ok(record),
+        Some(e) => Err(e),
+    }
+}
