@@ -210,7 +210,15 @@ fn release_exit_codes_follow_the_table() {
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
     );
     let holder = serde_json::json!({"user": user, "host": host.trim(), "pid": std::process::id(), "command": "deploy", "version": "9.9.9", "since": "now"});
+    // A live holder: the OS lock on .de-build/lock, held by this test process.
     ci.p.write(".de-build/lock.json", &holder.to_string());
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ci.p.path().join(".de-build/lock"))
+        .unwrap();
+    held.try_lock().unwrap();
     let patches =
         ci.p.read("patches.txt")
             .replace("fail:demo.patches.v2.broken\n", "demo.patches.v3.ok\n");
@@ -218,6 +226,7 @@ fn release_exit_codes_follow_the_table() {
     ci.run("3.0.0", &["release", "--offline", "--deploy"])
         .code(5)
         .stderr_has("another deployment holds the lock");
+    drop(held);
     std::fs::remove_file(ci.p.path().join(".de-build/lock.json")).unwrap();
     // 4: recovery impossible (the running release's recorded compose file is damaged).
     let status = ci.run("3.0.0", &["--json", "status"]);

@@ -229,7 +229,7 @@ pub fn report(style: &Style, d: &Deployment, elapsed: Duration, db_note: Option<
         .collect();
     output::result(&format!(
         "{} {}{} in {:.1}s (deployment {})",
-        style.green(if d.action == "rollback" {
+        style.green(if d.action == Action::Rollback {
             "rolled back to"
         } else {
             "deployed"
@@ -255,7 +255,10 @@ pub async fn run_deploy(global: &Global, args: &DeployArgs, style: &Style) -> Re
         Some(v) => v.clone(),
         None => required(&inputs, "DE_SITE_VERSION")?.to_string(),
     };
-    deploy_version(&inputs, style, &version, args.dry_run, args.full_down).await?;
+    let started = Instant::now();
+    if let Some(d) = deploy_version(&inputs, style, &version, args.dry_run, args.full_down).await? {
+        report(style, &d, started.elapsed(), None);
+    }
     Ok(EXIT_OK)
 }
 
@@ -267,7 +270,6 @@ pub async fn deploy_version(
     dry_run: bool,
     full_down: bool,
 ) -> Result<Option<Deployment>> {
-    let started = Instant::now();
     let s = Session::open(inputs, style).await?;
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;
@@ -292,9 +294,7 @@ pub async fn deploy_version(
     if !style.json {
         output::progress(style, &plan.to_string());
     }
-    let d = execute(&s, &plan).await?;
-    report(style, &d, started.elapsed(), None);
-    Ok(Some(d))
+    execute(&s, &plan).await.map(Some)
 }
 
 /// `de-build rollback [VERSION]`: default the previous successfully deployed version.
@@ -306,16 +306,10 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
     s.refuse_over_interrupted(&all)?;
     let done: Vec<&Deployment> = all.iter().filter(|d| d.result.is_up()).collect();
     let current = state::current(&all);
-    let candidates: Vec<String> = {
-        let mut v: Vec<String> = done
-            .iter()
-            .rev()
-            .map(|d| d.version.clone())
-            .filter(|v| Some(v) != current.map(|c| &c.version))
-            .collect();
-        v.dedup();
-        v
-    };
+    let candidates: Vec<String> = state::earlier(&all)
+        .iter()
+        .map(|d| d.version.clone())
+        .collect();
     let target = match &args.version {
         Some(v) => v.clone(),
         None => candidates.first().cloned().ok_or_else(|| {

@@ -34,12 +34,8 @@ pub async fn run(
     // Deciding what to delete from some of the records could delete a
     // rollback target: an unreadable record stops the prune.
     let all = state.deployments_checked()?;
-    let done: Vec<_> = all.iter().filter(|d| d.result.is_up()).collect();
     let current = crate::record::state::current(&all);
-    let previous = done
-        .iter()
-        .rev()
-        .find(|d| Some(&d.version) != current.map(|c| &c.version));
+    let previous = crate::record::state::earlier(&all).first().copied();
     let keep_reasons = protected(
         &releases,
         keep,

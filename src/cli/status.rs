@@ -174,12 +174,7 @@ pub async fn run(paths: &Paths, style: &Style) -> Result<i32> {
         inputs.env.get("DE_IMAGE"),
     );
     let consistent = found.is_empty();
-    let previous = all
-        .iter()
-        .rev()
-        .filter(|d| d.result.is_up())
-        .map(|d| d.version.clone())
-        .find(|v| Some(v) != current.as_ref().map(|c| &c.version));
+    let previous = state::earlier(&all).first().map(|d| d.version.clone());
     let interrupted = state::interrupted(&all, &lock).map(|d| d.id.clone());
     let containers = match &engine {
         EngineView::Containers(c) => c.clone(),

@@ -473,9 +473,22 @@ pub async fn execute(
     })
 }
 
+/// Undo steps run after a failure: a failure of their own is said (the tag
+/// state is then not as the message claims), never dropped.
+fn warn_undo(what: &str, r: Result<()>) {
+    if let Err(e) = r {
+        output::diag(&format!(
+            "warning: could not {what}: {e}; `de-build tags repair` fixes recorded tags"
+        ));
+    }
+}
+
 async fn undo_supersede(engine: &Engine, superseded: &Option<manifest::Superseded>) {
     if let Some(s) = superseded {
-        let _ = engine.untag(&s.reference).await;
+        warn_undo(
+            &format!("remove the tag {}", s.reference),
+            engine.untag(&s.reference).await,
+        );
     }
 }
 
@@ -488,15 +501,25 @@ async fn quarantine(
     superseded: &Option<manifest::Superseded>,
 ) -> String {
     let failed_tag = format!("{}-failed-{}", plan.version, short_id(new_id));
-    let _ = engine.tag(new_id, &plan.repository, &failed_tag).await;
+    warn_undo(
+        &format!("keep the failed image as {failed_tag}"),
+        engine.tag(new_id, &plan.repository, &failed_tag).await,
+    );
     match superseded {
         Some(s) => {
-            let _ = engine.tag(&s.id, &plan.repository, &plan.version).await;
-            let _ = engine.untag(&s.reference).await;
+            warn_undo(
+                &format!("give {} back to {}", plan.reference, short_id(&s.id)),
+                engine.tag(&s.id, &plan.repository, &plan.version).await,
+            );
+            warn_undo(
+                &format!("remove the tag {}", s.reference),
+                engine.untag(&s.reference).await,
+            );
         }
-        None => {
-            let _ = engine.untag(&plan.reference).await;
-        }
+        None => warn_undo(
+            &format!("remove the tag {}", plan.reference),
+            engine.untag(&plan.reference).await,
+        ),
     }
     format!("{}:{failed_tag}", plan.repository)
 }

@@ -47,7 +47,7 @@ pub fn new_record(plan: &DeployPlan) -> Deployment {
     let (user, host) = state::whoami();
     Deployment {
         id: plan.id.clone(),
-        action: plan.action.as_str().to_string(),
+        action: plan.action,
         version: plan.version.clone(),
         image_id: plan.image_id.clone(),
         previous_version: plan.previous.as_ref().map(|p| p.version.clone()),

@@ -16,7 +16,7 @@
 //! is known for sure to be left by a dead process, without guessing from PIDs.
 
 use crate::error::{Error, Result};
-use crate::record::deploy::{DeployPlan, Progress};
+use crate::record::deploy::{Action, DeployPlan, Progress};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -374,6 +374,19 @@ pub fn current(all: &[Deployment]) -> Option<&Deployment> {
     all.iter().rev().find(|d| d.result.is_up())
 }
 
+/// Releases deployed before the current one, newest first, each once: the
+/// rollback candidates (the first is "the previous version").
+pub fn earlier(all: &[Deployment]) -> Vec<&Deployment> {
+    let current = current(all).map(|c| c.version.as_str());
+    let mut out: Vec<&Deployment> = Vec::new();
+    for d in all.iter().rev().filter(|d| d.result.is_up()) {
+        if Some(d.version.as_str()) != current && !out.iter().any(|o| o.version == d.version) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 /// A deployment that did not finish: its record still says running (or
 /// interrupted) and no live process holds the lock.
 pub fn interrupted<'a>(all: &'a [Deployment], lock: &LockStatus) -> Option<&'a Deployment> {
@@ -464,7 +477,7 @@ pub struct Backup {
 pub struct Deployment {
     /// Sortable: UTC time + pid.
     pub id: String,
-    pub action: String,
+    pub action: Action,
     pub version: String,
     pub image_id: String,
     pub previous_version: Option<String>,

@@ -254,7 +254,8 @@ impl Engine {
             self.run_created(&id, list_dir),
         )
         .await;
-        let _ = self
+        // A smoke-test container left behind is litter, not a failed build: say it.
+        if let Err(e) = self
             .docker
             .remove_container(
                 &id,
@@ -264,7 +265,13 @@ impl Engine {
                     ..Default::default()
                 }),
             )
-            .await;
+            .await
+        {
+            crate::ui::output::diag(&format!(
+                "warning: could not remove the smoke-test container {id}: {}",
+                describe(&e)
+            ));
+        }
         result
     }
 
