@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod containerfile;
 pub mod envfile;
+pub mod stack;
 pub mod version;
 
 use crate::config::apps::App;
