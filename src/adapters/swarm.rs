@@ -988,6 +988,37 @@ pub fn job_spec(stack: &SwarmStack, like: &ServiceDef, image: &str, name: &str, 
     v
 }
 
+/// A one-off job modelled on a service as the engine runs it (its spec from
+/// inspect, as bollard serializes it): the same mounts, networks,
+/// environment and user, another image and command, run once.
+pub fn job_spec_from_engine(
+    spec: &Value,
+    image: &str,
+    name: &str,
+    cmd: &[String],
+    deployment: &str,
+) -> Value {
+    let mut v = json!({
+        "Name": name,
+        "Labels": {
+            NAMESPACE_LABEL: spec["Labels"][NAMESPACE_LABEL].clone(),
+            "de-build.job": deployment,
+        },
+        "TaskTemplate": spec["TaskTemplate"].clone(),
+        "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+        "EndpointSpec": {"Mode": "dnsrr"},
+    });
+    let c = &mut v["TaskTemplate"]["ContainerSpec"];
+    c["Image"] = json!(image);
+    c["Command"] = json!(cmd);
+    if let Some(o) = c.as_object_mut() {
+        o.remove("Args");
+        o.remove("HealthCheck");
+    }
+    v["TaskTemplate"]["RestartPolicy"] = json!({"Condition": "none"});
+    v
+}
+
 /// A job service name: unique, short enough for the engine (63).
 pub fn job_name(namespace: &str, step: &str, deployment: &str, n: usize) -> String {
     let tail: String = deployment

@@ -549,21 +549,28 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         }
     }
 
-    /// The backend definition whose mounts and environment a bench job of
-    /// `image` takes: the release that image belongs to.
-    fn like<'p>(&self, plan: &'p SwarmPlan, image: &str) -> Result<(&'p SwarmStack, &'p ServiceDef)> {
-        let stack = match &plan.previous {
-            Some(p) if p.image == image => p,
-            _ => &plan.new,
-        };
-        let def = stack.stack.service(&plan.backend_service).ok_or_else(|| Error::Failed {
+    /// The spec of a bench job of `image`: modelled on the backend as the
+    /// release of that image runs it — the engine's spec for the release
+    /// that runs now (whoever deployed it), the file's for the new one.
+    fn job_spec(&self, plan: &SwarmPlan, image: &str, name: &str, cmd: &[String]) -> Result<Value> {
+        let backend = plan.new.engine_name(&plan.backend_service);
+        if let Some(prev) = plan.previous.as_ref().filter(|p| p.image == image) {
+            let spec = plan.previous_specs.get(&backend).ok_or_else(|| {
+                Error::failed(format!(
+                    "no spec of {backend} was recorded before the deployment, so no bench job of {} can be made",
+                    prev.version
+                ))
+            })?;
+            return Ok(sw::job_spec_from_engine(spec, image, name, cmd, &plan.id));
+        }
+        let def = plan.new.stack.service(&plan.backend_service).ok_or_else(|| Error::Failed {
             message: format!(
                 "the compose file of {} has no service {} (DE_BACKEND_SERVICE)",
-                stack.version, plan.backend_service
+                plan.new.version, plan.backend_service
             ),
             hint: Some("bench runs as a one-off job modelled on that service".into()),
         })?;
-        Ok((stack, def))
+        Ok(sw::job_spec(&plan.new, def, image, name, cmd, &plan.id))
     }
 
     async fn job(&mut self, plan: &SwarmPlan, job: JobRun, record: &mut Deployment) -> Result<String> {
@@ -600,14 +607,13 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         cmd: &[String],
         record: &mut Deployment,
     ) -> Result<String> {
-        let (stack, like) = self.like(plan, image)?;
         let n = self.jobs_started;
         self.jobs_started += 1;
         let name = sw::job_name(&plan.new.namespace, step, &plan.id, n);
         let job = JobRun {
             step: step.into(),
             name: name.clone(),
-            spec: sw::job_spec(stack, like, image, &name, cmd, &plan.id),
+            spec: self.job_spec(plan, image, &name, cmd)?,
             command: cmd.to_vec(),
         };
         self.job(plan, job, record).await
@@ -645,14 +651,13 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         for site in plan.sites.args() {
             loop {
                 let cmd = bench::site_args(&site, &["ready-for-migration"]);
-                let (stack, like) = self.like(plan, image)?;
                 let n = self.jobs_started;
                 self.jobs_started += 1;
                 let name = sw::job_name(&plan.new.namespace, "drain", &plan.id, n);
                 let job = JobRun {
                     step: "drain".into(),
                     name: name.clone(),
-                    spec: sw::job_spec(stack, like, image, &name, &cmd, &plan.id),
+                    spec: self.job_spec(plan, image, &name, &cmd)?,
                     command: cmd.clone(),
                 };
                 self.sink.line(&format!("$ {}", cmd.join(" ")));

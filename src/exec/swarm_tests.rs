@@ -161,7 +161,11 @@ fn upgrade() -> SwarmPlan {
         image_id: "sha256:2".into(),
         new: stack("2"),
         resolved: String::new(),
-        previous: Some(stack("1")),
+        previous: Some(crate::plan::swarm::PreviousRelease {
+            version: "1".into(),
+            image: "r/x:1@sha256:1".into(),
+            deployment: None,
+        }),
         previous_specs: BTreeMap::from([
             ("p_backend".to_string(), serde_json::json!({"Name": "p_backend"})),
             ("p_queue".to_string(), serde_json::json!({"Name": "p_queue"})),

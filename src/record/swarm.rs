@@ -172,6 +172,19 @@ impl SwarmStack {
     }
 }
 
+/// The release the swarm runs before the deployment, as the engine says
+/// (the backend service's image and labels): a deployment made from another
+/// machine is known here too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousRelease {
+    /// `de-build.version` of the backend service (or `unknown`).
+    pub version: String,
+    /// The backend service's image: bench jobs of the old code run it.
+    pub image: String,
+    /// `de-build.deployment` of the backend service.
+    pub deployment: Option<String>,
+}
+
 /// Which services an update step covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -410,7 +423,7 @@ pub struct SwarmPlan {
     pub version: String,
     pub image_id: String,
     pub new: SwarmStack,
-    pub previous: Option<SwarmStack>,
+    pub previous: Option<PreviousRelease>,
     /// The engine's specs of the namespace's services before the deployment.
     pub previous_specs: BTreeMap<String, serde_json::Value>,
     /// The previous release's backend has a running task.
