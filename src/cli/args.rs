@@ -225,6 +225,11 @@ pub struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// DE_TARGET=swarm: the release needs no migration (no new patches):
+    /// no maintenance, drain, backup or migrate, only the rolling update,
+    /// so users are served throughout.
+    #[arg(long)]
+    pub no_migrate: bool,
 }
 
 #[derive(Debug, Args)]

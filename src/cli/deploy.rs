@@ -256,7 +256,25 @@ pub async fn run_deploy(global: &Global, args: &DeployArgs, style: &Style) -> Re
         None => required(&inputs, "DE_SITE_VERSION")?.to_string(),
     };
     let started = Instant::now();
-    if let Some(d) = deploy_version(&inputs, style, &version, args.dry_run, args.full_down).await? {
+    let swarm = crate::cli::swarm::is_swarm(&inputs)?;
+    if args.full_down && swarm {
+        return Err(Error::refused(
+            "--full-down is for one host (DE_TARGET=compose)",
+            "a swarm deploy rolls the services one task at a time",
+        ));
+    }
+    if args.no_migrate && !swarm {
+        return Err(Error::refused(
+            "--no-migrate is for DE_TARGET=swarm",
+            "on one host every deploy runs migrate in maintenance",
+        ));
+    }
+    let d = if swarm {
+        crate::cli::swarm::deploy(&inputs, style, &version, args.dry_run, args.no_migrate).await?
+    } else {
+        deploy_version(&inputs, style, &version, args.dry_run, args.full_down).await?
+    };
+    if let Some(d) = d {
         report(style, &d, started.elapsed(), None);
     }
     Ok(EXIT_OK)
@@ -270,6 +288,9 @@ pub async fn deploy_version(
     dry_run: bool,
     full_down: bool,
 ) -> Result<Option<Deployment>> {
+    if crate::cli::swarm::is_swarm(inputs)? {
+        return crate::cli::swarm::deploy(inputs, style, version, dry_run, false).await;
+    }
     let s = Session::open(inputs, style).await?;
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;
@@ -301,6 +322,9 @@ pub async fn deploy_version(
 pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
     let inputs = config::load_checked(&crate::cli::paths(global))?;
+    if crate::cli::swarm::is_swarm(&inputs)? {
+        return crate::cli::swarm::rollback(&inputs, args, style).await;
+    }
     let s = Session::open(&inputs, style).await?;
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;
