@@ -957,14 +957,18 @@ pub fn service_spec(stack: &SwarmStack, def: &ServiceDef, deployment: &str) -> V
             })
         })
         .collect();
-    json!({
+    let mut spec = json!({
         "Name": name,
         "Labels": labels,
         "TaskTemplate": task,
         "Mode": mode,
-        "UpdateConfig": update,
         "EndpointSpec": {"Mode": def.endpoint_mode.clone().unwrap_or_else(|| "vip".into()), "Ports": ports},
-    })
+    });
+    // The engine refuses an update config on a job.
+    if def.mode != ModeDef::ReplicatedJob {
+        spec["UpdateConfig"] = update;
+    }
+    spec
 }
 
 /// A one-off job: `cmd` in `image` with the mounts, networks, environment
@@ -984,7 +988,6 @@ pub fn job_spec(stack: &SwarmStack, like: &ServiceDef, image: &str, name: &str, 
     v["Labels"]["de-build.job"] = json!(deployment);
     v["TaskTemplate"]["RestartPolicy"] = json!({"Condition": "none"});
     v["EndpointSpec"] = json!({"Mode": "dnsrr"});
-    v.as_object_mut().map(|o| o.remove("UpdateConfig"));
     v
 }
 

@@ -212,7 +212,9 @@ impl Cluster {
         docker_ok(&[
             "run", "-d", "--name", &reg, "--label", &format!("{LABEL}={pid}"),
             "--network", &network, "-p", "127.0.0.1::5000",
-            &image, "docker-registry", "serve", "/etc/docker/registry/config.yml",
+            &image, "sh", "-c",
+            // Debian's default config wants htpasswd auth: a plain one.
+            "printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: /var/lib/docker-registry}}\nhttp: {addr: \":5000\"}\n' >/etc/registry.yml && exec docker-registry serve /etc/registry.yml",
         ]);
         c.containers.push(reg.clone());
         c.registry_nodes = format!("{reg}:5000");
