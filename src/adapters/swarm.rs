@@ -113,7 +113,10 @@ impl SwarmLock {
             SwarmLock::Free => "free".into(),
             SwarmLock::Held {
                 holder, age_secs, ..
-            } => format!("held on the swarm by {} (last heartbeat {age_secs}s ago)", who(holder)),
+            } => format!(
+                "held on the swarm by {} (last heartbeat {age_secs}s ago)",
+                who(holder)
+            ),
             SwarmLock::Stale {
                 holder, age_secs, ..
             } => format!(
@@ -183,10 +186,7 @@ impl Swarm {
         Ok(nodes
             .into_iter()
             .map(|n| {
-                let host = n
-                    .description
-                    .and_then(|d| d.hostname)
-                    .unwrap_or_default();
+                let host = n.description.and_then(|d| d.hostname).unwrap_or_default();
                 let state = n
                     .status
                     .and_then(|s| s.state)
@@ -224,7 +224,10 @@ impl Swarm {
         {
             Ok(s) => Ok(Some(Self::view(s))),
             Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(Error::engine(format!("inspect service {name}"), describe(&e))),
+            Err(e) => Err(Error::engine(
+                format!("inspect service {name}"),
+                describe(&e),
+            )),
         }
     }
 
@@ -242,7 +245,12 @@ impl Swarm {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| Error::engine(format!("list the services of stack {namespace}"), describe(&e)))?;
+            .map_err(|e| {
+                Error::engine(
+                    format!("list the services of stack {namespace}"),
+                    describe(&e),
+                )
+            })?;
         let mut out: Vec<ServiceView> = list
             .into_iter()
             .map(Self::view)
@@ -283,17 +291,13 @@ impl Swarm {
                     .and_then(|n| nodes.get(n).cloned())
                     .unwrap_or_else(|| ("(unassigned)".into(), String::new()));
                 let status = t.status.clone().unwrap_or_default();
-                let err = status
-                    .err
-                    .clone()
-                    .filter(|e| !e.is_empty())
-                    .or_else(|| {
-                        // A failed task's message says why when `err` does not.
-                        let st = status.state.as_ref().map(enum_str).unwrap_or_default();
-                        (st == "failed" || st == "rejected")
-                            .then(|| status.message.clone())
-                            .flatten()
-                    });
+                let err = status.err.clone().filter(|e| !e.is_empty()).or_else(|| {
+                    // A failed task's message says why when `err` does not.
+                    let st = status.state.as_ref().map(enum_str).unwrap_or_default();
+                    (st == "failed" || st == "rejected")
+                        .then(|| status.message.clone())
+                        .flatten()
+                });
                 (
                     t.created_at,
                     TaskState {
@@ -324,7 +328,12 @@ impl Swarm {
     }
 
     /// Create the overlay networks of the stack that do not exist yet.
-    pub async fn ensure_network(&self, namespace: &str, name: &str, opts: &HashMap<String, String>) -> Result<bool> {
+    pub async fn ensure_network(
+        &self,
+        namespace: &str,
+        name: &str,
+        opts: &HashMap<String, String>,
+    ) -> Result<bool> {
         let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
         let list = self
             .engine
@@ -396,7 +405,10 @@ impl Swarm {
         match self.engine.docker.delete_service(name).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(Error::engine(format!("remove service {name}"), describe(&e))),
+            Err(e) => Err(Error::engine(
+                format!("remove service {name}"),
+                describe(&e),
+            )),
         }
     }
 
@@ -417,7 +429,9 @@ impl Swarm {
         let mut stable = 0;
         loop {
             let Some(svc) = self.service(name).await? else {
-                return Err(Error::failed(format!("service {name} disappeared while de-build waited for it")));
+                return Err(Error::failed(format!(
+                    "service {name} disappeared while de-build waited for it"
+                )));
             };
             let tasks = self.tasks(std::slice::from_ref(&svc)).await?;
             let image = svc.image();
@@ -462,13 +476,21 @@ impl Swarm {
             let failing: Vec<&TaskState> = tasks
                 .iter()
                 .filter(|t| {
-                    t.image == image && (t.state == "failed" || t.state == "rejected") && t.desired != "running"
+                    t.image == image
+                        && (t.state == "failed" || t.state == "rejected")
+                        && t.desired != "running"
                 })
                 .collect();
             if failing.len() >= 3 && !enough {
                 return Err(Error::failed(format!(
                     "tasks of {name} keep failing: {}",
-                    failing.iter().rev().take(3).map(|t| t.describe()).collect::<Vec<_>>().join("; ")
+                    failing
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .map(|t| t.describe())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )));
             }
             if !updating && all_running && enough {
@@ -484,7 +506,9 @@ impl Swarm {
             }
             let note = format!(
                 "{name}: {running_new}/{} running the new spec{}",
-                svc.replicas().map(|n| n.to_string()).unwrap_or_else(|| "each node".into()),
+                svc.replicas()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "each node".into()),
                 if updating { " (rolling)" } else { "" }
             );
             if note != last_note {
@@ -494,13 +518,19 @@ impl Swarm {
             if started.elapsed() > timeout {
                 let states: Vec<String> = tasks
                     .iter()
-                    .filter(|t| t.desired == "running" || t.state == "failed" || t.state == "rejected")
+                    .filter(|t| {
+                        t.desired == "running" || t.state == "failed" || t.state == "rejected"
+                    })
                     .map(TaskState::describe)
                     .collect();
                 return Err(Error::failed(format!(
                     "{name} did not converge within {}s (DE_SWARM_TIMEOUT): {}",
                     timeout.as_secs(),
-                    if states.is_empty() { "no task".to_string() } else { states.join("; ") }
+                    if states.is_empty() {
+                        "no task".to_string()
+                    } else {
+                        states.join("; ")
+                    }
                 )));
             }
             tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -544,7 +574,10 @@ impl Swarm {
         let id = created.id.unwrap_or_else(|| job.name.clone());
         let result = self.follow_job(job, &id, timeout, on_line).await;
         if let Err(e) = self.remove(&id).await {
-            on_line(&format!("warning: job service {} not removed: {e}", job.name));
+            on_line(&format!(
+                "warning: job service {} not removed: {e}",
+                job.name
+            ));
         }
         result
     }
@@ -587,7 +620,9 @@ impl Swarm {
         });
         let mut streamed = 0usize;
         let svc_view = || async {
-            self.service(id).await?.ok_or_else(|| Error::failed(format!("job {} disappeared", job.name)))
+            self.service(id)
+                .await?
+                .ok_or_else(|| Error::failed(format!("job {} disappeared", job.name)))
         };
         let outcome = loop {
             while let Ok(l) = rx.try_recv() {
@@ -610,7 +645,11 @@ impl Swarm {
                     "job `{}` did not finish within {}s (DE_SWARM_TIMEOUT): {}",
                     job.command.join(" "),
                     timeout.as_secs(),
-                    tasks.iter().map(TaskState::describe).collect::<Vec<_>>().join("; ")
+                    tasks
+                        .iter()
+                        .map(TaskState::describe)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -791,7 +830,10 @@ impl Swarm {
         {
             Ok(()) => Ok(true),
             Err(e) if is_status(&e, 404) => Ok(false),
-            Err(e) => Err(Error::engine("refresh the swarm's deploy lock", describe(&e))),
+            Err(e) => Err(Error::engine(
+                "refresh the swarm's deploy lock",
+                describe(&e),
+            )),
         }
     }
 
@@ -799,7 +841,10 @@ impl Swarm {
         match self.engine.docker.delete_config(id).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(Error::engine("remove the swarm's deploy lock", describe(&e))),
+            Err(e) => Err(Error::engine(
+                "remove the swarm's deploy lock",
+                describe(&e),
+            )),
         }
     }
 }
@@ -914,7 +959,9 @@ pub fn service_spec(stack: &SwarmStack, def: &ServiceDef, deployment: &str) -> V
     let mode = match def.mode {
         ModeDef::Replicated(n) => json!({"Replicated": {"Replicas": n}}),
         ModeDef::Global => json!({"Global": {}}),
-        ModeDef::ReplicatedJob => json!({"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}),
+        ModeDef::ReplicatedJob => {
+            json!({"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}})
+        }
     };
     // de-build decides what a failed update leads to (its recovery puts
     // every touched service back), so the swarm only pauses.
@@ -973,7 +1020,14 @@ pub fn service_spec(stack: &SwarmStack, def: &ServiceDef, deployment: &str) -> V
 
 /// A one-off job: `cmd` in `image` with the mounts, networks, environment
 /// and user of `like` (the backend service), run once (no restart).
-pub fn job_spec(stack: &SwarmStack, like: &ServiceDef, image: &str, name: &str, cmd: &[String], deployment: &str) -> Value {
+pub fn job_spec(
+    stack: &SwarmStack,
+    like: &ServiceDef,
+    image: &str,
+    name: &str,
+    cmd: &[String],
+    deployment: &str,
+) -> Value {
     let mut def = like.clone();
     def.image = image.to_string();
     def.entrypoint = Some(cmd.to_vec());
@@ -1080,14 +1134,21 @@ volumes:
         assert_eq!(back["UpdateConfig"]["FailureAction"], "pause");
         assert_eq!(back["EndpointSpec"]["Mode"], "dnsrr");
         assert_eq!(back["EndpointSpec"]["Ports"][0]["PublishMode"], "host");
-        assert_eq!(back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"], "erp_sites");
         assert_eq!(
-            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["VolumeOptions"]["DriverConfig"]["Options"]["device"],
+            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"],
+            "erp_sites"
+        );
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["VolumeOptions"]["DriverConfig"]
+                ["Options"]["device"],
             "/srv/x"
         );
         assert_eq!(back["TaskTemplate"]["Networks"][0]["Target"], "erp_default");
         assert_eq!(back["TaskTemplate"]["Networks"][0]["Aliases"][0], "backend");
-        assert_eq!(back["TaskTemplate"]["ContainerSpec"]["HealthCheck"]["Interval"], 1_000_000_000i64);
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["HealthCheck"]["Interval"],
+            1_000_000_000i64
+        );
         assert_eq!(back["Labels"]["de-build.role"], "web");
     }
 
@@ -1096,15 +1157,33 @@ volumes:
         let st = stack();
         let cmd = vec!["bench".to_string(), "migrate".to_string()];
         let name = job_name("erp", "migrate", "20261123T101010.123Z-4242", 0);
-        assert!(name.len() <= 63 && name.starts_with("erp_de-build-migrate-0-"), "{name}");
-        let v = job_spec(&st, st.stack.service("backend").unwrap(), "r:5000/x:2@sha256:cd", &name, &cmd, "d1");
+        assert!(
+            name.len() <= 63 && name.starts_with("erp_de-build-migrate-0-"),
+            "{name}"
+        );
+        let v = job_spec(
+            &st,
+            st.stack.service("backend").unwrap(),
+            "r:5000/x:2@sha256:cd",
+            &name,
+            &cmd,
+            "d1",
+        );
         let back = serde_json::to_value(spec_from(&v).unwrap()).unwrap();
         assert_eq!(back["Mode"]["ReplicatedJob"]["TotalCompletions"], 1);
         assert_eq!(back["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
         assert_eq!(back["TaskTemplate"]["ContainerSpec"]["Command"], json!(cmd));
-        assert_eq!(back["TaskTemplate"]["ContainerSpec"]["Image"], "r:5000/x:2@sha256:cd");
-        assert!(back["TaskTemplate"]["ContainerSpec"].get("HealthCheck").is_none());
-        assert_eq!(back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"], "erp_sites");
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Image"],
+            "r:5000/x:2@sha256:cd"
+        );
+        assert!(back["TaskTemplate"]["ContainerSpec"]
+            .get("HealthCheck")
+            .is_none());
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"],
+            "erp_sites"
+        );
         assert!(back.get("UpdateConfig").is_none());
     }
 }

@@ -101,8 +101,10 @@ impl<'a> Session<'a> {
         let Some(d) = all.last() else { return Ok(()) };
         match d.result {
             Outcome::Running | Outcome::Interrupted => {
-                if let SwarmLock::Held { holder, .. } =
-                    self.swarm.lock_status(&self.namespace, self.stale_secs).await?
+                if let SwarmLock::Held { holder, .. } = self
+                    .swarm
+                    .lock_status(&self.namespace, self.stale_secs)
+                    .await?
                 {
                     if holder["deployment"] == json!(d.id) {
                         return Ok(());
@@ -117,7 +119,10 @@ impl<'a> Session<'a> {
                 ))
             }
             Outcome::Fatal => Err(Error::refused(
-                format!("the last deployment {} failed and its recovery did not finish", d.id),
+                format!(
+                    "the last deployment {} failed and its recovery did not finish",
+                    d.id
+                ),
                 format!(
                     "finish it first: `de-build recover` (or by hand: {})",
                     d.left.as_deref().unwrap_or("see `de-build status`")
@@ -210,7 +215,10 @@ impl<'a> Session<'a> {
             .collect();
         if !wrong.is_empty() {
             return Err(Error::refused(
-                format!("services of the release's image do not use its digest {image}: {}", wrong.join(", ")),
+                format!(
+                    "services of the release's image do not use its digest {image}: {}",
+                    wrong.join(", ")
+                ),
                 "take the image from ${CUSTOM_IMAGE}:${CUSTOM_TAG} in the compose file",
             ));
         }
@@ -229,7 +237,10 @@ impl<'a> Session<'a> {
         env.insert("COMPOSE_PROJECT_NAME".into(), self.namespace.clone());
         // `${CUSTOM_IMAGE}:${CUSTOM_TAG}` becomes `repo:version@sha256:…`:
         // the tag for people, the digest for the nodes.
-        let (repo, tag) = image.split_once(&format!(":{version}@")).map(|(r, d)| (r.to_string(), format!("{version}@{d}"))).unwrap_or_else(|| (image.to_string(), version.to_string()));
+        let (repo, tag) = image
+            .split_once(&format!(":{version}@"))
+            .map(|(r, d)| (r.to_string(), format!("{version}@{d}")))
+            .unwrap_or_else(|| (image.to_string(), version.to_string()));
         // The repository the stack runs is the registry's: a file that
         // writes `${DE_IMAGE}:${CUSTOM_TAG}` gets it too.
         env.insert("CUSTOM_IMAGE".into(), repo.clone());
@@ -276,7 +287,13 @@ impl<'a> Session<'a> {
             None => false,
         };
         if let (Some(p), false) = (&previous, previous_running) {
-            output::progress(&self.style, &format!("note: {} runs no task of {backend}: no maintenance mode or backup", p.version));
+            output::progress(
+                &self.style,
+                &format!(
+                    "note: {} runs no task of {backend}: no maintenance mode or backup",
+                    p.version
+                ),
+            );
         }
         let mut new = new;
         new.file = std::path::absolute(self.state.compose_snapshot_path(&id))
@@ -321,8 +338,18 @@ fn manifest(inputs: &Inputs, version: &str) -> Result<Loaded> {
     let Some(l) = all.iter().find(|l| l.manifest.version == version).cloned() else {
         let v: Vec<String> = all.iter().map(|l| l.manifest.version.clone()).collect();
         return Err(Error::refused(
-            format!("release {version} was never recorded in {}", config::display(&inputs.paths.releases)),
-            format!("recorded releases: {}; build it first with `de-build build`", if v.is_empty() { "none".into() } else { v.join(", ") }),
+            format!(
+                "release {version} was never recorded in {}",
+                config::display(&inputs.paths.releases)
+            ),
+            format!(
+                "recorded releases: {}; build it first with `de-build build`",
+                if v.is_empty() {
+                    "none".into()
+                } else {
+                    v.join(", ")
+                }
+            ),
         ));
     };
     if l.manifest.registry.is_none() {
@@ -350,7 +377,11 @@ pub fn nodes_image(digest_ref: &str, version: &str, swarm_registry: Option<&str>
 
 fn release_image(inputs: &Inputs, l: &Loaded) -> String {
     let r = l.manifest.registry.as_ref().expect("checked by manifest()");
-    nodes_image(&r.digest_ref, &l.manifest.version, inputs.env.get("DE_SWARM_REGISTRY"))
+    nodes_image(
+        &r.digest_ref,
+        &l.manifest.version,
+        inputs.env.get("DE_SWARM_REGISTRY"),
+    )
 }
 
 fn digest_only(image: &str) -> String {
@@ -361,7 +392,10 @@ fn digest_only(image: &str) -> String {
 }
 
 fn compose_source(inputs: &Inputs) -> Result<PathBuf> {
-    let p = inputs.paths.project_dir.join(required(inputs, "DE_COMPOSE_FILE")?);
+    let p = inputs
+        .paths
+        .project_dir
+        .join(required(inputs, "DE_COMPOSE_FILE")?);
     std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))
 }
 
@@ -396,7 +430,16 @@ pub async fn deploy(
     let (yaml, mut new) = s.resolve(version, &image, &source)?;
     new.image_id = l.manifest.image.id.clone();
     let req = s
-        .request(Action::Deploy, state::new_id(), new, yaml, source, !no_migrate, !no_migrate, Vec::new())
+        .request(
+            Action::Deploy,
+            state::new_id(),
+            new,
+            yaml,
+            source,
+            !no_migrate,
+            !no_migrate,
+            Vec::new(),
+        )
         .await?;
     let plan = planner::plan(req);
     if dry_run {
@@ -415,7 +458,10 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
     let s = Session::open(inputs, style).await?;
     let all = swarm_records(&s.state.deployments_checked()?);
     s.refuse_over_unfinished(&all).await?;
-    let candidates: Vec<String> = state::earlier(&all).iter().map(|d| d.version.clone()).collect();
+    let candidates: Vec<String> = state::earlier(&all)
+        .iter()
+        .map(|d| d.version.clone())
+        .collect();
     let target = match &args.version {
         Some(v) => v.clone(),
         None => candidates.first().cloned().ok_or_else(|| {
@@ -432,10 +478,16 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
         None => Vec::new(),
         Some(dep) => {
             let d = all.iter().find(|d| &d.id == dep).ok_or_else(|| {
-                Error::refused(format!("no swarm deployment {dep} is recorded here"), "`de-build status` lists deployments and their backups")
+                Error::refused(
+                    format!("no swarm deployment {dep} is recorded here"),
+                    "`de-build status` lists deployments and their backups",
+                )
             })?;
             if d.backups.is_empty() {
-                return Err(Error::refused(format!("deployment {dep} took no backups"), "pick a deployment that replaced a running release"));
+                return Err(Error::refused(
+                    format!("deployment {dep} took no backups"),
+                    "pick a deployment that replaced a running release",
+                ));
             }
             d.backups.clone()
         }
@@ -449,7 +501,11 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
         .find_map(|d| {
             let run = d.swarm.as_ref()?;
             let text = std::fs::read_to_string(&run.plan.new.file).ok()?;
-            Some((text, run.plan.new.file.clone(), run.plan.compose_source.clone()))
+            Some((
+                text,
+                run.plan.new.file.clone(),
+                run.plan.compose_source.clone(),
+            ))
         });
     let (yaml, mut new, source) = match recorded {
         Some((text, file, source)) => {
@@ -464,7 +520,16 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
     };
     new.image_id = l.manifest.image.id.clone();
     let req = s
-        .request(Action::Rollback, state::new_id(), new, yaml, source, false, true, restore.clone())
+        .request(
+            Action::Rollback,
+            state::new_id(),
+            new,
+            yaml,
+            source,
+            false,
+            true,
+            restore.clone(),
+        )
         .await?;
     let plan = planner::plan(req);
     if args.dry_run {
@@ -499,7 +564,10 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
         .lock_acquire(&s.namespace, &holder, s.stale_secs)
         .await?;
     if let Some(l) = took_over {
-        output::progress(&s.style, &format!("note: took over a lock {}", l.describe()));
+        output::progress(
+            &s.style,
+            &format!("note: took over a lock {}", l.describe()),
+        );
     }
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = {
@@ -522,7 +590,12 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
                     // A manager that does not answer for a moment: the next
                     // beat tries again (the lock goes stale only after
                     // DE_SWARM_LOCK_STALE seconds without one).
-                    Err(e) => crate::ui::logfile::action("swarm lock heartbeat", false, Duration::ZERO, &e.to_string()),
+                    Err(e) => crate::ui::logfile::action(
+                        "swarm lock heartbeat",
+                        false,
+                        Duration::ZERO,
+                        &e.to_string(),
+                    ),
                 }
             }
         })
@@ -530,7 +603,9 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
     let logs = s.state.ensure_dir("logs")?;
     let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", plan.id)));
     let started = Instant::now();
-    let world = RealSwarm { swarm: s.swarm.clone() };
+    let world = RealSwarm {
+        swarm: s.swarm.clone(),
+    };
     let Finished { record, error } = SwarmExecutor {
         world: &world,
         records: &s.state,
@@ -577,7 +652,11 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
     let st = State::new(&inputs.paths.state);
     let (all, unreadable) = st.deployments();
     let all = swarm_records(&all);
-    let namespace = inputs.env.get("COMPOSE_PROJECT_NAME").unwrap_or_default().to_string();
+    let namespace = inputs
+        .env
+        .get("COMPOSE_PROJECT_NAME")
+        .unwrap_or_default()
+        .to_string();
     let stale_secs = secs(inputs, "DE_SWARM_LOCK_STALE", 60).max(5);
     let view = async {
         let engine = Engine::connect().await?;
@@ -586,7 +665,11 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
         let services = swarm.services(&namespace).await?;
         let tasks = swarm.tasks(&services).await?;
         let lock = swarm.lock_status(&namespace, stale_secs).await?;
-        Ok::<_, Error>(View::Stack { services, tasks, lock })
+        Ok::<_, Error>(View::Stack {
+            services,
+            tasks,
+            lock,
+        })
     }
     .await
     .unwrap_or_else(|e| View::Unreachable(e.to_string()));
@@ -599,15 +682,29 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
             fix: "inspect it; move it aside if it is damaged".into(),
         })
         .collect();
-    let backend = format!("{namespace}_{}", inputs.env.get("DE_BACKEND_SERVICE").unwrap_or("backend"));
+    let backend = format!(
+        "{namespace}_{}",
+        inputs.env.get("DE_BACKEND_SERVICE").unwrap_or("backend")
+    );
     match &view {
         View::Unreachable(e) => found.push(Finding {
             code: "engine-unreachable",
             message: format!("the swarm manager did not answer ({e}): what runs is unknown"),
             fix: "point DOCKER_HOST at a manager (`docker node ls` must work there)".into(),
         }),
-        View::Stack { services, tasks, lock } => {
-            found.extend(findings(&all, current.as_ref(), services, tasks, lock, &backend));
+        View::Stack {
+            services,
+            tasks,
+            lock,
+        } => {
+            found.extend(findings(
+                &all,
+                current.as_ref(),
+                services,
+                tasks,
+                lock,
+                &backend,
+            ));
         }
     }
     let consistent = found.is_empty();
@@ -636,36 +733,58 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
         Some(d) => output::result(&format!(
             "deployed: {} ({}, deployment {}) on swarm stack {namespace}",
             d.version,
-            d.swarm.as_ref().map(|r| r.plan.new.image.clone()).unwrap_or_default(),
+            d.swarm
+                .as_ref()
+                .map(|r| r.plan.new.image.clone())
+                .unwrap_or_default(),
             d.id
         )),
         None => output::result("deployed: nothing recorded"),
     }
-    output::result(&format!("previous: {}", previous.as_deref().unwrap_or("none")));
+    output::result(&format!(
+        "previous: {}",
+        previous.as_deref().unwrap_or("none")
+    ));
     match &view {
         View::Unreachable(_) => output::result("swarm:    not reachable"),
-        View::Stack { services, tasks, lock } => {
+        View::Stack {
+            services,
+            tasks,
+            lock,
+        } => {
             output::result(&format!("lock:     {}", lock.describe()));
             if services.is_empty() {
                 output::result("swarm:    no service of the stack");
             }
             for s in services {
-                let n = s.replicas().map(|r| format!("{r} replica(s)")).unwrap_or_else(|| "global".into());
-                let upd = s.update_state.as_ref().map(|u| format!(", update {}", u.0)).unwrap_or_default();
+                let n = s
+                    .replicas()
+                    .map(|r| format!("{r} replica(s)"))
+                    .unwrap_or_else(|| "global".into());
+                let upd = s
+                    .update_state
+                    .as_ref()
+                    .map(|u| format!(", update {}", u.0))
+                    .unwrap_or_default();
                 output::result(&format!(
                     "service:  {} {} ({}, {n}{upd})",
                     s.name,
                     s.label("de-build.version").unwrap_or_else(|| "?".into()),
                     short_image(&s.image())
                 ));
-                for t in tasks.iter().filter(|t| t.service == s.name && (t.desired == "running" || t.state == "running")) {
+                for t in tasks.iter().filter(|t| {
+                    t.service == s.name && (t.desired == "running" || t.state == "running")
+                }) {
                     output::result(&format!("  task    {}", t.describe()));
                 }
             }
         }
     }
     if consistent {
-        output::result(&format!("{} records and swarm agree", style.green("consistent:")));
+        output::result(&format!(
+            "{} records and swarm agree",
+            style.green("consistent:")
+        ));
     } else {
         for f in &found {
             output::result(&format!("{} {}", style.red("NOT CONSISTENT:"), f.message));
@@ -682,7 +801,11 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
                 d.previous_version.as_deref().unwrap_or("-"),
                 d.version,
                 d.result.as_str(),
-                if d.backups.is_empty() { String::new() } else { format!(" · {} backup(s)", d.backups.len()) }
+                if d.backups.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · {} backup(s)", d.backups.len())
+                }
             ));
             if let Some(l) = &d.left {
                 output::result(&format!("      left to do: {l}"));
@@ -731,7 +854,9 @@ fn findings(
         SwarmLock::Free => {}
     }
     let held = matches!(lock, SwarmLock::Held { .. });
-    if let Some(d) = last.filter(|d| matches!(d.result, Outcome::Running | Outcome::Interrupted) && !held) {
+    if let Some(d) =
+        last.filter(|d| matches!(d.result, Outcome::Running | Outcome::Interrupted) && !held)
+    {
         out.push(Finding {
             code: "interrupted",
             message: format!(
@@ -744,7 +869,10 @@ fn findings(
         out.push(Finding {
             code: "recovery-failed",
             message: format!("deployment {} failed and its recovery did not finish", d.id),
-            fix: format!("`de-build recover`, or by hand: {}", d.left.as_deref().unwrap_or("see the deployment log")),
+            fix: format!(
+                "`de-build recover`, or by hand: {}",
+                d.left.as_deref().unwrap_or("see the deployment log")
+            ),
         });
     }
     for s in services {
@@ -760,11 +888,18 @@ fn findings(
         if s.is_job() {
             continue;
         }
-        let running: Vec<&TaskState> = tasks.iter().filter(|t| t.service == s.name && t.desired == "running").collect();
+        let running: Vec<&TaskState> = tasks
+            .iter()
+            .filter(|t| t.service == s.name && t.desired == "running")
+            .collect();
         let up = running.iter().filter(|t| t.state == "running").count() as u64;
         let want = s.replicas().unwrap_or(1);
         if up < want {
-            let states: Vec<String> = running.iter().filter(|t| t.state != "running").map(|t| t.describe()).collect();
+            let states: Vec<String> = running
+                .iter()
+                .filter(|t| t.state != "running")
+                .map(|t| t.describe())
+                .collect();
             out.push(Finding {
                 code: "tasks-not-running",
                 message: format!(
@@ -828,26 +963,40 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
     let st = State::new(&inputs.paths.state);
     let (all, bad) = st.deployments();
     for b in &bad {
-        output::diag(&format!("warning: deployment record {} cannot be read ({}); it is not considered", b.path.display(), b.error));
+        output::diag(&format!(
+            "warning: deployment record {} cannot be read ({}); it is not considered",
+            b.path.display(),
+            b.error
+        ));
     }
     let all = swarm_records(&all);
     let target = all
         .last()
-        .filter(|d| matches!(d.result, Outcome::Running | Outcome::Interrupted | Outcome::Fatal))
+        .filter(|d| {
+            matches!(
+                d.result,
+                Outcome::Running | Outcome::Interrupted | Outcome::Fatal
+            )
+        })
         .cloned();
     let Some(mut record) = target else {
         if style.json {
             output::json(&json!({"command": "recover", "ok": true, "recovered": null}));
         } else {
-            output::result("nothing to recover: no swarm deployment of this project was interrupted");
+            output::result(
+                "nothing to recover: no swarm deployment of this project was interrupted",
+            );
         }
         return Ok(EXIT_OK);
     };
-    let (plan, recovery) = executor::recovery_of(&record).ok_or_else(|| Error::failed("the record has no swarm plan"))?;
-    let all_done = plan
-        .steps
-        .iter()
-        .all(|s| record.swarm.as_ref().is_some_and(|r| r.progress.done.iter().any(|d| d == s.step.name())));
+    let (plan, recovery) = executor::recovery_of(&record)
+        .ok_or_else(|| Error::failed("the record has no swarm plan"))?;
+    let all_done = plan.steps.iter().all(|s| {
+        record
+            .swarm
+            .as_ref()
+            .is_some_and(|r| r.progress.done.iter().any(|d| d == s.step.name()))
+    });
     if args.dry_run {
         let what = if all_done {
             format!("every step of {} finished: check the health gate and close the record as succeeded", record.id)
@@ -855,7 +1004,9 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
             planner::describe(&recovery)
         };
         if style.json {
-            output::json(&json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}));
+            output::json(
+                &json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}),
+            );
         } else {
             output::result(&format!(
                 "deployment {} ({} {} -> {}, {}): {what}",
@@ -871,21 +1022,35 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
     }
     let s = Session::open(inputs, style).await?;
     let holder = s.holder("recover", &record.version, &record.id);
-    let (lock_id, took_over) = s.swarm.lock_acquire(&s.namespace, &holder, s.stale_secs).await?;
+    let (lock_id, took_over) = s
+        .swarm
+        .lock_acquire(&s.namespace, &holder, s.stale_secs)
+        .await?;
     if let Some(l) = took_over {
         output::progress(style, &format!("note: took over a lock {}", l.describe()));
     }
-    let world = RealSwarm { swarm: s.swarm.clone() };
+    let world = RealSwarm {
+        swarm: s.swarm.clone(),
+    };
     let url = required(inputs, "DE_HEALTH_URL")?.to_string();
     // Never restore a database that serves users.
     let mut recovery = recovery;
-    if !all_done && recovery.steps.iter().any(|r| matches!(r, planner::SwarmRecoveryStep::Restore { .. }))
-        && world.wait_healthy(&url, Duration::from_secs(1), Gate::Open).await.is_ok()
+    if !all_done
+        && recovery
+            .steps
+            .iter()
+            .any(|r| matches!(r, planner::SwarmRecoveryStep::Restore { .. }))
+        && world
+            .wait_healthy(&url, Duration::from_secs(1), Gate::Open)
+            .await
+            .is_ok()
     {
         output::progress(style, "note: the site answers 2xx now, so users may have written to it: its database is not restored");
         let run = record.swarm.as_mut().expect("swarm record");
         run.progress.users_let_in = true;
-        recovery = executor::recovery_of(&record).map(|(_, r)| r).expect("swarm record");
+        recovery = executor::recovery_of(&record)
+            .map(|(_, r)| r)
+            .expect("swarm record");
     }
     let logs = s.state.ensure_dir("logs")?;
     let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", record.id)));
@@ -898,19 +1063,33 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
         jobs_started: 1000,
     };
     let result = if all_done {
-        match world.wait_healthy(&url, Duration::from_secs(secs(inputs, "DE_HEALTH_TIMEOUT", 60)), Gate::Open).await {
+        match world
+            .wait_healthy(
+                &url,
+                Duration::from_secs(secs(inputs, "DE_HEALTH_TIMEOUT", 60)),
+                Gate::Open,
+            )
+            .await
+        {
             Ok(_) => {
                 record.result = Outcome::Succeeded;
                 record.finished = Some(state::now());
                 s.state.save(&record).map(|_| None)
             }
             Err(e) => {
-                let r = planner::recovery(&plan, &record.swarm.as_ref().expect("swarm record").progress);
+                let r = planner::recovery(
+                    &plan,
+                    &record.swarm.as_ref().expect("swarm record").progress,
+                );
                 Ok(Some(ex.recover(&plan, &mut record, r, e).await))
             }
         }
     } else {
-        let cause = Error::failed(format!("deployment {} was interrupted ({})", record.id, record.result.as_str()));
+        let cause = Error::failed(format!(
+            "deployment {} was interrupted ({})",
+            record.id,
+            record.result.as_str()
+        ));
         Ok(Some(ex.recover(&plan, &mut record, recovery, cause).await))
     };
     if let Err(e) = s.swarm.lock_remove(&lock_id).await {
@@ -918,16 +1097,24 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
     }
     let result = result?.map(|e| match (e, record.result) {
         (Error::Failed { message, hint }, Outcome::Aborted) => Error::Recovered {
-            message: format!("{message}; {}", hint.unwrap_or_else(|| "the stack is consistent again".into())),
+            message: format!(
+                "{message}; {}",
+                hint.unwrap_or_else(|| "the stack is consistent again".into())
+            ),
         },
         (e, _) => e,
     });
     match result {
         None => {
             if style.json {
-                output::json(&json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}));
+                output::json(
+                    &json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}),
+                );
             } else {
-                output::result(&format!("deployment {} completed: {} is deployed and healthy", record.id, record.version));
+                output::result(&format!(
+                    "deployment {} completed: {} is deployed and healthy",
+                    record.id, record.version
+                ));
             }
             Ok(EXIT_OK)
         }
@@ -955,7 +1142,9 @@ pub async fn lock_release(inputs: &Inputs, style: &Style) -> Result<i32> {
         SwarmLock::Free => {}
     }
     if style.json {
-        output::json(&json!({"command": "lock release", "ok": true, "target": "swarm", "was": lock}));
+        output::json(
+            &json!({"command": "lock release", "ok": true, "target": "swarm", "was": lock}),
+        );
     } else if matches!(lock, SwarmLock::Stale { .. }) {
         output::result(&format!("released the lock {}", lock.describe()));
     } else {
@@ -975,9 +1164,16 @@ mod tests {
             "127.0.0.1:5000/acme/erp:1.1.0@sha256:ab"
         );
         assert_eq!(
-            nodes_image("127.0.0.1:5000/acme/erp@sha256:ab", "1.1.0", Some("registry:5000")),
+            nodes_image(
+                "127.0.0.1:5000/acme/erp@sha256:ab",
+                "1.1.0",
+                Some("registry:5000")
+            ),
             "registry:5000/acme/erp:1.1.0@sha256:ab"
         );
-        assert_eq!(digest_only("r:5000/a/b:1.1.0@sha256:ab"), "r:5000/a/b@sha256:ab");
+        assert_eq!(
+            digest_only("r:5000/a/b:1.1.0@sha256:ab"),
+            "r:5000/a/b@sha256:ab"
+        );
     }
 }

@@ -113,7 +113,9 @@ pub fn parse(yaml: &str, namespace: &str, web: &[String]) -> Result<StackDef, Ve
     if services.is_empty() {
         p.push("the compose file has no services".into());
     }
-    if services.iter().any(|s| s.networks.iter().any(|n| n == "default"))
+    if services
+        .iter()
+        .any(|s| s.networks.iter().any(|n| n == "default"))
         && !networks.contains_key("default")
     {
         networks.insert(
@@ -297,12 +299,7 @@ pub fn duration_ns(v: &Value) -> Result<i64, String> {
     Ok(total as i64)
 }
 
-fn opt_duration(
-    v: Option<&Value>,
-    what: &str,
-    service: &str,
-    p: &mut Problems,
-) -> Option<i64> {
+fn opt_duration(v: Option<&Value>, what: &str, service: &str, p: &mut Problems) -> Option<i64> {
     let v = v?;
     match duration_ns(v) {
         Ok(n) => Some(n),
@@ -330,7 +327,9 @@ fn mount(service: &str, v: &Value, p: &mut Problems) -> Option<MountDef> {
                 [s, t] => (*s, *t, ""),
                 [s, t, m] => (*s, *t, *m),
                 _ => {
-                    p.push(format!("service `{service}`: volume `{s}` is not understood"));
+                    p.push(format!(
+                        "service `{service}`: volume `{s}` is not understood"
+                    ));
                     return None;
                 }
             };
@@ -374,7 +373,9 @@ fn mount(service: &str, v: &Value, p: &mut Problems) -> Option<MountDef> {
             })
         }
         _ => {
-            p.push(format!("service `{service}`: a volume entry is not understood"));
+            p.push(format!(
+                "service `{service}`: a volume entry is not understood"
+            ));
             None
         }
     }
@@ -461,7 +462,11 @@ fn service(name: &str, v: &Value, web: &[String], p: &mut Problems) -> Option<Se
         p.push(format!("service `{name}` has no image"));
         return None;
     };
-    let deploy = m.get("deploy").and_then(Value::as_object).cloned().unwrap_or_default();
+    let deploy = m
+        .get("deploy")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for k in deploy.keys() {
         match k.as_str() {
             "mode" | "replicas" | "endpoint_mode" | "update_config" | "restart_policy"
@@ -471,9 +476,15 @@ fn service(name: &str, v: &Value, web: &[String], p: &mut Problems) -> Option<Se
             )),
         }
     }
-    let mode = match deploy.get("mode").and_then(Value::as_str).unwrap_or("replicated") {
+    let mode = match deploy
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("replicated")
+    {
         "replicated" => ModeDef::Replicated(
-            opt_int(deploy.get("replicas")).map(|n| n.max(0) as u64).unwrap_or(1),
+            opt_int(deploy.get("replicas"))
+                .map(|n| n.max(0) as u64)
+                .unwrap_or(1),
         ),
         "global" => ModeDef::Global,
         "replicated-job" => ModeDef::ReplicatedJob,
@@ -504,7 +515,10 @@ fn service(name: &str, v: &Value, web: &[String], p: &mut Problems) -> Option<Se
         .get("restart_policy")
         .and_then(Value::as_object)
         .map(|r| RestartDef {
-            condition: r.get("condition").and_then(Value::as_str).map(str::to_string),
+            condition: r
+                .get("condition")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             delay_ns: opt_duration(r.get("delay"), "restart_policy.delay", name, p),
             max_attempts: opt_int(r.get("max_attempts")),
             window_ns: opt_duration(r.get("window"), "restart_policy.window", name, p),
@@ -524,7 +538,12 @@ fn service(name: &str, v: &Value, web: &[String], p: &mut Problems) -> Option<Se
             interval_ns: opt_duration(h.get("interval"), "healthcheck.interval", name, p),
             timeout_ns: opt_duration(h.get("timeout"), "healthcheck.timeout", name, p),
             retries: opt_int(h.get("retries")),
-            start_period_ns: opt_duration(h.get("start_period"), "healthcheck.start_period", name, p),
+            start_period_ns: opt_duration(
+                h.get("start_period"),
+                "healthcheck.start_period",
+                name,
+                p,
+            ),
         }
     });
     let networks = match m.get("networks") {

@@ -75,7 +75,9 @@ impl SwarmWorld for RealSwarm {
         timeout: Duration,
         on_note: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Vec<TaskState>> {
-        self.swarm.wait_converged(name, since, timeout, on_note).await
+        self.swarm
+            .wait_converged(name, since, timeout, on_note)
+            .await
     }
 
     async fn ensure_network(&self, namespace: &str, name: &str) -> Result<bool> {
@@ -189,7 +191,10 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 record,
                 error: Some(Error::Failed {
                     message: format!("{} of {} did not start: {e}", plan.action, plan.version),
-                    hint: Some("nothing was changed; free some space or fix the permissions of .de-build/".into()),
+                    hint: Some(
+                        "nothing was changed; free some space or fix the permissions of .de-build/"
+                            .into(),
+                    ),
                 }),
             };
         }
@@ -437,7 +442,13 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             SwarmStep::Backup { image } => {
                 for site in plan.sites.args() {
                     let out = self
-                        .bench(plan, "backup", image, &bench::site_args(&site, &["backup"]), record)
+                        .bench(
+                            plan,
+                            "backup",
+                            image,
+                            &bench::site_args(&site, &["backup"]),
+                            record,
+                        )
                         .await?;
                     let found = bench::parse_backups(&site, &out);
                     if found.is_empty() {
@@ -462,7 +473,8 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 for name in services {
                     let def = service_def(&plan.new, name)?;
                     let mut spec = sw::service_spec(&plan.new, def, &plan.id);
-                    spec["TaskTemplate"]["RestartPolicy"] = serde_json::json!({"Condition": "none"});
+                    spec["TaskTemplate"]["RestartPolicy"] =
+                        serde_json::json!({"Condition": "none"});
                     let job = JobRun {
                         step: "jobs".into(),
                         name: plan.new.engine_name(name),
@@ -479,8 +491,14 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             }
             SwarmStep::Migrate { image } => {
                 for site in plan.sites.args() {
-                    self.bench(plan, "migrate", image, &bench::site_args(&site, &["migrate"]), record)
-                        .await?;
+                    self.bench(
+                        plan,
+                        "migrate",
+                        image,
+                        &bench::site_args(&site, &["migrate"]),
+                        record,
+                    )
+                    .await?;
                 }
                 Ok(())
             }
@@ -500,7 +518,12 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                     let mut note = |l: &str| sink.note(l);
                     let tasks = self
                         .world
-                        .wait_converged(name, since, Duration::from_secs(plan.timeout_secs), &mut note)
+                        .wait_converged(
+                            name,
+                            since,
+                            Duration::from_secs(plan.timeout_secs),
+                            &mut note,
+                        )
                         .await?;
                     let on: Vec<String> = tasks
                         .iter()
@@ -563,17 +586,26 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             })?;
             return Ok(sw::job_spec_from_engine(spec, image, name, cmd, &plan.id));
         }
-        let def = plan.new.stack.service(&plan.backend_service).ok_or_else(|| Error::Failed {
-            message: format!(
-                "the compose file of {} has no service {} (DE_BACKEND_SERVICE)",
-                plan.new.version, plan.backend_service
-            ),
-            hint: Some("bench runs as a one-off job modelled on that service".into()),
-        })?;
+        let def = plan
+            .new
+            .stack
+            .service(&plan.backend_service)
+            .ok_or_else(|| Error::Failed {
+                message: format!(
+                    "the compose file of {} has no service {} (DE_BACKEND_SERVICE)",
+                    plan.new.version, plan.backend_service
+                ),
+                hint: Some("bench runs as a one-off job modelled on that service".into()),
+            })?;
         Ok(sw::job_spec(&plan.new, def, image, name, cmd, &plan.id))
     }
 
-    async fn job(&mut self, plan: &SwarmPlan, job: JobRun, record: &mut Deployment) -> Result<String> {
+    async fn job(
+        &mut self,
+        plan: &SwarmPlan,
+        job: JobRun,
+        record: &mut Deployment,
+    ) -> Result<String> {
         self.sink.line(&format!("$ {}", job.command.join(" ")));
         let sink = &mut *self.sink;
         let mut on_line = |l: &str| sink.line(l);
@@ -711,10 +743,12 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
 }
 
 fn service_def<'a>(stack: &'a SwarmStack, name: &str) -> Result<&'a ServiceDef> {
-    stack
-        .stack
-        .service(name)
-        .ok_or_else(|| Error::failed(format!("service {name} is not in the stack of {}", stack.version)))
+    stack.stack.service(name).ok_or_else(|| {
+        Error::failed(format!(
+            "service {name} is not in the stack of {}",
+            stack.version
+        ))
+    })
 }
 
 /// What does not run as planned: app services (those of the release's
@@ -735,7 +769,12 @@ pub fn verify(stack: &SwarmStack, tasks: &[TaskState]) -> Vec<String> {
             if t.state != "running" {
                 out.push(t.describe());
             } else if def.image == stack.image && t.image != stack.image {
-                out.push(format!("{} runs {} instead of {}", t.describe(), t.image, stack.image));
+                out.push(format!(
+                    "{} runs {} instead of {}",
+                    t.describe(),
+                    t.image,
+                    stack.image
+                ));
             }
         }
     }
@@ -754,7 +793,10 @@ fn left_to_do(plan: &SwarmPlan, rest: &[SwarmRecoveryStep], e: &Error) -> String
             SwarmRecoveryStep::RevertServices { services } => services
                 .iter()
                 .map(|r| match &r.previous {
-                    Some(_) => format!("`docker service rollback {}` (check with `docker service inspect`)", r.service),
+                    Some(_) => format!(
+                        "`docker service rollback {}` (check with `docker service inspect`)",
+                        r.service
+                    ),
                     None => format!("`docker service rm {}`", r.service),
                 })
                 .collect::<Vec<_>>()
@@ -778,7 +820,10 @@ fn left_to_do(plan: &SwarmPlan, rest: &[SwarmRecoveryStep], e: &Error) -> String
             ),
         });
     }
-    out.push(format!("or run `de-build recover` to retry (deployment {})", plan.id));
+    out.push(format!(
+        "or run `de-build recover` to retry (deployment {})",
+        plan.id
+    ));
     out.join("; then ")
 }
 
@@ -787,7 +832,13 @@ pub fn recovery_of(record: &Deployment) -> Option<(SwarmPlan, SwarmRecovery)> {
     let run = record.swarm.as_ref()?;
     let mut progress = run.progress.clone();
     // A process that died mid-step may have left maintenance on.
-    if run.plan.previous_running && run.plan.steps.iter().any(|s| s.step.name() == "maintenance-on") {
+    if run.plan.previous_running
+        && run
+            .plan
+            .steps
+            .iter()
+            .any(|s| s.step.name() == "maintenance-on")
+    {
         progress.maintenance_on = true;
     }
     Some((run.plan.clone(), planner::recovery(&run.plan, &progress)))

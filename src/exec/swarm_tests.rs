@@ -23,9 +23,10 @@ impl SwarmWorld for Fake {
             .as_str()
             .unwrap_or("previous-spec")
             .to_string();
-        self.calls
-            .borrow_mut()
-            .push(format!("apply {} {img}", spec["Name"].as_str().unwrap_or("?")));
+        self.calls.borrow_mut().push(format!(
+            "apply {} {img}",
+            spec["Name"].as_str().unwrap_or("?")
+        ));
         Ok(())
     }
     async fn remove(&self, name: &str) -> Result<()> {
@@ -47,7 +48,9 @@ impl SwarmWorld for Fake {
             .count();
         // Only the first update fails: the revert converges.
         if self.fail_converge == Some(name) && n == 1 {
-            return Err(Error::failed(format!("the update of {name} stopped (paused)")));
+            return Err(Error::failed(format!(
+                "the update of {name} stopped (paused)"
+            )));
         }
         Ok(vec![])
     }
@@ -70,7 +73,10 @@ impl SwarmWorld for Fake {
         let (code, out) = if self.fail_job.is_some_and(|f| cmd.contains(f)) {
             (1, "failed".to_string())
         } else if cmd.contains("backup") {
-            (0, "Backup Summary for a.local at x\nDatabase: ./a.local/b.sql.gz 1B\n".into())
+            (
+                0,
+                "Backup Summary for a.local at x\nDatabase: ./a.local/b.sql.gz 1B\n".into(),
+            )
         } else if cmd.contains("ready-for-migration") {
             (0, "READY for migration: site a.local".into())
         } else {
@@ -167,8 +173,14 @@ fn upgrade() -> SwarmPlan {
             deployment: None,
         }),
         previous_specs: BTreeMap::from([
-            ("p_backend".to_string(), serde_json::json!({"Name": "p_backend"})),
-            ("p_queue".to_string(), serde_json::json!({"Name": "p_queue"})),
+            (
+                "p_backend".to_string(),
+                serde_json::json!({"Name": "p_backend"}),
+            ),
+            (
+                "p_queue".to_string(),
+                serde_json::json!({"Name": "p_queue"}),
+            ),
         ]),
         previous_running: true,
         compose_source: "/p/compose.yaml".into(),
@@ -291,7 +303,11 @@ fn verify_names_tasks_that_run_another_image() {
         error: None,
     }];
     let v = verify(&st, &tasks);
-    assert!(v.iter().any(|p| p.contains("n3 (down)") && p.contains("instead of")), "{v:?}");
+    assert!(
+        v.iter()
+            .any(|p| p.contains("n3 (down)") && p.contains("instead of")),
+        "{v:?}"
+    );
     assert!(v.iter().any(|p| p.contains("p_queue has no task")), "{v:?}");
     tasks[0].image = st.image.clone();
     assert_eq!(verify(&st, &tasks).len(), 1);

@@ -9,9 +9,9 @@
 //! (start-first), then the workers. A failed migrate therefore leaves every
 //! service untouched: restore the backup, maintenance off, done.
 
-pub use crate::record::swarm::*;
 use crate::record::deploy::{Action, Gate, Sites};
 use crate::record::state::{Backup, Outcome};
+pub use crate::record::swarm::*;
 use crate::util::short_id;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -467,8 +467,12 @@ mod tests {
             ]
         );
         // maintenance and backup run the old code, migrate the new.
-        assert!(matches!(&p.steps[1].step, SwarmStep::MaintenanceOn { image } if image.contains("sha256:1")));
-        assert!(matches!(&p.steps[6].step, SwarmStep::Migrate { image } if image.contains("sha256:2")));
+        assert!(
+            matches!(&p.steps[1].step, SwarmStep::MaintenanceOn { image } if image.contains("sha256:1"))
+        );
+        assert!(
+            matches!(&p.steps[6].step, SwarmStep::Migrate { image } if image.contains("sha256:2"))
+        );
     }
 
     #[test]
@@ -477,7 +481,10 @@ mod tests {
         let r = &p.steps[6].on_failure;
         assert_eq!(r.outcome, Outcome::Recovered);
         assert!(matches!(r.steps[0], SwarmRecoveryStep::Restore { .. }));
-        assert!(matches!(r.steps[1], SwarmRecoveryStep::MaintenanceOff { .. }));
+        assert!(matches!(
+            r.steps[1],
+            SwarmRecoveryStep::MaintenanceOff { .. }
+        ));
         assert_eq!(r.steps.len(), 2);
         // before anything ran: only maintenance off again
         let r = &p.steps[3].on_failure;
@@ -515,7 +522,12 @@ mod tests {
     fn a_first_deploy_removes_what_it_created() {
         let p = plan(request(false));
         assert_eq!(names(&p)[1], "networks");
-        let r = &p.steps.iter().find(|s| s.step.name() == "update-workers").unwrap().on_failure;
+        let r = &p
+            .steps
+            .iter()
+            .find(|s| s.step.name() == "update-workers")
+            .unwrap()
+            .on_failure;
         assert_eq!(r.outcome, Outcome::Aborted);
         let SwarmRecoveryStep::RevertServices { services } = &r.steps[0] else {
             panic!()

@@ -197,31 +197,61 @@ pub enum Tier {
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum SwarmStep {
     /// Write the resolved compose file the services are made from.
-    Snapshot { to: PathBuf, text: String },
+    Snapshot {
+        to: PathBuf,
+        text: String,
+    },
     /// The bench steps run as one-off jobs of `image` (the release whose
     /// code serves at that moment) with the backend service's mounts,
     /// networks and environment: the manager's API cannot exec into a
     /// container on another node, a job runs wherever the scheduler puts it.
-    MaintenanceOn { image: String },
-    Drain { image: String, timeout_secs: u64 },
-    Backup { image: String },
+    MaintenanceOn {
+        image: String,
+    },
+    Drain {
+        image: String,
+        timeout_secs: u64,
+    },
+    Backup {
+        image: String,
+    },
     /// Create the stack's overlay networks that do not exist yet.
-    Networks { names: Vec<String> },
+    Networks {
+        names: Vec<String>,
+    },
     /// The file's own one-off services (e.g. create-site), new image.
-    Jobs { services: Vec<String> },
+    Jobs {
+        services: Vec<String>,
+    },
     /// `bench migrate` as a one-off job of the new image: runs once.
-    Migrate { image: String },
-    Restore { image: String, backups: Vec<Backup> },
+    Migrate {
+        image: String,
+    },
+    Restore {
+        image: String,
+        backups: Vec<Backup>,
+    },
     /// Create or update these services (engine names) and wait until they
     /// converge; the web tier rolls one task at a time, start-first.
-    Update { tier: Tier, services: Vec<String> },
+    Update {
+        tier: Tier,
+        services: Vec<String>,
+    },
     /// Remove services of the namespace that the file no longer has.
-    RemoveOrphans { services: Vec<String> },
+    RemoveOrphans {
+        services: Vec<String>,
+    },
     /// Every task of the stack runs the release's digest; the tasks per node
     /// are recorded.
     Verify,
-    HealthGate { url: String, timeout_secs: u64, gate: Gate },
-    MaintenanceOff { image: String },
+    HealthGate {
+        url: String,
+        timeout_secs: u64,
+        gate: Gate,
+    },
+    MaintenanceOff {
+        image: String,
+    },
 }
 
 impl SwarmStep {
@@ -235,7 +265,9 @@ impl SwarmStep {
             SwarmStep::Jobs { .. } => "jobs",
             SwarmStep::Migrate { .. } => "migrate",
             SwarmStep::Restore { .. } => "restore",
-            SwarmStep::Update { tier: Tier::Web, .. } => "update-web",
+            SwarmStep::Update {
+                tier: Tier::Web, ..
+            } => "update-web",
             SwarmStep::Update {
                 tier: Tier::Workers,
                 ..
@@ -368,9 +400,16 @@ pub enum SwarmRecoveryStep {
     /// Every touched service back to its recorded previous spec (the
     /// engine's `rollback=previous` is a toggle, not safe to repeat; the
     /// recorded spec is), created ones removed; waits until they converge.
-    RevertServices { services: Vec<Revert> },
-    Restore { image: String, backups: Vec<Backup> },
-    MaintenanceOff { image: String },
+    RevertServices {
+        services: Vec<Revert>,
+    },
+    Restore {
+        image: String,
+        backups: Vec<Backup>,
+    },
+    MaintenanceOff {
+        image: String,
+    },
 }
 
 impl fmt::Display for SwarmRecoveryStep {
@@ -389,7 +428,10 @@ impl fmt::Display for SwarmRecoveryStep {
                     .collect();
                 let mut parts = Vec::new();
                 if !back.is_empty() {
-                    parts.push(format!("put {} back to their previous spec", back.join(", ")));
+                    parts.push(format!(
+                        "put {} back to their previous spec",
+                        back.join(", ")
+                    ));
                 }
                 if !gone.is_empty() {
                     parts.push(format!("remove {}", gone.join(", ")));

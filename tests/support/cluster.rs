@@ -44,10 +44,12 @@ pub fn sh(program: &str, args: &[&str]) -> Out {
 pub fn docker_ok(args: &[&str]) -> String {
     let o = sh("docker", args);
     assert_eq!(
-        o.code, 0,
+        o.code,
+        0,
         "docker {}\n{}{}",
         args.join(" "),
-        o.stdout, o.stderr
+        o.stdout,
+        o.stderr
     );
     o.stdout
 }
@@ -87,7 +89,10 @@ pub fn node_image() -> String {
         let started = Instant::now();
         let o = sh(recipe.to_str().unwrap(), &[&name]);
         assert_eq!(o.code, 0, "{}: {}{}", recipe.display(), o.stdout, o.stderr);
-        eprintln!("node image built in {:.0}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "node image built in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
     }
     name
 }
@@ -98,9 +103,13 @@ pub fn can_build_nodes() -> bool {
     let text = std::fs::read(&recipe).unwrap();
     let name = format!("de-build-test/swarm-node:{:012x}", fnv(&text) >> 16);
     sh("docker", &["image", "inspect", &name]).code == 0
-        || ["/usr/sbin/debootstrap", "/sbin/debootstrap", "/usr/bin/debootstrap"]
-            .iter()
-            .any(|p| Path::new(p).exists())
+        || [
+            "/usr/sbin/debootstrap",
+            "/sbin/debootstrap",
+            "/usr/bin/debootstrap",
+        ]
+        .iter()
+        .any(|p| Path::new(p).exists())
 }
 
 fn alive(pid: u32) -> bool {
@@ -192,7 +201,11 @@ impl Cluster {
         let id = format!("dbt-{name}-{pid}");
         let network = format!("{id}-net");
         docker_ok(&[
-            "network", "create", "--label", &format!("{LABEL}={pid}"), &network,
+            "network",
+            "create",
+            "--label",
+            &format!("{LABEL}={pid}"),
+            &network,
         ]);
         let shared = PathBuf::from(format!("/tmp/{id}-shared"));
         std::fs::create_dir_all(shared.join("sites")).unwrap();
@@ -225,12 +238,34 @@ impl Cluster {
         for i in 1..=3 {
             let n = format!("{id}-n{i}");
             let mut args: Vec<String> = [
-                "run", "-d", "--name", &n, "--hostname", &format!("n{i}"),
-                "--label", &format!("{LABEL}={pid}"), "--network", &network,
-                "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-                "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-                "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/tmp",
-                "-v", "/var/lib/docker", "-v", &format!("{shared_s}:{shared_s}"),
+                "run",
+                "-d",
+                "--name",
+                &n,
+                "--hostname",
+                &format!("n{i}"),
+                "--label",
+                &format!("{LABEL}={pid}"),
+                "--network",
+                &network,
+                "--cap-add",
+                "ALL",
+                "--cap-drop",
+                "SYS_RESOURCE",
+                "--security-opt",
+                "seccomp=unconfined",
+                "--security-opt",
+                "apparmor=unconfined",
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/tmp",
+                "-v",
+                "/var/lib/docker",
+                "-v",
+                &format!("{shared_s}:{shared_s}"),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -241,8 +276,14 @@ impl Cluster {
             args.push(image.clone());
             args.extend(
                 [
-                    "dockerd", "--host", "unix:///var/run/docker.sock", "--host", "tcp://0.0.0.0:2375",
-                    "--tls=false", "--insecure-registry", &c.registry_nodes,
+                    "dockerd",
+                    "--host",
+                    "unix:///var/run/docker.sock",
+                    "--host",
+                    "tcp://0.0.0.0:2375",
+                    "--tls=false",
+                    "--insecure-registry",
+                    &c.registry_nodes,
                 ]
                 .iter()
                 .map(|s| s.to_string()),
@@ -259,11 +300,25 @@ impl Cluster {
             c.node_ips.push(ip_of(n));
         }
         let m = &c.nodes[0];
-        docker_ok(&["exec", m, "docker", "swarm", "init", "--advertise-addr", &c.node_ips[0]]);
+        docker_ok(&[
+            "exec",
+            m,
+            "docker",
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &c.node_ips[0],
+        ]);
         let token = docker_ok(&["exec", m, "docker", "swarm", "join-token", "-q", "worker"]);
         for n in &c.nodes[1..] {
             docker_ok(&[
-                "exec", n, "docker", "swarm", "join", "--token", token.trim(),
+                "exec",
+                n,
+                "docker",
+                "swarm",
+                "join",
+                "--token",
+                token.trim(),
                 &format!("{}:2377", c.node_ips[0]),
             ]);
         }
@@ -284,7 +339,14 @@ impl Cluster {
 
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let o = self.docker(args);
-        assert_eq!(o.code, 0, "docker -H manager {}\n{}{}", args.join(" "), o.stdout, o.stderr);
+        assert_eq!(
+            o.code,
+            0,
+            "docker -H manager {}\n{}{}",
+            args.join(" "),
+            o.stdout,
+            o.stderr
+        );
         o.stdout
     }
 
@@ -297,19 +359,26 @@ impl Cluster {
     pub fn start_node(&self, i: usize) {
         docker_ok(&["start", &self.nodes[i - 1]]);
         let host = format!("n{i}");
-        wait_for(&format!("{host} ready again"), Duration::from_secs(90), || {
-            let out = self.docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
-            out.stdout
-                .lines()
-                .any(|l| l == format!("{host} Ready"))
-                .then_some(())
-        });
+        wait_for(
+            &format!("{host} ready again"),
+            Duration::from_secs(90),
+            || {
+                let out = self.docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+                out.stdout
+                    .lines()
+                    .any(|l| l == format!("{host} Ready"))
+                    .then_some(())
+            },
+        );
     }
 
     /// Remove a stack's services (and its de-build jobs) by namespace label.
     pub fn remove_stack(&self, namespace: &str) {
         let ids = self.docker(&[
-            "service", "ls", "-q", "--filter",
+            "service",
+            "ls",
+            "-q",
+            "--filter",
             &format!("label=com.docker.stack.namespace={namespace}"),
         ]);
         for id in ids.stdout.lines() {
@@ -377,7 +446,11 @@ impl Drop for Balancer {
     }
 }
 
-fn serve(mut client: TcpStream, backends: &[SocketAddr], next: &AtomicUsize) -> std::io::Result<()> {
+fn serve(
+    mut client: TcpStream,
+    backends: &[SocketAddr],
+    next: &AtomicUsize,
+) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut req = Vec::new();
     let mut buf = [0u8; 4096];
@@ -418,7 +491,11 @@ fn serve(mut client: TcpStream, backends: &[SocketAddr], next: &AtomicUsize) -> 
 pub fn get(port: u16) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET /api/method/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET /api/method/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut b = String::new();
     s.read_to_string(&mut b).ok()?;
     b.split_whitespace().nth(1)?.parse().ok()
