@@ -572,3 +572,95 @@ fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
         assert!(human.contains(&format!("on n{victim} (")), "{human}");
     }
 }
+
+/// The numbers of bench/swarm.sh (run with `--ignored`): failed requests
+/// during rolling updates without migrate (two web replicas behind the
+/// balancer, a GET every 50 ms), and the wall time of a deploy with migrate
+/// on the swarm against the same release on one host (compose).
+#[test]
+#[ignore]
+fn bench_swarm() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some((c, _one)) = cluster("bench_swarm") else {
+        return;
+    };
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let s = Sp::new(c, "bench");
+    s.release("1.0.0");
+    s.swarm(&["deploy", "1.0.0"]).code(0);
+    let mut prev = "1.0.0".to_string();
+    for i in 1..=rounds {
+        let v = format!("1.0.{i}");
+        s.release(&v);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, port) = (stop.clone(), s.lb.port);
+        let probe = std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !st.load(Ordering::SeqCst) {
+                answers.push(get(port));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            answers
+        });
+        let retried_before = s.lb.retried.load(Ordering::SeqCst);
+        let t = Instant::now();
+        s.swarm(&["deploy", &v, "--no-migrate"]).code(0);
+        let took = t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::SeqCst);
+        let answers = probe.join().unwrap();
+        let failed = answers.iter().filter(|a| **a != Some(200)).count();
+        println!(
+            "swarm rolling update --no-migrate {prev} -> {v} (2 web replicas): {} requests, {failed} failed (goal 0), {} node attempts retried by the balancer, deploy {took:.1}s",
+            answers.len(),
+            s.lb.retried.load(Ordering::SeqCst) - retried_before
+        );
+        prev = v;
+    }
+    let steps = |d: &Done| -> String {
+        d.json()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {:.1}s",
+                    s["step"].as_str().unwrap(),
+                    s["seconds"].as_f64().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    s.add_patch("demo.patches.v1_1.add_field");
+    s.release("1.1.0");
+    let t = Instant::now();
+    let out = s.swarm(&["--json", "deploy", "1.1.0"]);
+    out.code(0);
+    let swarm_t = t.elapsed().as_secs_f64();
+    println!(
+        "swarm deploy {prev} -> 1.1.0 with migrate: {swarm_t:.1}s ({})",
+        steps(&out)
+    );
+
+    let h = support::stack::Stack::new("benchhost");
+    h.build("1.0.0");
+    h.run(&["deploy", "1.0.0"]).code(0);
+    support::stack::add_patch(&h, "demo.patches.v1_1.add_field");
+    h.build("1.1.0");
+    let t = Instant::now();
+    let out = h.run(&["--json", "deploy", "1.1.0"]);
+    out.code(0);
+    let host_t = t.elapsed().as_secs_f64();
+    println!(
+        "one host (compose) deploy 1.0.0 -> 1.1.0 with migrate: {host_t:.1}s ({})",
+        steps(&out)
+    );
+    println!(
+        "wall time swarm / one host: {:.1}x (3 nodes on one 2-core machine)",
+        swarm_t / host_t
+    );
+}

@@ -411,6 +411,9 @@ impl Drop for Cluster {
 /// no task, a task shutting down). GET requests only; one per connection.
 pub struct Balancer {
     pub port: u16,
+    /// Attempts on a node that refused or closed without an answer, each
+    /// followed by a try on the next node.
+    pub retried: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -422,21 +425,28 @@ impl Balancer {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let next = Arc::new(AtomicUsize::new(0));
+        let retried = Arc::new(AtomicUsize::new(0));
+        let r = retried.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match l.accept() {
                     Ok((c, _)) => {
                         let b = backends.clone();
                         let n = next.clone();
+                        let r = r.clone();
                         std::thread::spawn(move || {
-                            let _ = serve(c, &b, &n);
+                            let _ = serve(c, &b, &n, &r);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Balancer { port, stop }
+        Balancer {
+            port,
+            retried,
+            stop,
+        }
     }
 }
 
@@ -450,6 +460,7 @@ fn serve(
     mut client: TcpStream,
     backends: &[SocketAddr],
     next: &AtomicUsize,
+    retried: &AtomicUsize,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut req = Vec::new();
@@ -465,10 +476,12 @@ fn serve(
     for k in 0..backends.len() {
         let addr = backends[(start + k) % backends.len()];
         let Ok(mut up) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+            retried.fetch_add(1, Ordering::SeqCst);
             continue;
         };
         up.set_read_timeout(Some(Duration::from_secs(5)))?;
         if up.write_all(&req).is_err() {
+            retried.fetch_add(1, Ordering::SeqCst);
             continue;
         }
         let mut resp = Vec::new();
@@ -480,6 +493,7 @@ fn serve(
             }
         }
         if resp.is_empty() {
+            retried.fetch_add(1, Ordering::SeqCst);
             continue;
         }
         return client.write_all(&resp);
