@@ -573,6 +573,95 @@ fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
     }
 }
 
+#[test]
+fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
+    let Some((c, _one)) = cluster("swarm_killed_deploy") else {
+        return;
+    };
+    let s = Sp::new(c, "kill");
+    s.p.set_env("DE_SWARM_LOCK_STALE", "6");
+    s.release("1.0.0");
+    s.swarm(&["deploy", "1.0.0"]).code(0);
+    let d0 = s.digest("1.0.0");
+    let before = s.patch_log();
+    s.add_patch("demo.patches.v1_1.add_field");
+    s.release("1.1.0");
+
+    s.fault("migrate.sleep", Some("20"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("DOCKER_HOST", &c.manager)
+        .args([
+            "--project-dir",
+            s.p.path().to_str().unwrap(),
+            "deploy",
+            "1.1.0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the migrate job", Duration::from_secs(90), || {
+        let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
+        out.stdout
+            .lines()
+            .any(|n| n.contains("de-build-migrate"))
+            .then_some(())
+    });
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+
+    // Once its heartbeat is missed, the swarm's lock is stale and the
+    // record still says running: status names both.
+    let st = wait_for("a stale lock", Duration::from_secs(60), || {
+        let st = s.status();
+        (st["lock"]["state"] == "stale").then_some(st)
+    });
+    assert_eq!(st["consistent"], false);
+    let codes = st["findings"].to_string();
+    assert!(
+        codes.contains("stale-lock") && codes.contains("interrupted"),
+        "{st:#}"
+    );
+    s.swarm(&["deploy", "1.1.0"])
+        .code(2)
+        .stderr_has("was interrupted")
+        .stderr_has("de-build recover");
+    s.swarm(&["recover", "--dry-run"])
+        .code(0)
+        .stdout_has("restore the pre-deploy backup");
+
+    s.fault("migrate.sleep", None);
+    let out = s.swarm(&["recover"]);
+    out.code(3)
+        .clean()
+        .stderr_has("stopped the deployment's jobs still running")
+        .stderr_has("took over a lock");
+    assert!(
+        !c.docker_ok(&["service", "ls", "--format", "{{.Name}}"])
+            .contains("de-build-migrate"),
+        "the migrate job is gone"
+    );
+    assert_eq!(
+        s.patch_log(),
+        before,
+        "restored: the migrate of 1.1.0 is undone"
+    );
+    assert!(s.service_image("backend").ends_with(&d0));
+    assert_eq!(get(s.lb.port), Some(200), "maintenance is off again");
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st:#}");
+    assert_eq!(st["deployments"][0]["result"], "recovered");
+    s.swarm(&["recover"])
+        .code(0)
+        .stdout_has("nothing to recover");
+}
+
 /// The numbers of bench/swarm.sh (run with `--ignored`): failed requests
 /// during rolling updates without migrate (two web replicas behind the
 /// balancer, a GET every 50 ms), and the wall time of a deploy with migrate

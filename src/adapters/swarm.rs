@@ -260,6 +260,30 @@ impl Swarm {
         Ok(out)
     }
 
+    /// Remove the one-off jobs a deployment left (its process died while
+    /// one ran): their tasks stop with them. Returns their names.
+    pub async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("de-build.job={deployment}")],
+        )]);
+        let list = self
+            .engine
+            .docker
+            .list_services(Some(q::ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| Error::engine("list the deployment's jobs", describe(&e)))?;
+        let mut out = Vec::new();
+        for s in list.into_iter().map(Self::view) {
+            self.remove(&s.id).await?;
+            out.push(s.name);
+        }
+        Ok(out)
+    }
+
     /// Tasks of these services (by ID), with node names and states.
     pub async fn tasks(&self, services: &[ServiceView]) -> Result<Vec<TaskState>> {
         if services.is_empty() {

@@ -43,6 +43,8 @@ pub trait SwarmWorld {
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)>;
+    /// Remove one-off jobs of `deployment` still on the swarm.
+    async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>>;
     /// Every task of the namespace's services.
     async fn stack_tasks(&self, namespace: &str) -> Result<Vec<TaskState>>;
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration>;
@@ -93,6 +95,10 @@ impl SwarmWorld for RealSwarm {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
         self.swarm.run_job(job, timeout, on_line).await
+    }
+
+    async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
+        self.swarm.remove_jobs(deployment).await
     }
 
     async fn stack_tasks(&self, namespace: &str) -> Result<Vec<TaskState>> {
@@ -306,7 +312,24 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 .note(&format!("recovering: {}", planner::describe(&recovery)));
         }
         let mut left: Option<String> = None;
+        // A job of this deployment still running (its process died during
+        // it) would go on changing the data under the recovery: stop it.
+        match self.world.remove_jobs(&plan.id).await {
+            Ok(gone) if !gone.is_empty() => self
+                .sink
+                .note(&format!("stopped the deployment's jobs still running: {}", gone.join(", "))),
+            Ok(_) => {}
+            Err(e) => {
+                left = Some(format!(
+                    "stop the deployment's one-off jobs (`docker service rm` the services labelled de-build.job={}) ({e}); then `de-build recover`",
+                    plan.id
+                ))
+            }
+        }
         for (i, rs) in recovery.steps.iter().enumerate() {
+            if left.is_some() {
+                break;
+            }
             if let Err(e) = self.recovery_step(plan, rs, record).await {
                 left = Some(left_to_do(plan, &recovery.steps[i..], &e));
                 break;
@@ -475,6 +498,7 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                     let mut spec = sw::service_spec(&plan.new, def, &plan.id);
                     spec["TaskTemplate"]["RestartPolicy"] =
                         serde_json::json!({"Condition": "none"});
+                    spec["Labels"]["de-build.job"] = serde_json::json!(plan.id);
                     let job = JobRun {
                         step: "jobs".into(),
                         name: plan.new.engine_name(name),

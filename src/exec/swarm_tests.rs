@@ -95,6 +95,9 @@ impl SwarmWorld for Fake {
             out,
         ))
     }
+    async fn remove_jobs(&self, _deployment: &str) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
     async fn stack_tasks(&self, _namespace: &str) -> Result<Vec<TaskState>> {
         Ok(["p_backend", "p_queue"]
             .iter()
