@@ -662,6 +662,83 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
         .stdout_has("nothing to recover");
 }
 
+#[test]
+fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
+    let Some((c, _one)) = cluster("swarm_cannot_pull") else {
+        return;
+    };
+    let s = Sp::new(c, "pull");
+    s.release("1.0.0");
+    s.swarm(&["deploy", "1.0.0"]).code(0);
+    let d0 = s.digest("1.0.0");
+    s.release("1.0.1");
+    // The node without a web replica is where start-first puts the new
+    // task (the others hold the host port): it cannot reach the registry.
+    let busy = c.docker_ok(&[
+        "service",
+        "ps",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}}",
+        &format!("{}_backend", s.ns),
+    ]);
+    let idle = (1..=3)
+        .find(|i| !busy.lines().any(|n| n == format!("n{i}")))
+        .expect("a node without a web replica");
+    let node = &c.nodes[idle - 1];
+    let reg_host = c.registry_nodes.split(':').next().unwrap();
+    support::cluster::docker_ok(&[
+        "exec",
+        node,
+        "sh",
+        "-c",
+        &format!("cp /etc/hosts /tmp/hosts.orig && echo '10.255.255.1 {reg_host}' >> /etc/hosts"),
+    ]);
+    struct Heal<'a>(&'a str);
+    impl Drop for Heal<'_> {
+        fn drop(&mut self) {
+            support::cluster::sh(
+                "docker",
+                &[
+                    "exec",
+                    self.0,
+                    "sh",
+                    "-c",
+                    "cat /tmp/hosts.orig > /etc/hosts",
+                ],
+            );
+        }
+    }
+    let _heal = Heal(node);
+
+    let out = s.swarm(&["deploy", "1.0.1", "--no-migrate"]);
+    out.code(3).clean();
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap();
+    eprintln!("{error}");
+    // The message says the update stopped, which task failed on which node.
+    for want in [
+        "the update of",
+        &format!("on n{idle}"),
+        "1.0.0 is serving again",
+    ] {
+        assert!(error.contains(want), "{want}: {error}");
+    }
+    let imgs = s.task_images("backend");
+    assert!(
+        imgs.len() == 2 && imgs.iter().all(|i| i.ends_with(&d0)),
+        "{imgs:?}"
+    );
+    assert_eq!(get(s.lb.port), Some(200));
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st:#}");
+    assert_eq!(st["deployments"][0]["result"], "recovered");
+}
+
 /// The numbers of bench/swarm.sh (run with `--ignored`): failed requests
 /// during rolling updates without migrate (two web replicas behind the
 /// balancer, a GET every 50 ms), and the wall time of a deploy with migrate
