@@ -393,11 +393,15 @@ fn two_operators_deploy_at_once_and_one_is_refused() {
         return;
     };
     let s = Sp::new(c, "two");
+    // A's deploy outlasts this many seconds: only its heartbeat keeps the
+    // lock from going stale (and B from taking it over).
+    s.p.set_env("DE_SWARM_LOCK_STALE", "6");
     s.release("1.0.0");
     s.swarm(&["deploy", "1.0.0"]).code(0);
     s.add_patch("demo.patches.v1_1.add_field");
     s.release("1.1.0");
     let b = s.operator_b();
+    b.set_env("DE_SWARM_LOCK_STALE", "6");
 
     // Operator A's migrate takes a while; B tries meanwhile from elsewhere.
     s.fault("migrate.sleep", Some("15"));
