@@ -663,3 +663,53 @@ fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
     assert_eq!(st["current"]["version"], "1.0.0");
     assert_eq!(st["consistent"], true, "{st}");
 }
+
+/// Real `bench restore` asks for the database root password (frappe_docker
+/// keeps none in the sites): a recovery without it fails at once, never
+/// hangs; with `DB_PASSWORD` it restores, and the password is nowhere.
+#[test]
+fn recovery_gives_bench_restore_the_root_password_on_stdin() {
+    if !engine_available("root_password") {
+        return;
+    }
+    const ROOT: &str = "root-pw-canary-8086";
+    let s = Stack::new("rootpw");
+    s.build("1.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    s.exec(&format!("echo {ROOT} > sites/.require_root_password"));
+    add_patch(&s, "fail:demo.patches.v2.broken");
+    s.build("2.0.0");
+    // Without the password: the restore cannot answer the prompt: exit 4,
+    // saying which key is missing, in seconds.
+    let t = std::time::Instant::now();
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(4).stderr_has("set DB_PASSWORD");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60));
+    // With it (and the failed recovery finished by `recover`): restored.
+    s.p.set_env("DB_PASSWORD", ROOT);
+    s.run(&["recover"]).code(3).stderr_has("database restored");
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st}");
+    s.run(&["deploy", "2.0.0"])
+        .code(3)
+        .stderr_has("database restored")
+        .no_leak(ROOT);
+    assert!(!s.patch_log().contains("demo.patches.v2.broken"));
+    for f in walk(&s.p.path().join(".de-build")) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(!text.contains(ROOT), "root password in {}", f.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

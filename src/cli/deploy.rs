@@ -90,6 +90,18 @@ impl<'a> Session<'a> {
             world: Real {
                 engine,
                 compose: Compose::detect(),
+                secrets: inputs
+                    .schema
+                    .keys
+                    .iter()
+                    .filter(|k| k.secret)
+                    .filter_map(|k| {
+                        inputs
+                            .env
+                            .secret(&k.name)
+                            .map(|v| (k.name.clone(), v.clone()))
+                    })
+                    .collect(),
             },
             style: *style,
         })
@@ -120,6 +132,40 @@ impl<'a> Session<'a> {
             ));
         }
         Ok(())
+    }
+
+    /// The one-shot services of the stack that the deploy waits for:
+    /// frappe_docker's `configurator` and `create-site` when the project has
+    /// them, plus `DE_ONESHOT_SERVICES`.
+    async fn oneshots(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .inputs
+            .env
+            .get("DE_ONESHOT_SERVICES")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known = ["configurator", "create-site"];
+        let text = std::fs::read_to_string(self.compose_source()?).unwrap_or_default();
+        for k in known {
+            let declared = text.lines().any(|l| l.trim_end() == format!("  {k}:"));
+            if declared && !out.iter().any(|o| o == k) {
+                out.push(k.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn compose_source(&self) -> Result<std::path::PathBuf> {
+        Ok(self
+            .inputs
+            .paths
+            .project_dir
+            .join(required(self.inputs, "DE_COMPOSE_FILE")?))
     }
 
     async fn backend_running(&self, project: &str, service: &str) -> Result<bool> {
@@ -196,6 +242,7 @@ impl<'a> Session<'a> {
             migrate,
             restore,
             full_down,
+            oneshots: self.oneshots().await?,
         })
     }
 }

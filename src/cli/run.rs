@@ -176,6 +176,8 @@ pub async fn execute(s: &Session<'_>, plan: &DeployPlan) -> Result<Deployment> {
         records: &s.state,
         sink: &mut term,
         interrupted: signals.flag.clone(),
+        db_root_password: s.inputs.env.secret("DB_PASSWORD"),
+        sites: None,
     }
     .run(plan)
     .await;

@@ -95,6 +95,7 @@ impl World for Fake {
         &self,
         _container: &str,
         cmd: &[String],
+        _stdin: Option<&crate::secret::Secret>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RunOutput> {
         let line = cmd.join(" ");
@@ -171,6 +172,25 @@ impl World for Fake {
             m.running.insert(project.clone(), run);
         }
         Ok(())
+    }
+
+    async fn service_states(
+        &self,
+        project: &str,
+        services: &[String],
+    ) -> Result<Vec<crate::adapters::engine::Oneshot>> {
+        self.call(format!("oneshots {project}"))?;
+        let up = self.m().running.contains_key(project);
+        Ok(services
+            .iter()
+            .filter(|_| up)
+            .map(|s| crate::adapters::engine::Oneshot {
+                name: format!("{project}-{s}-1"),
+                service: s.clone(),
+                running: false,
+                exit_code: 0,
+            })
+            .collect())
     }
 
     async fn anonymous_volumes(&self, _c: &[String]) -> Result<Vec<String>> {
@@ -280,6 +300,7 @@ fn upgrade() -> DeployPlan {
         migrate: true,
         restore: vec![],
         full_down: false,
+        oneshots: vec!["create-site".into()],
     })
 }
 
@@ -311,6 +332,7 @@ fn request_of(p: &DeployPlan) -> DeployRequest {
         migrate: true,
         restore: vec![],
         full_down: false,
+        oneshots: vec!["create-site".into()],
     }
 }
 
@@ -325,6 +347,8 @@ fn run(world: &Fake, records: &Mem, plan: &DeployPlan) -> (Finished, Vec<String>
             records,
             sink: &mut sink,
             interrupted: Arc::new(AtomicBool::new(false)),
+            db_root_password: None,
+            sites: None,
         }
         .run(plan)
         .await
@@ -372,6 +396,7 @@ fn failing_call(step: &str) -> &'static str {
         "replace" => "compose replace 2.0.0",
         "up" => "compose up 2.0.0",
         "verify-image" => "VERIFY",
+        "wait-oneshots" => "oneshots p",
         "migrate" => "bench migrate",
         "health-gate-sealed" => "health sealed",
         "maintenance-off" => "bench set-maintenance-mode off",
@@ -585,9 +610,17 @@ fn a_signal_stops_after_the_step_and_recovers() {
             &self,
             c: &str,
             cmd: &[String],
+            i: Option<&crate::secret::Secret>,
             l: &mut (dyn FnMut(&str) + Send),
         ) -> Result<RunOutput> {
-            self.0.exec(c, cmd, l).await
+            self.0.exec(c, cmd, i, l).await
+        }
+        async fn service_states(
+            &self,
+            p: &str,
+            s: &[String],
+        ) -> Result<Vec<crate::adapters::engine::Oneshot>> {
+            self.0.service_states(p, s).await
         }
         async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()> {
             let r = self.0.compose(call, env).await;
@@ -620,6 +653,8 @@ fn a_signal_stops_after_the_step_and_recovers() {
             records: &r,
             sink: &mut sink,
             interrupted: flag.clone(),
+            db_root_password: None,
+            sites: None,
         }
         .run(&p)
         .await
@@ -686,6 +721,8 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
                     records: &r,
                     sink: &mut sink,
                     interrupted: Arc::new(AtomicBool::new(false)),
+                    db_root_password: None,
+                    sites: None,
                 };
                 for (i, s) in p.steps.iter().enumerate() {
                     planner::starting(&mut rec.progress, &s.step);

@@ -31,6 +31,8 @@ pub struct DeployRequest {
     pub migrate: bool,
     pub restore: Vec<Backup>,
     pub full_down: bool,
+    /// One-shot services of the stack to wait for after it is up.
+    pub oneshots: Vec<String>,
 }
 
 /// Compute the plan: pure.
@@ -75,6 +77,13 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         (None, _) => steps.push(Step::Up {
             stack: r.new.clone(),
         }),
+    }
+    if !r.oneshots.is_empty() {
+        steps.push(Step::WaitOneshots {
+            project: new_project.clone(),
+            services: r.oneshots.clone(),
+            timeout_secs: r.health_timeout_secs,
+        });
     }
     steps.push(Step::VerifyImage {
         stack: r.new.clone(),
@@ -310,6 +319,7 @@ mod tests {
             migrate: true,
             restore: vec![],
             full_down: false,
+            oneshots: vec![],
         }
     }
 

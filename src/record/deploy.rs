@@ -128,6 +128,13 @@ pub enum Step {
         from: StackSpec,
         to: StackSpec,
     },
+    /// One-shot services (frappe_docker's `configurator`, `create-site`)
+    /// have exited 0: migrate must not race them.
+    WaitOneshots {
+        project: String,
+        services: Vec<String>,
+        timeout_secs: u64,
+    },
     /// Every app container runs exactly the release's image.
     VerifyImage {
         stack: StackSpec,
@@ -160,6 +167,7 @@ impl Step {
             Step::Down { .. } => "down",
             Step::Up { .. } => "up",
             Step::Replace { .. } => "replace",
+            Step::WaitOneshots { .. } => "wait-oneshots",
             Step::VerifyImage { .. } => "verify-image",
             Step::Migrate { .. } => "migrate",
             Step::Restore { .. } => "restore",
@@ -197,6 +205,15 @@ impl fmt::Display for Step {
                 from.version, to.version
             ),
             Step::Up { stack } => write!(f, "compose up {}", stack.version),
+            Step::WaitOneshots {
+                services,
+                timeout_secs,
+                ..
+            } => write!(
+                f,
+                "wait until {} exited 0 (at most {timeout_secs}s)",
+                services.join(", ")
+            ),
             Step::VerifyImage { stack } => write!(
                 f,
                 "verify every app container runs image {}",

@@ -35,6 +35,15 @@ pub struct ContainerInfo {
     pub state: String,
 }
 
+/// A one-shot service's container as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oneshot {
+    pub name: String,
+    pub service: String,
+    pub running: bool,
+    pub exit_code: i64,
+}
+
 /// Exit code and combined output of a finished container or exec.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
@@ -398,6 +407,37 @@ impl Engine {
             .collect())
     }
 
+    /// The containers of these services of a project, with their run state
+    /// and exit code (compose's one-shot services: frappe_docker's
+    /// `configurator`, `create-site`).
+    pub async fn service_states(&self, project: &str, services: &[String]) -> Result<Vec<Oneshot>> {
+        let mut out = Vec::new();
+        for c in self.project_containers(project).await? {
+            if !services.contains(&c.service) {
+                continue;
+            }
+            let i = match self
+                .docker
+                .inspect_container(&c.id, None::<q::InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(Error::engine(format!("inspect {}", c.name), describe(&e))),
+            };
+            let st = i.state.unwrap_or_default();
+            out.push(Oneshot {
+                name: c.name,
+                service: c.service,
+                running: st.running.unwrap_or(false)
+                    || st.restarting.unwrap_or(false)
+                    || c.state == "created",
+                exit_code: st.exit_code.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
     /// Anonymous volumes (64-hex names) mounted by these containers.
     pub async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -455,15 +495,19 @@ impl Engine {
         .map_err(|e| Error::engine(format!("remove container {id}"), describe(&e)))
     }
 
-    /// Run `cmd` in a running container, streaming each output line to
-    /// `on_line`; returns the exit code and the whole output.
+    /// Run `cmd` in a running container, no TTY, streaming each output line
+    /// to `on_line`; returns the exit code and the whole output. Its stdin is
+    /// `stdin` then end-of-file (or nothing at all): a command that prompts
+    /// fails at once instead of hanging.
     pub async fn exec(
         &self,
         container: &str,
         cmd: &[String],
+        stdin: Option<&crate::secret::Secret>,
         mut on_line: impl FnMut(&str),
     ) -> Result<RunOutput> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
+        use tokio::io::AsyncWriteExt;
         let created = self
             .docker
             .create_exec(
@@ -472,6 +516,8 @@ impl Engine {
                     cmd: Some(cmd.to_vec()),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
+                    attach_stdin: Some(true),
+                    tty: Some(false),
                     ..Default::default()
                 },
             )
@@ -480,13 +526,25 @@ impl Engine {
         let mut output = String::new();
         let mut pending = String::new();
         if let StartExecResults::Attached {
-            output: mut stream, ..
+            output: mut stream,
+            mut input,
         } = self
             .docker
             .start_exec(&created.id, None)
             .await
             .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?
         {
+            // The secret leaves its type only here, straight into the pipe.
+            let fed = async {
+                if let Some(s) = stdin {
+                    input.write_all(s.expose().as_bytes()).await?;
+                    input.write_all(b"\n").await?;
+                }
+                input.shutdown().await
+            };
+            fed.await.map_err(|e| {
+                Error::engine(format!("write to the stdin of `{}`", cmd.join(" ")), e)
+            })?;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| {
                     Error::engine(format!("read output of `{}`", cmd.join(" ")), describe(&e))
