@@ -134,6 +134,66 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// A stack of the project that runs although no deployment is recorded
+    /// (started by hand with `compose up`): the stack to protect (maintenance,
+    /// backup) and to bring back on failure, never one to take down
+    /// unprotected. Brought back with the current compose file and the image
+    /// its backend runs now.
+    async fn adopt(&self) -> Result<Option<StackSpec>> {
+        let project = required(self.inputs, "COMPOSE_PROJECT_NAME")?.to_string();
+        let service = required(self.inputs, "DE_BACKEND_SERVICE")?;
+        let containers = self.world.containers(&project).await?;
+        let Some(backend) = containers
+            .iter()
+            .find(|c| c.service == service && c.state == "running")
+        else {
+            if let Some(c) = containers.first() {
+                return Err(Error::refused(
+                    format!(
+                        "containers of compose project {project} exist ({} …) but no deployment is recorded and its {service} does not run",
+                        c.name
+                    ),
+                    format!("de-build will not replace a stack it cannot protect or bring back: start it (`docker compose -p {project} up -d`) so it can be adopted, or remove it"),
+                ));
+            }
+            return Ok(None);
+        };
+        let (repo, tag) = crate::adapters::engine::split_reference(&backend.image);
+        let Some(tag) = tag.filter(|t| !t.is_empty() && !backend.image.starts_with("sha256:"))
+        else {
+            return Err(Error::refused(
+                format!(
+                    "compose project {project} runs without a de-build record, and its {service} runs an untagged image ({})",
+                    crate::util::short_id(&backend.image_id)
+                ),
+                format!("tag it so the stack can be brought back if the deploy fails: `docker tag {} <repository>:<tag>`, recreate it with that tag, then deploy", crate::util::short_id(&backend.image_id)),
+            ));
+        };
+        let source = self.compose_source()?;
+        let source = std::fs::canonicalize(&source).map_err(|e| Error::io("read", &source, e))?;
+        let mut env = compose_env(self.inputs, &project, tag);
+        env.insert("CUSTOM_IMAGE".into(), repo.to_string());
+        env.insert("DE_IMAGE".into(), repo.to_string());
+        output::progress(
+            &self.style,
+            &format!(
+                "note: adopting the running stack of {project} ({}, not recorded by de-build): it is put in maintenance, backed up, and brought back if the deploy fails",
+                backend.image
+            ),
+        );
+        Ok(Some(StackSpec {
+            version: tag.to_string(),
+            image_id: backend.image_id.clone(),
+            target: Target {
+                project,
+                project_dir: source.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+                file: source,
+                empty_env_file: compose::empty_env_file(&self.state.dir)?,
+            },
+            env,
+        }))
+    }
+
     /// The one-shot services of the stack that the deploy waits for:
     /// frappe_docker's `configurator` and `create-site` when the project has
     /// them, plus `DE_ONESHOT_SERVICES`.
@@ -321,7 +381,10 @@ pub async fn deploy_version(
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;
     let release = ensure_release_image(&s.world.engine, inputs, style, version).await?;
-    let previous = state::current(&all).map(stack_of);
+    let previous = match state::current(&all) {
+        Some(d) => Some(stack_of(d)),
+        None => s.adopt().await?,
+    };
     let req = s
         .request(
             Action::Deploy,
