@@ -1,6 +1,7 @@
 //! Raw options + files -> one checked set of inputs every command starts from.
 
 pub mod apps;
+pub mod compose;
 pub mod containerfile;
 pub mod envfile;
 pub mod version;
@@ -24,7 +25,6 @@ pub struct Paths {
     /// Deployment state, locks, logs: `<project>/.de-build/` (git-ignored).
     pub state: PathBuf,
 }
-
 
 /// How a path is shown in messages: as the user would type it.
 pub fn display(p: &Path) -> String {
@@ -76,6 +76,8 @@ pub struct Inputs {
     pub schema: Schema,
     pub env: EnvValues,
     pub apps: Vec<App>,
+    /// `DE_COMPOSE_FILE` read and merged (`None` when it could not be).
+    pub compose: Option<compose::ComposeSet>,
     pub problems: Vec<Problem>,
 }
 
@@ -158,12 +160,18 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         }
     }
 
+    // Everything a deploy relies on in the compose files, checked here so
+    // that check, build and deploy refuse before the stack is touched.
+    let (compose, compose_problems) =
+        compose::load_and_check(&paths.project_dir, &env, &env_shown, lookup_env);
+    problems.extend(compose_problems);
+
     Inputs {
         paths,
         schema,
         env,
         apps,
+        compose,
         problems,
     }
 }
-
