@@ -125,7 +125,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) | Error::Refused { .. } => EXIT_INVALID,
-            Error::Io { .. } | Error::Engine { .. } | Error::Failed { .. } => EXIT_FAILURE,
+            Error::Io { .. } | Error::Engine { .. } | Error::Failed { .. } => {
+                EXIT_FAILURE
+            }
             Error::Recovered { .. } => EXIT_RECOVERED,
             Error::Fatal { .. } => EXIT_FATAL,
             Error::Locked { .. } => EXIT_LOCKED,

@@ -1,10 +1,10 @@
 //! Asking the apps' git remotes (with the injected URLs) which commit each
 //! branch or tag is at: `check --online` and `build` share this.
 
-use crate::adapters::git::{self, RemoteError};
 use crate::config::apps::{inject_url, App};
 use crate::config::{self, Inputs};
 use crate::error::Problem;
+use crate::adapters::git::{self, RemoteError};
 use crate::ui::output::{self, Style};
 use std::time::{Duration, Instant};
 

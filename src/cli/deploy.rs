@@ -60,7 +60,7 @@ pub fn stack_of(d: &Deployment) -> StackSpec {
         image_id: d.image_id.clone(),
         target: Target {
             project: d.project.clone(),
-            file: d.compose_file.clone(),
+            files: vec![d.compose_file.clone()],
             project_dir: d
                 .compose_source
                 .parent()
@@ -135,6 +135,13 @@ impl<'a> Session<'a> {
             .any(|c| c.service == service && c.state == "running"))
     }
 
+    /// Where deployment `id` snapshots its compose files (absolute: compose
+    /// runs with another working directory).
+    fn snapshot_dir(&self, id: &str) -> Result<std::path::PathBuf> {
+        let d = self.state.compose_snapshot_dir(id);
+        std::path::absolute(&d).map_err(|e| Error::io("resolve", &d, e))
+    }
+
     /// The request for a deploy/rollback to `version`, from inputs and records.
     #[allow(clippy::too_many_arguments)]
     async fn request(
@@ -151,23 +158,24 @@ impl<'a> Session<'a> {
         let id = state::new_id();
         let backend_service = required(inputs, "DE_BACKEND_SERVICE")?.to_string();
         let project = required(inputs, "COMPOSE_PROJECT_NAME")?.to_string();
-        let compose_source = inputs
-            .paths
-            .project_dir
-            .join(required(inputs, "DE_COMPOSE_FILE")?);
-        let compose_source = std::fs::canonicalize(&compose_source)
-            .map_err(|e| Error::io("read", &compose_source, e))?;
-        let project_dir = compose_source
-            .parent()
+        let mut compose_sources = Vec::new();
+        for f in config::compose::list(required(inputs, "DE_COMPOSE_FILE")?) {
+            let p = inputs.paths.project_dir.join(f);
+            compose_sources.push(std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))?);
+        }
+        // Compose's own default: the first file's directory.
+        let project_dir = compose_sources
+            .first()
+            .and_then(|p| p.parent())
             .map(|p| p.to_path_buf())
             .unwrap_or_default();
-        let snap = self.state.compose_snapshot_path(&id);
+        let snap = self.snapshot_dir(&id)?;
         let new = StackSpec {
             version: version.to_string(),
             image_id: image_id.to_string(),
             target: Target {
                 project: project.clone(),
-                file: std::path::absolute(&snap).map_err(|e| Error::io("resolve", &snap, e))?,
+                files: config::compose::snapshot_layout(&compose_sources, &snap),
                 project_dir,
                 empty_env_file: compose::empty_env_file(&self.state.dir)?,
             },
@@ -189,7 +197,7 @@ impl<'a> Session<'a> {
             version: version.to_string(),
             image_id: image_id.to_string(),
             new,
-            compose_source,
+            compose_sources,
             previous,
             previous_running,
             sites: Sites::parse(inputs.env.get("DE_SITES").unwrap_or("all")),
@@ -557,12 +565,14 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
             args.full_down,
         )
         .await?;
-    // The exact compose file the target ran with, when it ran here before:
-    // the snapshot step copies that recorded file.
+    // The exact compose files the target ran with, when it ran here before:
+    // the snapshot step copies those recorded files.
     if let Some(d) = done.iter().rev().find(|d| d.version == target) {
         let st = stack_of(d);
-        if st.target.file.exists() {
-            req.compose_source = st.target.file.clone();
+        if !st.target.files.is_empty() && st.target.files.iter().all(|f| f.exists()) {
+            let snap = s.snapshot_dir(&req.id)?;
+            req.new.target.files = config::compose::snapshot_layout(&st.target.files, &snap);
+            req.compose_sources = st.target.files.clone();
             req.new.target.project_dir = st.target.project_dir.clone();
             req.new.env = st.env.clone();
         }
@@ -651,9 +661,7 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
             planner::describe(&recovery)
         };
         if style.json {
-            output::json(
-                &json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}),
-            );
+            output::json(&json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}));
         } else {
             output::result(&format!(
                 "deployment {} ({} {} -> {}, {}): {what}",
@@ -713,9 +721,7 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
     match result? {
         None => {
             if style.json {
-                output::json(
-                    &json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}),
-                );
+                output::json(&json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}));
             } else {
                 output::result(&format!(
                     "deployment {} completed: {} is deployed and healthy",

@@ -327,6 +327,7 @@ pub fn redacted_json(apps: &[App]) -> String {
     serde_json::to_string_pretty(&list).unwrap_or_default()
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;

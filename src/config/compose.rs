@@ -144,6 +144,32 @@ impl ComposeSet {
     }
 }
 
+/// Where each file of a set goes in a snapshot directory: at its path
+/// relative to the files' deepest common directory, so the layout (and any
+/// relative reference between the files) survives the copy.
+pub fn snapshot_layout(files: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+    let mut common = files
+        .first()
+        .and_then(|f| f.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for f in files {
+        while !f.starts_with(&common) {
+            match common.parent() {
+                Some(p) => common = p.to_path_buf(),
+                None => break,
+            }
+        }
+    }
+    files
+        .iter()
+        .map(|f| match f.strip_prefix(&common) {
+            Ok(rel) => dir.join(rel),
+            Err(_) => dir.join(f.file_name().unwrap_or_default()),
+        })
+        .collect()
+}
+
 /// Read, parse and merge the files named by `value` (relative to
 /// `project_dir`); `vars` is compose's environment at deploy time.
 pub fn load(project_dir: &Path, value: &str, vars: &Lookup) -> (Option<ComposeSet>, Vec<Problem>) {

@@ -26,6 +26,7 @@ pub struct Paths {
     pub state: PathBuf,
 }
 
+
 /// How a path is shown in messages: as the user would type it.
 pub fn display(p: &Path) -> String {
     let s = p.display().to_string();
@@ -175,3 +176,4 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         problems,
     }
 }
+

@@ -52,8 +52,8 @@ pub fn new_record(plan: &DeployPlan) -> Deployment {
         image_id: plan.image_id.clone(),
         previous_version: plan.previous.as_ref().map(|p| p.version.clone()),
         project: plan.new.target.project.clone(),
-        compose_file: plan.new.target.file.clone(),
-        compose_source: plan.compose_source.clone(),
+        compose_file: plan.new.target.main_file().to_path_buf(),
+        compose_source: plan.compose_sources.first().cloned().unwrap_or_default(),
         env: plan.new.env.clone(),
         backups: Vec::new(),
         started: state::now(),
@@ -85,10 +85,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 record,
                 error: Some(Error::Failed {
                     message: format!("{} of {} did not start: {e}", plan.action, plan.version),
-                    hint: Some(
-                        "nothing was changed; free some space or fix the permissions of .de-build/"
-                            .into(),
-                    ),
+                    hint: Some("nothing was changed; free some space or fix the permissions of .de-build/".into()),
                 }),
             };
         }
@@ -175,8 +172,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     ) -> Error {
         record.error = Some(cause.to_string());
         if !recovery.steps.is_empty() {
-            self.sink
-                .note(&format!("recovering: {}", planner::describe(&recovery)));
+            self.sink.note(&format!(
+                "recovering: {}",
+                planner::describe(&recovery)
+            ));
         }
         let mut left: Option<String> = None;
         let mut maintenance_off_done = false;
@@ -291,7 +290,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         record: &mut Deployment,
     ) -> Result<()> {
         match step {
-            Step::Snapshot { source, to } => self.world.snapshot(source, to),
+            Step::Snapshot { sources, to } => sources
+                .iter()
+                .zip(to)
+                .try_for_each(|(from, to)| self.world.snapshot(from, to)),
             Step::MaintenanceOn { project } => self.maintenance(plan, project, true).await,
             Step::Drain {
                 project,
@@ -445,12 +447,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    async fn restore(
-        &mut self,
-        plan: &DeployPlan,
-        project: &str,
-        backups: &[Backup],
-    ) -> Result<()> {
+    async fn restore(&mut self, plan: &DeployPlan, project: &str, backups: &[Backup]) -> Result<()> {
         let c = self.backend(plan, project).await?;
         for b in backups {
             self.bench(&c, &bench::site_args(&b.site, &["restore", &b.path]))
@@ -600,11 +597,17 @@ fn manual_compose(s: &StackSpec, tail: &str) -> String {
         .iter()
         .filter_map(|k| s.env.get(*k).map(|v| format!("{k}={v}")))
         .collect();
+    let files: Vec<String> = s
+        .target
+        .files
+        .iter()
+        .map(|f| format!("-f {}", f.display()))
+        .collect();
     format!(
-        "{} docker compose -p {} -f {} --project-directory {} {tail}",
+        "{} docker compose -p {} {} --project-directory {} {tail}",
         vars.join(" "),
         s.target.project,
-        s.target.file.display(),
+        files.join(" "),
         s.target.project_dir.display()
     )
 }

@@ -455,7 +455,7 @@ fn which_commands_migrate() {
 #[test]
 fn reset_removes_what_an_earlier_file_set() {
     let d = Dir::new(&[
-        ("compose.yaml", &format!("{BASE}")),
+        ("compose.yaml", BASE),
         ("overrides/compose.migrator.yaml", MIGRATOR),
         ("no-migrate.yaml", "services:\n  migrator:\n    command: !reset null\n    entrypoint: !override [echo, skipped]\n"),
     ]);
@@ -499,6 +499,41 @@ fn repositories_of_references() {
     );
     assert_eq!(repository("docker.io/library/redis:8"), "redis");
     assert_eq!(repository("acme/erp@sha256:abc"), "acme/erp");
+}
+
+#[test]
+fn snapshots_keep_the_layout_below_the_common_directory() {
+    let files: Vec<PathBuf> = ["/p/compose.yaml", "/p/overrides/compose.redis.yaml"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(
+        snapshot_layout(&files, Path::new("/s/7")),
+        [
+            PathBuf::from("/s/7/compose.yaml"),
+            PathBuf::from("/s/7/overrides/compose.redis.yaml")
+        ]
+    );
+    // An override outside the first file's directory moves the base up.
+    let files: Vec<PathBuf> = ["/p/app/compose.yaml", "/p/shared/db.yaml"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(
+        snapshot_layout(&files, Path::new("/s/7")),
+        [
+            PathBuf::from("/s/7/app/compose.yaml"),
+            PathBuf::from("/s/7/shared/db.yaml")
+        ]
+    );
+    // A rollback copies an older single-file snapshot.
+    assert_eq!(
+        snapshot_layout(
+            &[PathBuf::from("/p/.de-build/compose/6.yaml")],
+            Path::new("/s/7")
+        ),
+        [PathBuf::from("/s/7/6.yaml")]
+    );
 }
 
 #[test]
