@@ -430,3 +430,123 @@ fn the_model_agrees_with_compose_config_on_frappe_dockers_own_files() {
         }
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Removes what a test's compose project left when dropped.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=com.docker.compose.project={}", self.0);
+        for id in support::docker(&["ps", "-aq", "--filter", &label])
+            .stdout
+            .lines()
+        {
+            support::docker(&["rm", "-f", "-v", id]);
+        }
+        for v in support::docker(&["volume", "ls", "-q", "--filter", &label])
+            .stdout
+            .lines()
+        {
+            support::docker(&["volume", "rm", "-f", v]);
+        }
+        support::docker(&["network", "rm", &format!("{}_default", self.0)]);
+    }
+}
+
+fn http_status(port: u16) -> String {
+    use std::io::{Read, Write};
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Err(_) => "refused".into(),
+        Ok(mut s) => {
+            let _ = write!(
+                s,
+                "GET /api/method/ping HTTP/1.0\r\nHost: demo.localhost\r\n\r\n"
+            );
+            let mut b = String::new();
+            let _ = s.read_to_string(&mut b);
+            b.split_whitespace().nth(1).unwrap_or("").to_string()
+        }
+    }
+}
+
+/// A deploy brings up every file of the set (the published port lives in
+/// an override), snapshots them with their layout, and a rollback brings
+/// the recorded files back even after the override changed on disk.
+#[test]
+fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
+    if !support::engine_available("compose_file_set_deploy") {
+        return;
+    }
+    let repo = support::ImageRepo::new("composeset");
+    let p = Project::demo(&repo);
+    let project = format!("dbtset{}", std::process::id());
+    let _cleanup = Cleanup(project.clone());
+    let port = free_port();
+    let ports = "    ports:\n      - \"127.0.0.1:${DEMO_HTTP_PORT:-18080}:8000\"\n";
+    let base = p.read("compose.yaml");
+    assert!(
+        base.contains(ports),
+        "the demo publishes the backend's port"
+    );
+    p.write("compose.yaml", &base.replace(ports, ""))
+        .write(
+            "overrides/compose.ports.yaml",
+            &format!("services:\n  backend:\n{ports}"),
+        )
+        .set_env(
+            "DE_COMPOSE_FILE",
+            "compose.yaml,overrides/compose.ports.yaml",
+        )
+        .set_env("COMPOSE_PROJECT_NAME", &project)
+        .set_env(
+            "DE_HEALTH_URL",
+            &format!("http://127.0.0.1:{port}/api/method/ping"),
+        )
+        .set_env("DE_HEALTH_TIMEOUT", "15");
+    let run = |args: &[&str]| {
+        p.run()
+            .env("DEMO_HTTP_PORT", &port.to_string())
+            .args(args)
+            .output()
+    };
+    for v in ["1.0.0", "1.1.0"] {
+        p.set_env("DE_SITE_VERSION", v);
+        run(&["-q", "build", "--offline"]).code(0);
+    }
+    run(&["-q", "deploy", "1.0.0"]).code(0);
+    assert_eq!(http_status(port), "200", "the override's port is published");
+    let st = run(&["--json", "status"]).json();
+    let main = Path::new(st["current"]["compose_file"].as_str().unwrap()).to_path_buf();
+    let snap = main.parent().unwrap();
+    assert!(snap.ends_with(format!(
+        ".de-build/compose/{}",
+        st["current"]["deployment"].as_str().unwrap()
+    )));
+    assert_eq!(main.file_name().unwrap(), "compose.yaml");
+    assert!(
+        std::fs::read_to_string(snap.join("overrides/compose.ports.yaml"))
+            .unwrap()
+            .contains("DEMO_HTTP_PORT")
+    );
+
+    run(&["-q", "deploy", "1.1.0"]).code(0);
+    assert_eq!(http_status(port), "200");
+    // The override on disk moves on; 1.0.0 comes back with what it ran.
+    p.write(
+        "overrides/compose.ports.yaml",
+        &format!(
+            "services:\n  backend:\n    ports:\n      - \"127.0.0.1:{}:8000\"\n",
+            free_port()
+        ),
+    );
+    run(&["-q", "rollback", "1.0.0"]).code(0);
+    assert_eq!(http_status(port), "200", "the recorded override was used");
+}
