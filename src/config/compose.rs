@@ -436,8 +436,7 @@ fn strings(n: &Node, what: &str, service: &str) -> Result<Option<At<Vec<String>>
 }
 
 fn service(name: &str, n: &Node, vars: &Lookup) -> Result<Service, ShapeError> {
-    let resolved = |k: &str, node: Option<&Node>| -> Option<String> {
-        let _ = k;
+    let resolved = |node: Option<&Node>| -> Option<String> {
         node.and_then(Node::str)
             .map(|s| interpolate(s, vars).unwrap_or_else(|_| s.to_string()))
     };
@@ -496,9 +495,8 @@ fn service(name: &str, n: &Node, vars: &Lookup) -> Result<Service, ShapeError> {
         image,
         command,
         entrypoint,
-        restart: resolved("restart", n.get("restart")),
+        restart: resolved(n.get("restart")),
         restart_condition: resolved(
-            "condition",
             n.get("deploy")
                 .and_then(|d| d.get("restart_policy"))
                 .and_then(|r| r.get("condition")),
@@ -612,7 +610,9 @@ pub fn check(set: &ComposeSet, env: &EnvValues, env_shown: &str, process: &Looku
         .and_then(|b| set.services.get(b))
         .and_then(|s| s.image.as_ref())
         .map(|i| i.value.clone());
-    let mut wrong: Vec<(usize, usize, String, String, Vec<String>)> = Vec::new();
+    // Keyed by where the image is written: one anchored line shared by many
+    // services is one problem.
+    let mut wrong: BTreeMap<(usize, usize, String), (String, Vec<String>)> = BTreeMap::new();
     for s in set.active() {
         let Some(img) = &s.image else { continue };
         if s.extends {
@@ -650,15 +650,13 @@ pub fn check(set: &ComposeSet, env: &EnvValues, env_shown: &str, process: &Looku
             (false, true) => "takes its tag from ${CUSTOM_TAG} but not its repository: write ${CUSTOM_IMAGE} (or ${DE_IMAGE}) for it".to_string(),
             _ => "has the image written in: a deploy sets CUSTOM_IMAGE and CUSTOM_TAG, so this would keep running the same image whatever release is deployed".to_string(),
         };
-        match wrong
-            .iter_mut()
-            .find(|w| w.0 == img.file && w.1 == img.line && w.2 == *raw)
-        {
-            Some(w) => w.4.push(s.name.clone()),
-            None => wrong.push((img.file, img.line, raw.clone(), what, vec![s.name.clone()])),
-        }
+        wrong
+            .entry((img.file, img.line, raw.clone()))
+            .or_insert_with(|| (what, Vec::new()))
+            .1
+            .push(s.name.clone());
     }
-    for (file, line, raw, what, names) in wrong {
+    for ((file, line, raw), (what, names)) in wrong {
         let who = if names.len() == 1 {
             format!("service `{}`", names[0])
         } else {

@@ -205,7 +205,7 @@ services:
     let p = d.problems(&env(&[("DE_COMPOSE_FILE", "merged.yaml")]));
     assert_eq!(codes(&p), ["image-not-release"; 3], "{p:#?}");
     let lines: Vec<_> = p.iter().map(|p| p.line.unwrap()).collect();
-    assert_eq!(lines, [4, 8, 6]);
+    assert_eq!(lines, [4, 6, 8], "in file order");
     assert!(
         p[0].message.contains("`backend`") && p[0].message.contains("written in"),
         "{}",
