@@ -638,22 +638,52 @@ fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
     add_patch(&s, "demo.patches.v2.wrong");
     s.build("2.0.0");
-    // A compose variable that pins the tag (as a merged `compose config`
-    // file would): compose brings 1.0.0 up again while de-build asked for 2.0.0.
-    s.p.write(
-        "de-example.env",
-        &(s.p.read("de-example.env") + "\n# @optional\nDEMO_TAG=\n"),
-    );
-    s.p.set_env("DEMO_TAG", "1.0.0");
-    s.p.write(
-        "compose.yaml",
-        &s.p.read("compose.yaml")
-            .replace("${CUSTOM_TAG:?}", "${DEMO_TAG:-${CUSTOM_TAG:?}}"),
-    );
-    let out = s.run(&["deploy", "2.0.0"]);
+    // `check` refuses compose files that pin the tag, so the wrong image
+    // must come from outside: while the deploy drains, someone moves the
+    // 2.0.0 tag back to the 1.0.0 image (a manual `docker build -t`, another
+    // checkout). Compose then brings 1.0.0 up under the name 2.0.0.
+    let v1 = support::docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &format!("{}:1.0.0", s.repo.0),
+    ])
+    .stdout
+    .trim()
+    .to_string();
+    s.exec("mkdir -p sites/.fault && echo 3 > sites/.fault/ready-for-migration.sleep");
+    let child = Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .arg("--project-dir")
+        .arg(s.p.path())
+        .args(["deploy", "2.0.0"])
+        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(s.p.path().join(".de-build/deployments"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|t| t.contains("\"version\": \"2.0.0\"") && t.contains("\"maintenance_on\": true"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50)); // polling a condition, bounded by the deadline
+    }
+    support::docker(&["tag", &v1, &format!("{}:2.0.0", s.repo.0)]).code(0);
+    let done = child.wait_with_output().unwrap();
+    let out = support::Done::from(done);
+    s.exec("rm -rf sites/.fault");
     out.code(3)
         .stderr_has("the stack does not run 2.0.0")
-        .stderr_has(&format!("runs {}:1.0.0", s.repo.0))
+        .stderr_has(&format!(
+            "runs {}:2.0.0 {}",
+            s.repo.0,
+            &v1.trim_start_matches("sha256:")[..12]
+        ))
         .stderr_has("1.0.0 is serving again");
     assert!(
         !s.patch_log().contains("demo.patches.v2.wrong"),
@@ -712,4 +742,43 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A stack started by hand (`compose up`), never recorded: the first deploy
+/// protects it (maintenance, backup) and brings it back when it fails.
+#[test]
+fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
+    if !engine_available("adopt") {
+        return;
+    }
+    let s = Stack::new("adopt");
+    s.build("1.0.0");
+    add_patch(&s, "fail:demo.patches.v2.broken");
+    s.build("2.0.0");
+    // Up by hand, as a frappe_docker user would have it running.
+    let up = Command::new("docker-compose")
+        .args(["-p", &s.project, "-f", "compose.yaml", "up", "-d"])
+        .current_dir(s.p.path())
+        .env("DE_IMAGE", &s.repo.0)
+        .env("CUSTOM_TAG", "1.0.0")
+        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    s.exec("echo user-data > sites/demo.localhost/data.txt");
+    let out = s.run(&["deploy", "2.0.0"]);
+    out.code(3)
+        .stderr_has("adopting the running stack")
+        .stderr_has("2. maintenance mode on")
+        .stderr_has("1.0.0 is serving again");
+    assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
+    assert_eq!(
+        s.exec("cat sites/demo.localhost/data.txt").trim(),
+        "user-data"
+    );
+    assert_eq!(s.http(), "200");
 }

@@ -1,10 +1,11 @@
 //! Compose invocations as plain argument lists, for the v2 plugin
 //! (`docker compose`) and the v1 binary (`docker-compose`).
 //!
-//! Every invocation names the project (`-p`), the file (`-f`) and the project
-//! directory (so a snapshot of the file resolves relative paths as the
-//! original did), and reads no `.env` of its own (`--env-file` points at an
-//! empty file): de-build hands compose exactly the non-secret keys.
+//! Every invocation names the project (`-p`), the files (`-f` each, in
+//! order) and the project directory (so a snapshot of the files resolves
+//! relative paths as the originals did), and reads no `.env` of its own
+//! (`--env-file` points at an empty file): de-build hands compose exactly the
+//! non-secret keys.
 
 use crate::error::{Error, Result};
 pub use crate::record::deploy::Target;
@@ -54,11 +55,11 @@ impl Compose {
 
     fn base(&self, t: &Target) -> Vec<String> {
         let mut a: Vec<String> = self.program[1..].to_vec();
+        a.extend(["--project-name".into(), t.project.clone()]);
+        for f in &t.files {
+            a.extend(["--file".into(), f.display().to_string()]);
+        }
         a.extend([
-            "--project-name".into(),
-            t.project.clone(),
-            "--file".into(),
-            t.file.display().to_string(),
             "--project-directory".into(),
             t.project_dir.display().to_string(),
             "--env-file".into(),
@@ -141,30 +142,11 @@ impl Compose {
     }
 }
 
-/// Variables a child process may inherit: what finds and reaches the engine
-/// and the compose plugin, nothing else. Every child de-build starts is made
-/// here, so a token in de-build's own environment (the CI way) never reaches
-/// one.
-pub const CHILD_ENV_ALLOW: [&str; 12] = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "DOCKER_CONTEXT",
-    "DOCKER_CERT_PATH",
-    "DOCKER_TLS_VERIFY",
-    "XDG_RUNTIME_DIR",
-];
-
 /// A command whose environment is the allow-list only.
 pub fn child_command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
-    for k in CHILD_ENV_ALLOW {
+    for k in crate::config::CHILD_ENV_ALLOW {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
@@ -193,7 +175,7 @@ mod tests {
     fn target() -> Target {
         Target {
             project: "erp".into(),
-            file: "/p/.de-build/compose/7.yaml".into(),
+            files: vec!["/p/.de-build/compose/7/compose.yaml".into()],
             project_dir: "/p".into(),
             empty_env_file: "/p/.de-build/compose.env".into(),
         }
@@ -206,7 +188,7 @@ mod tests {
             "--project-name",
             "erp",
             "--file",
-            "/p/.de-build/compose/7.yaml",
+            "/p/.de-build/compose/7/compose.yaml",
             "--project-directory",
             "/p",
             "--env-file",
@@ -233,6 +215,31 @@ mod tests {
         assert_eq!(
             Compose::v2().config_args(&t).last().map(String::as_str),
             Some("--quiet")
+        );
+    }
+
+    #[test]
+    fn every_file_of_a_set_gets_its_own_file_flag_in_order() {
+        let t = Target {
+            files: vec![
+                "/p/.de-build/compose/7/compose.yaml".into(),
+                "/p/.de-build/compose/7/overrides/compose.mariadb.yaml".into(),
+            ],
+            ..target()
+        };
+        assert_eq!(
+            Compose::v2().down_args(&t)[..9],
+            [
+                "compose",
+                "--project-name",
+                "erp",
+                "--file",
+                "/p/.de-build/compose/7/compose.yaml",
+                "--file",
+                "/p/.de-build/compose/7/overrides/compose.mariadb.yaml",
+                "--project-directory",
+                "/p",
+            ]
         );
     }
 }

@@ -56,7 +56,7 @@ pub fn stack_of(d: &Deployment) -> StackSpec {
         image_id: d.image_id.clone(),
         target: Target {
             project: d.project.clone(),
-            file: d.compose_file.clone(),
+            files: vec![d.compose_file.clone()],
             project_dir: d
                 .compose_source
                 .parent()
@@ -169,8 +169,7 @@ impl<'a> Session<'a> {
                 format!("tag it so the stack can be brought back if the deploy fails: `docker tag {} <repository>:<tag>`, recreate it with that tag, then deploy", crate::util::short_id(&backend.image_id)),
             ));
         };
-        let source = self.compose_source()?;
-        let source = std::fs::canonicalize(&source).map_err(|e| Error::io("read", &source, e))?;
+        let sources = self.compose_sources()?;
         let mut env = compose_env(self.inputs, &project, tag);
         env.insert("CUSTOM_IMAGE".into(), repo.to_string());
         env.insert("DE_IMAGE".into(), repo.to_string());
@@ -186,46 +185,46 @@ impl<'a> Session<'a> {
             image_id: backend.image_id.clone(),
             target: Target {
                 project,
-                project_dir: source.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-                file: source,
+                project_dir: sources
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default(),
+                files: sources,
                 empty_env_file: compose::empty_env_file(&self.state.dir)?,
             },
             env,
         }))
     }
 
-    /// The one-shot services of the stack that the deploy waits for:
-    /// frappe_docker's `configurator` and `create-site` when the project has
-    /// them, plus `DE_ONESHOT_SERVICES`.
-    async fn oneshots(&self) -> Result<Vec<String>> {
+    /// The one-shot services of the stack that the deploy waits for: those
+    /// the compose files show (others wait for them to complete, or they do
+    /// not restart), plus `DE_ONESHOT_SERVICES`.
+    fn oneshots(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .inputs
-            .env
-            .get("DE_ONESHOT_SERVICES")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .compose
+            .as_ref()
+            .map(|c| c.one_shot_services())
             .unwrap_or_default();
-        let known = ["configurator", "create-site"];
-        let text = std::fs::read_to_string(self.compose_source()?).unwrap_or_default();
-        for k in known {
-            let declared = text.lines().any(|l| l.trim_end() == format!("  {k}:"));
-            if declared && !out.iter().any(|o| o == k) {
-                out.push(k.to_string());
+        if let Some(v) = self.inputs.env.get("DE_ONESHOT_SERVICES") {
+            for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_string());
+                }
             }
         }
-        Ok(out)
+        out
     }
 
-    fn compose_source(&self) -> Result<std::path::PathBuf> {
-        Ok(self
-            .inputs
-            .paths
-            .project_dir
-            .join(required(self.inputs, "DE_COMPOSE_FILE")?))
+    /// `DE_COMPOSE_FILE`'s files, resolved.
+    fn compose_sources(&self) -> Result<Vec<std::path::PathBuf>> {
+        let mut out = Vec::new();
+        for f in config::compose::list(required(self.inputs, "DE_COMPOSE_FILE")?) {
+            let p = self.inputs.paths.project_dir.join(f);
+            out.push(std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))?);
+        }
+        Ok(out)
     }
 
     async fn backend_running(&self, project: &str, service: &str) -> Result<bool> {
@@ -235,6 +234,13 @@ impl<'a> Session<'a> {
             .await?
             .iter()
             .any(|c| c.service == service && c.state == "running"))
+    }
+
+    /// Where deployment `id` snapshots its compose files (absolute: compose
+    /// runs with another working directory).
+    fn snapshot_dir(&self, id: &str) -> Result<std::path::PathBuf> {
+        let d = self.state.compose_snapshot_dir(id);
+        std::path::absolute(&d).map_err(|e| Error::io("resolve", &d, e))
     }
 
     /// The request for a deploy/rollback to `version`, from inputs and records.
@@ -253,23 +259,20 @@ impl<'a> Session<'a> {
         let id = state::new_id();
         let backend_service = required(inputs, "DE_BACKEND_SERVICE")?.to_string();
         let project = required(inputs, "COMPOSE_PROJECT_NAME")?.to_string();
-        let compose_source = inputs
-            .paths
-            .project_dir
-            .join(required(inputs, "DE_COMPOSE_FILE")?);
-        let compose_source = std::fs::canonicalize(&compose_source)
-            .map_err(|e| Error::io("read", &compose_source, e))?;
-        let project_dir = compose_source
-            .parent()
+        let compose_sources = self.compose_sources()?;
+        // Compose's own default: the first file's directory.
+        let project_dir = compose_sources
+            .first()
+            .and_then(|p| p.parent())
             .map(|p| p.to_path_buf())
             .unwrap_or_default();
-        let snap = self.state.compose_snapshot_path(&id);
+        let snap = self.snapshot_dir(&id)?;
         let new = StackSpec {
             version: version.to_string(),
             image_id: image_id.to_string(),
             target: Target {
                 project: project.clone(),
-                file: std::path::absolute(&snap).map_err(|e| Error::io("resolve", &snap, e))?,
+                files: config::compose::snapshot_layout(&compose_sources, &snap),
                 project_dir,
                 empty_env_file: compose::empty_env_file(&self.state.dir)?,
             },
@@ -291,7 +294,7 @@ impl<'a> Session<'a> {
             version: version.to_string(),
             image_id: image_id.to_string(),
             new,
-            compose_source,
+            compose_sources,
             previous,
             previous_running,
             sites: Sites::parse(inputs.env.get("DE_SITES").unwrap_or("all")),
@@ -302,7 +305,7 @@ impl<'a> Session<'a> {
             migrate,
             restore,
             full_down,
-            oneshots: self.oneshots().await?,
+            oneshots: self.oneshots(),
         })
     }
 }
@@ -473,12 +476,14 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
             args.full_down,
         )
         .await?;
-    // The exact compose file the target ran with, when it ran here before:
-    // the snapshot step copies that recorded file.
+    // The exact compose files the target ran with, when it ran here before:
+    // the snapshot step copies those recorded files.
     if let Some(d) = done.iter().rev().find(|d| d.version == target) {
         let st = stack_of(d);
-        if st.target.file.exists() {
-            req.compose_source = st.target.file.clone();
+        if !st.target.files.is_empty() && st.target.files.iter().all(|f| f.exists()) {
+            let snap = s.snapshot_dir(&req.id)?;
+            req.new.target.files = config::compose::snapshot_layout(&st.target.files, &snap);
+            req.compose_sources = st.target.files.clone();
             req.new.target.project_dir = st.target.project_dir.clone();
             req.new.env = st.env.clone();
         }

@@ -1,6 +1,7 @@
 //! Raw options + files -> one checked set of inputs every command starts from.
 
 pub mod apps;
+pub mod compose;
 pub mod containerfile;
 pub mod envfile;
 pub mod version;
@@ -75,6 +76,8 @@ pub struct Inputs {
     pub schema: Schema,
     pub env: EnvValues,
     pub apps: Vec<App>,
+    /// `DE_COMPOSE_FILE` read and merged (`None` when it could not be).
+    pub compose: Option<compose::ComposeSet>,
     pub problems: Vec<Problem>,
 }
 
@@ -157,11 +160,38 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         }
     }
 
+    // Everything a deploy relies on in the compose files, checked here so
+    // that check, build and deploy refuse before the stack is touched.
+    let (compose, compose_problems) =
+        compose::load_and_check(&paths.project_dir, &env, &env_shown, lookup_env);
+    problems.extend(compose_problems);
+
     Inputs {
         paths,
         schema,
         env,
         apps,
+        compose,
         problems,
     }
 }
+
+/// Variables a child process may inherit (and compose files may read from
+/// de-build's own environment): what finds and reaches the engine
+/// and the compose plugin, nothing else. Every child de-build starts is made
+/// here, so a token in de-build's own environment (the CI way) never reaches
+/// one.
+pub const CHILD_ENV_ALLOW: [&str; 12] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CONTEXT",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "XDG_RUNTIME_DIR",
+];

@@ -58,8 +58,8 @@ pub fn new_record(plan: &DeployPlan) -> Deployment {
         image_id: plan.image_id.clone(),
         previous_version: plan.previous.as_ref().map(|p| p.version.clone()),
         project: plan.new.target.project.clone(),
-        compose_file: plan.new.target.file.clone(),
-        compose_source: plan.compose_source.clone(),
+        compose_file: plan.new.target.main_file().to_path_buf(),
+        compose_source: plan.compose_sources.first().cloned().unwrap_or_default(),
         env: plan.new.env.clone(),
         backups: Vec::new(),
         started: state::now(),
@@ -297,7 +297,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         record: &mut Deployment,
     ) -> Result<()> {
         match step {
-            Step::Snapshot { source, to } => self.world.snapshot(source, to),
+            Step::Snapshot { sources, to } => sources
+                .iter()
+                .zip(to)
+                .try_for_each(|(from, to)| self.world.snapshot(from, to)),
             Step::MaintenanceOn { project } => self.maintenance(plan, project, true).await,
             Step::Drain {
                 project,
@@ -722,11 +725,17 @@ fn manual_compose(s: &StackSpec, tail: &str) -> String {
         .iter()
         .filter_map(|k| s.env.get(*k).map(|v| format!("{k}={v}")))
         .collect();
+    let files: Vec<String> = s
+        .target
+        .files
+        .iter()
+        .map(|f| format!("-f {}", f.display()))
+        .collect();
     format!(
-        "{} docker compose -p {} -f {} --project-directory {} {tail}",
+        "{} docker compose -p {} {} --project-directory {} {tail}",
         vars.join(" "),
         s.target.project,
-        s.target.file.display(),
+        files.join(" "),
         s.target.project_dir.display()
     )
 }

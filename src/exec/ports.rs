@@ -121,8 +121,10 @@ impl World for Real {
             ComposeCall::Replace(t) => self.compose.replace_args(t),
             ComposeCall::Down(t) => self.compose.down_args(t),
         };
-        let text = std::fs::read_to_string(&call.target().file)
-            .map_err(|e| Error::io("read", &call.target().file, e))?;
+        let mut text = String::new();
+        for f in &call.target().files {
+            text.push_str(&std::fs::read_to_string(f).map_err(|e| Error::io("read", f, e))?);
+        }
         let mut env = env.clone();
         for (k, v) in &self.secrets {
             if references(&text, k) {

@@ -18,9 +18,10 @@ pub struct DeployRequest {
     pub action: Action,
     pub version: String,
     pub image_id: String,
-    /// The stack to bring up (its file is the snapshot path to write).
+    /// The stack to bring up (its files are the snapshot paths to write).
     pub new: StackSpec,
-    pub compose_source: PathBuf,
+    /// The compose files to snapshot, in the order of `new.target.files`.
+    pub compose_sources: Vec<PathBuf>,
     pub previous: Option<StackSpec>,
     pub previous_running: bool,
     pub sites: Sites,
@@ -44,8 +45,8 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         .map(|p| p.target.project.clone())
         .unwrap_or_else(|| new_project.clone());
     let mut steps = vec![Step::Snapshot {
-        source: r.compose_source.clone(),
-        to: r.new.target.file.clone(),
+        sources: r.compose_sources.clone(),
+        to: r.new.target.files.clone(),
     }];
     if r.previous_running {
         steps.push(Step::MaintenanceOn {
@@ -120,7 +121,7 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         new: r.new,
         previous: r.previous,
         previous_running: r.previous_running,
-        compose_source: r.compose_source,
+        compose_sources: r.compose_sources,
         sites: r.sites,
         backend_service: r.backend_service,
         steps: Vec::new(),
@@ -293,7 +294,7 @@ mod tests {
             image_id: format!("sha256:{v}"),
             target: Target {
                 project: "p".into(),
-                file: format!("/s/{v}.yaml").into(),
+                files: vec![format!("/s/{v}.yaml").into()],
                 project_dir: "/p".into(),
                 empty_env_file: "/s/compose.env".into(),
             },
@@ -308,7 +309,7 @@ mod tests {
             version: "2.0.0".into(),
             image_id: "sha256:2.0.0".into(),
             new: stack("2.0.0"),
-            compose_source: "/p/compose.yaml".into(),
+            compose_sources: vec!["/p/compose.yaml".into()],
             previous: previous.map(stack),
             previous_running: running,
             sites: Sites::parse("a.local"),
