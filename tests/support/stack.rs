@@ -9,6 +9,9 @@ pub struct Stack {
     pub p: Project,
     pub project: String,
     pub port: u16,
+    /// `DE_COMPOSE` for this stack's commands (None: de-build's detection,
+    /// the v2 plugin when installed).
+    pub compose: Option<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -35,15 +38,16 @@ impl Stack {
             p,
             project,
             port,
+            compose: None,
         }
     }
 
     pub fn run(&self, args: &[&str]) -> super::Done {
-        self.p
-            .run()
-            .env("DEMO_HTTP_PORT", &self.port.to_string())
-            .args(args)
-            .output()
+        let mut r = self.p.run().env("DEMO_HTTP_PORT", &self.port.to_string());
+        if let Some(c) = &self.compose {
+            r = r.env("DE_COMPOSE", c);
+        }
+        r.args(args).output()
     }
 
     pub fn build(&self, version: &str) {
