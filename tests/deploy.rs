@@ -840,3 +840,51 @@ fn compose_v2_is_installed_under_ci() {
         eprintln!("SKIPPED: no Compose v2 plugin here; the deploy tests ran on v1");
     }
 }
+
+/// Migrate only when the schema changed: a release whose patches, hooks,
+/// DocTypes and fixtures are those of the running one deploys without
+/// maintenance, backup or migrate; a changed patch list migrates.
+#[test]
+fn an_unchanged_schema_deploys_without_migrate_or_maintenance() {
+    if !engine_available("schema") {
+        return;
+    }
+    let s = Stack::new("schema");
+    s.build("1.0.0");
+    s.build("1.0.1");
+    let m: serde_json::Value = serde_json::from_str(&s.p.read("releases/1.0.1.json")).unwrap();
+    assert!(m["schema"]["files"].as_u64().unwrap() >= 1, "{m}");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    let out = s.run(&["deploy", "1.0.1"]);
+    out.code(0).stderr_has("schema unchanged since 1.0.0");
+    let st = s.status();
+    let steps: Vec<String> = st["deployments"][0]["id"]
+        .as_str()
+        .map(|id| {
+            let r: serde_json::Value =
+                serde_json::from_str(&s.p.read(&format!(".de-build/deployments/{id}.json")))
+                    .unwrap();
+            r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["step"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap();
+    for skipped in ["maintenance-on", "backup", "migrate"] {
+        assert!(
+            !steps.iter().any(|x| x == skipped),
+            "{skipped} ran: {steps:?}"
+        );
+    }
+    add_patch(&s, "demo.patches.v1_1.schema");
+    s.build("1.1.0");
+    s.run(&["deploy", "1.1.0", "--dry-run", "--no-migrate"])
+        .code(0)
+        .stdout_lacks("bench migrate");
+    s.run(&["deploy", "1.1.0"])
+        .code(0)
+        .stderr_has("schema changed since 1.0.1")
+        .stderr_has("Executing demo.patches.v1_1.schema");
+}

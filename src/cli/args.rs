@@ -225,6 +225,13 @@ pub struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Migrate even if the schema fingerprint is unchanged (overrides DE_MIGRATE).
+    #[arg(long, conflicts_with = "no_migrate")]
+    pub migrate: bool,
+    /// Do not migrate (nor enter maintenance or back up), whatever changed
+    /// (overrides DE_MIGRATE).
+    #[arg(long)]
+    pub no_migrate: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,9 @@ use crate::config::{self, Inputs};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::exec::image::ensure_release_image;
 use crate::exec::ports::{Real, World};
-use crate::plan::deploy::{self as planner, Action, DeployPlan, DeployRequest, Sites, StackSpec};
+use crate::plan::deploy::{
+    self as planner, Action, DeployPlan, DeployRequest, MigrateMode, Sites, StackSpec,
+};
 use crate::record::state::{self, Backup, Deployment, Outcome, State};
 use crate::ui::output::{self, Style};
 use serde_json::json;
@@ -251,10 +253,11 @@ impl<'a> Session<'a> {
         version: &str,
         image_id: &str,
         previous: Option<StackSpec>,
-        migrate: bool,
+        migrate: (bool, String),
         restore: Vec<Backup>,
         full_down: bool,
     ) -> Result<DeployRequest> {
+        let (migrate, migrate_reason) = migrate;
         let inputs = self.inputs;
         let id = state::new_id();
         let backend_service = required(inputs, "DE_BACKEND_SERVICE")?.to_string();
@@ -303,6 +306,7 @@ impl<'a> Session<'a> {
             drain_timeout_secs: secs(inputs, "DE_DRAIN_TIMEOUT", 60),
             health_timeout_secs: secs(inputs, "DE_HEALTH_TIMEOUT", 60),
             migrate,
+            migrate_reason,
             restore,
             full_down,
             oneshots: self.oneshots(),
@@ -366,7 +370,16 @@ pub async fn run_deploy(global: &Global, args: &DeployArgs, style: &Style) -> Re
         None => required(&inputs, "DE_SITE_VERSION")?.to_string(),
     };
     let started = Instant::now();
-    if let Some(d) = deploy_version(&inputs, style, &version, args.dry_run, args.full_down).await? {
+    let mode = if args.migrate {
+        Some(MigrateMode::Always)
+    } else if args.no_migrate {
+        Some(MigrateMode::Never)
+    } else {
+        None
+    };
+    if let Some(d) =
+        deploy_version(&inputs, style, &version, args.dry_run, args.full_down, mode).await?
+    {
         report(style, &d, started.elapsed(), None);
     }
     Ok(EXIT_OK)
@@ -379,6 +392,7 @@ pub async fn deploy_version(
     version: &str,
     dry_run: bool,
     full_down: bool,
+    mode: Option<MigrateMode>,
 ) -> Result<Option<Deployment>> {
     let s = Session::open(inputs, style).await?;
     let all = s.state.deployments_checked()?;
@@ -388,13 +402,47 @@ pub async fn deploy_version(
         Some(d) => Some(stack_of(d)),
         None => s.adopt().await?,
     };
+    let mode = match mode {
+        Some(m) => m,
+        None => {
+            let v = inputs.env.get("DE_MIGRATE").unwrap_or("auto");
+            MigrateMode::parse(v).ok_or_else(|| {
+                Error::refused(
+                    format!("DE_MIGRATE is `{v}`"),
+                    "use auto (migrate when the schema fingerprint changed), always or never",
+                )
+            })?
+        }
+    };
+    // The fingerprint of what runs: its manifest's, if that manifest's image
+    // is the one running (an adopted stack may run anything).
+    let store = crate::record::manifest::Store::new(&inputs.paths.releases);
+    let running_schema = match &previous {
+        None => None,
+        Some(p) => {
+            let fp = store
+                .get(&p.version)
+                .ok()
+                .flatten()
+                .filter(|l| l.manifest.image.id == p.image_id)
+                .and_then(|l| l.manifest.schema.map(|s| s.sha256));
+            Some((p.version.clone(), fp))
+        }
+    };
+    let migrate = planner::decide_migrate(
+        mode,
+        running_schema
+            .as_ref()
+            .map(|(v, fp)| (v.as_str(), fp.as_deref())),
+        release.manifest.schema.as_ref().map(|s| s.sha256.as_str()),
+    );
     let req = s
         .request(
             Action::Deploy,
             version,
             &release.manifest.image.id,
             previous,
-            true,
+            migrate,
             Vec::new(),
             full_down,
         )
@@ -471,7 +519,10 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
             &target,
             &release.manifest.image.id,
             previous,
-            false,
+            (
+                false,
+                "a rollback never migrates (Frappe has no reverse migrations)".into(),
+            ),
             restore.clone(),
             args.full_down,
         )

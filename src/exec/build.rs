@@ -321,6 +321,7 @@ pub async fn execute(
     let mut content_digest = None;
     let mut reused_from = None;
     let mut recorded: Option<(Manifest, std::path::PathBuf)> = None;
+    let mut schema: Option<manifest::SchemaFingerprint> = None;
     let (engine_version, api_version) = engine.version().await?;
     for step in plan.steps() {
         let started = Instant::now();
@@ -407,6 +408,10 @@ pub async fn execute(
                 }) {
                     output::progress(style, &format!("smoke test passed for release {} with identical layers and config; not run again", prev.manifest.version));
                     reused_from = Some(prev.manifest.version.clone());
+                    schema = match &prev.manifest.schema {
+                        Some(s) => Some(s.clone()),
+                        None => fingerprint(engine, reference, &info, style).await,
+                    };
                     continue;
                 }
                 if let Err(e) = smoke_test(engine, reference, &info, command, apps).await {
@@ -416,6 +421,7 @@ pub async fn execute(
                         hint: Some(format!("nothing was recorded; the image is kept as {kept} for inspection, and the tag was put back as it was")),
                     });
                 }
+                schema = fingerprint(engine, reference, &info, style).await;
                 durations.insert("smoke_test".into(), started.elapsed().as_secs_f64());
             }
             Step::WriteManifest { path } => {
@@ -453,6 +459,7 @@ pub async fn execute(
                         reused_from: reused_from.clone(),
                     },
                     registry: None,
+                    schema: schema.clone(),
                 };
                 let written = Store::new(&inputs.paths.releases).write(&m)?;
                 debug_assert_eq!(&written, path);
@@ -481,6 +488,56 @@ fn warn_undo(what: &str, r: Result<()>) {
             "warning: could not {what}: {e}; `de-build tags repair` fixes recorded tags"
         ));
     }
+}
+
+/// The files of every app that make `bench migrate` do work, hashed in a
+/// container of the image. None (said) when the image cannot tell: a deploy
+/// then migrates, as it must when it does not know.
+async fn fingerprint(
+    engine: &Engine,
+    reference: &str,
+    info: &crate::adapters::engine::ImageInfo,
+    style: &Style,
+) -> Option<manifest::SchemaFingerprint> {
+    let bench = if info.working_dir.is_empty() {
+        "/home/frappe/frappe-bench".to_string()
+    } else {
+        info.working_dir.trim_end_matches("/sites").to_string()
+    };
+    let cmd: Vec<String> = vec!["sh".into(), "-c".into(), schema_script(&bench)];
+    match engine.run_once(reference, &cmd, None).await {
+        Ok((out, _)) if out.exit_code == 0 => {
+            let lines: Vec<&str> = out.output.lines().filter(|l| l.len() > 66).collect();
+            Some(manifest::SchemaFingerprint {
+                sha256: crate::util::sha256_hex(lines.join("\n").as_bytes()),
+                files: lines.len(),
+            })
+        }
+        Ok((out, _)) => {
+            output::progress(style, &format!("warning: no schema fingerprint (exit {}): deploys of this release always migrate", out.exit_code));
+            None
+        }
+        Err(e) => {
+            output::progress(
+                style,
+                &format!(
+                    "warning: no schema fingerprint ({e}): deploys of this release always migrate"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// sha256sum of each migrate-relevant file under `<bench>/apps`, sorted by
+/// path: a POSIX `find`, present in Frappe's Debian images and in busybox.
+pub fn schema_script(bench: &str) -> String {
+    format!(
+        "cd '{bench}/apps' && find . -type f \\( -name patches.txt -o -name hooks.py \
+         -o -path '*/doctype/*.json' -o -path '*/fixtures/*' -o -path '*/custom/*.json' \
+         -o -path '*/report/*.json' -o -path '*/workspace/*.json' \\) \
+         -not -path '*/node_modules/*' -not -path '*/.git/*' | LC_ALL=C sort | while read -r f; do sha256sum \"$f\"; done"
+    )
 }
 
 async fn undo_supersede(engine: &Engine, superseded: &Option<manifest::Superseded>) {

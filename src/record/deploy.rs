@@ -351,6 +351,10 @@ pub struct DeployPlan {
     pub compose_sources: Vec<PathBuf>,
     pub sites: Sites,
     pub backend_service: String,
+    /// Whether this deployment migrates, and why (`DE_MIGRATE`, the schema
+    /// fingerprints).
+    #[serde(default)]
+    pub migrate_reason: String,
     pub steps: Vec<PlannedStep>,
 }
 

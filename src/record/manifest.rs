@@ -35,6 +35,21 @@ pub struct Manifest {
     /// Set once the image was pushed to a registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryRecord>,
+    /// What makes `bench migrate` do work in this image; equal fingerprints
+    /// mean a deploy between the two releases needs no migrate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaFingerprint>,
+}
+
+/// A sha256 over the files that make `bench migrate` do work, app by app:
+/// `patches.txt`, `hooks.py`, DocType and other module JSON, fixtures,
+/// `custom/` (the rules Frappe Cloud uses to decide whether an update needs a
+/// migrate, in `press`'s app release difference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaFingerprint {
+    pub sha256: String,
+    /// How many files it covers.
+    pub files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +273,7 @@ pub mod tests {
                 reused_from: None,
             },
             registry: None,
+            schema: None,
         }
     }
 
