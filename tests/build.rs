@@ -47,6 +47,10 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn builds_the_demo_tags_labels_and_records_it() {
     if !engine_available("builds_the_demo") {
         return;
@@ -118,6 +122,10 @@ fn builds_the_demo_tags_labels_and_records_it() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn failing_step_shows_its_output_and_changes_nothing() {
     if !engine_available("failing_step") {
         return;
@@ -155,6 +163,10 @@ fn failing_step_shows_its_output_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn tag_collision_is_refused_then_replaced_then_repaired() {
     if !engine_available("tag_collision") {
         return;

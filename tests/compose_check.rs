@@ -481,6 +481,10 @@ fn http_status(port: u16) -> String {
 /// an override), snapshots them with their layout, and a rollback brings
 /// the recorded files back even after the override changed on disk.
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     if !support::engine_available("compose_file_set_deploy") {
         return;

@@ -8,6 +8,10 @@ use support::stack::{add_patch, Stack};
 use support::{docker, engine_available, CANARY};
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn deploy_v1_then_v2_migrates_once_and_records() {
     if !engine_available("deploy_v1_then_v2") {
         return;
@@ -117,6 +121,10 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_renamed_service_leaves_no_container_behind() {
     if !engine_available("renamed_service") {
         return;
@@ -161,6 +169,10 @@ fn a_renamed_service_leaves_no_container_behind() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_failing_patch_recovers_the_previous_release() {
     if !engine_available("failing_patch") {
         return;
@@ -201,6 +213,10 @@ fn a_failing_patch_recovers_the_previous_release() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
     if !engine_available("health_gate") {
         return;
@@ -232,6 +248,10 @@ fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn rollback_goes_back_and_refuses_unknown_versions() {
     if !engine_available("rollback") {
         return;
@@ -282,6 +302,10 @@ fn rollback_goes_back_and_refuses_unknown_versions() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn two_deploys_at_once_and_a_stale_lock() {
     if !engine_available("locks") {
         return;
@@ -351,6 +375,10 @@ fn two_deploys_at_once_and_a_stale_lock() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn the_token_reaches_no_record_log_or_container() {
     if !engine_available("deploy_canary") {
         return;
@@ -380,6 +408,10 @@ fn the_token_reaches_no_record_log_or_container() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn when_recovery_fails_too_it_says_what_is_left() {
     if !engine_available("fatal") {
         return;
@@ -481,6 +513,10 @@ fn the_bundled_compose_file_is_valid_compose() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn prune_never_removes_a_rollback_target() {
     if !engine_available("prune") {
         return;
@@ -553,6 +589,10 @@ fn prune_never_removes_a_rollback_target() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn ctrl_c_stops_recovers_and_releases_the_lock() {
     if !engine_available("ctrl_c") {
         return;
@@ -600,6 +640,10 @@ fn ctrl_c_stops_recovers_and_releases_the_lock() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_recorded_stack_that_was_stopped_is_still_replaced() {
     if !engine_available("stopped_stack") {
         return;
@@ -629,6 +673,10 @@ fn a_recorded_stack_that_was_stopped_is_still_replaced() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
     if !engine_available("wrong_image") {
         return;
@@ -698,6 +746,10 @@ fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
 /// keeps none in the sites): a recovery without it fails at once, never
 /// hangs; with `DB_PASSWORD` it restores, and the password is nowhere.
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn recovery_gives_bench_restore_the_root_password_on_stdin() {
     if !engine_available("root_password") {
         return;
@@ -747,6 +799,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// A stack started by hand (`compose up`), never recorded: the first deploy
 /// protects it (maintenance, backup) and brings it back when it fails.
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
     if !engine_available("adopt") {
         return;
@@ -788,6 +844,10 @@ fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
 /// containers by label. The other tests use v2 when the plugin is installed
 /// (always under CI); this one runs the upgrade and the rollback on v1.
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn upgrade_and_rollback_with_compose_v1() {
     if !engine_available("compose_v1") {
         return;
@@ -845,6 +905,10 @@ fn compose_v2_is_installed_under_ci() {
 /// DocTypes and fixtures are those of the running one deploys without
 /// maintenance, backup or migrate; a changed patch list migrates.
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn an_unchanged_schema_deploys_without_migrate_or_maintenance() {
     if !engine_available("schema") {
         return;
