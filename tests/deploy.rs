@@ -40,21 +40,8 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         &format!("label=com.docker.compose.project={}", s.project),
     ])
     .stdout;
-    let old_anon: Vec<String> = docker(&[
-        "inspect",
-        "--format",
-        "{{range .Mounts}}{{.Name}} {{end}}",
-        &s.backend_ids()[0],
-    ])
-    .stdout
-    .split_whitespace()
-    .filter(|n| n.len() == 64)
-    .map(str::to_string)
-    .collect();
-    assert!(
-        !old_anon.is_empty(),
-        "the demo backend has an anonymous assets volume"
-    );
+    // The logs volume (anonymous, as in frappe_docker's images) survives.
+    s.exec("echo before-upgrade > logs/marker.log");
     let out = s.run(&["deploy", "1.1.0"]);
     out.code(0)
         .clean()
@@ -73,8 +60,7 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         1,
         "{log}"
     );
-    // What a full `down` guarantees: no container of before survives, no old
-    // anonymous volume is left, the assets volume holds 1.1.0's files.
+    // Every app container is new; the logs carried over.
     let new_ids = docker(&[
         "ps",
         "-aq",
@@ -86,13 +72,7 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
     for id in old_ids.lines() {
         assert!(!new_ids.contains(id), "container {id} survived the deploy");
     }
-    let vols = docker(&["volume", "ls", "-q"]).stdout;
-    for v in &old_anon {
-        assert!(
-            !vols.contains(v.as_str()),
-            "old anonymous volume {v} left behind"
-        );
-    }
+    assert_eq!(s.exec("cat logs/marker.log").trim(), "before-upgrade");
     assert!(s
         .exec("cat assets/release-patches.txt")
         .contains("v1_1.add_field"));
@@ -951,4 +931,84 @@ fn an_unchanged_schema_deploys_without_migrate_or_maintenance() {
         .code(0)
         .stderr_has("schema changed since 1.0.1")
         .stderr_has("Executing demo.patches.v1_1.schema");
+}
+
+/// Only the services that run the release are replaced: a database-like
+/// service with its own image keeps its container (and its data) through a
+/// deploy and a rollback; the app containers are all new.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn services_that_do_not_run_the_release_are_left_running() {
+    if !engine_available("keep_db") {
+        return;
+    }
+    let s = Stack::new("keepdb");
+    // A stand-in database image, built here (nothing can be pulled).
+    let db_image = format!("{}-db:1", s.repo.0);
+    let ctx = s.p.path().join("db-image");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\", \"sleep\", \"2147483647\"]\n",
+    )
+    .unwrap();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &db_image])
+        .arg(&ctx)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    std::fs::remove_dir_all(&ctx).unwrap();
+    s.p.write(
+        "compose.yaml",
+        &(s.p.read("compose.yaml").replace(
+            "\nvolumes:\n",
+            &format!("\n  db:\n    image: {db_image}\n    init: true\n\nvolumes:\n"),
+        )),
+    );
+    s.build("1.0.0");
+    add_patch(&s, "demo.patches.v2.keepdb");
+    s.build("2.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    let ids = |svc: &str| {
+        support::docker(&[
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", s.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={svc}"),
+        ])
+        .stdout
+        .trim()
+        .to_string()
+    };
+    let db = ids("db");
+    let backend = ids("backend");
+    assert!(!db.is_empty() && !backend.is_empty());
+    s.run(&["-q", "deploy", "2.0.0"]).code(0);
+    assert_eq!(ids("db"), db, "the database container was recreated");
+    assert_ne!(
+        ids("backend"),
+        backend,
+        "the backend must run the new release"
+    );
+    s.run(&["-q", "rollback"]).code(0);
+    assert_eq!(
+        ids("db"),
+        db,
+        "the database container was recreated by the rollback"
+    );
+    assert_eq!(s.status()["consistent"], true);
+    support::docker(&["rmi", "-f", &db_image]);
 }

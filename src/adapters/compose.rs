@@ -74,21 +74,15 @@ impl Compose {
         a
     }
 
-    /// Replace a running stack in one pass: every container recreated from the
-    /// file's images, anonymous volumes renewed (no stale assets), containers
-    /// of services no longer in the file removed.
+    /// Replace a running stack in one pass: compose recreates the containers
+    /// whose configuration changed (those of the release image: its tag
+    /// changed) and leaves the rest (database, redis) running. No
+    /// `--renew-anon-volumes`: in v2 it recreates every container, and it
+    /// would wipe frappe_docker's anonymous `logs` volume (assets live in the
+    /// image now, so nothing stale is carried over).
     pub fn replace_args(&self, t: &Target) -> Vec<String> {
         let mut a = self.base(t);
-        a.extend(
-            [
-                "up",
-                "--detach",
-                "--force-recreate",
-                "--renew-anon-volumes",
-                "--remove-orphans",
-            ]
-            .map(String::from),
-        );
+        a.extend(["up", "--detach", "--remove-orphans"].map(String::from));
         a
     }
 
@@ -204,13 +198,7 @@ mod tests {
         assert_eq!(Compose::v1().program, vec!["docker-compose"]);
         assert_eq!(
             Compose::v1().replace_args(&t)[8..],
-            [
-                "up",
-                "--detach",
-                "--force-recreate",
-                "--renew-anon-volumes",
-                "--remove-orphans"
-            ]
+            ["up", "--detach", "--remove-orphans"]
         );
         assert_eq!(
             Compose::v2().config_args(&t).last().map(String::as_str),

@@ -91,10 +91,12 @@ pub enum Command {
     /// Deploy a recorded release: lock, maintenance, backup, replace the stack, migrate, health gate.
     #[command(
         after_help = "Examples:\n  de-build deploy            # DE_SITE_VERSION\n  de-build deploy 1.2.0 --dry-run\n  de-build deploy --full-down\n\n\
-        With a release running: maintenance on, queued jobs drained, every site backed up, then\n\
-        every container recreated from the new image in one compose pass (--force-recreate,\n\
-        --renew-anon-volumes, --remove-orphans; anything older left is removed by label), or with\n\
-        --full-down a complete `down` with the compose file recorded at the last up, then `up`.\n\
+        With a release running and a schema change to migrate (DE_MIGRATE=auto compares the\n\
+        releases' schema fingerprints): maintenance on, queued jobs drained, every site backed up;\n\
+        then one compose pass recreates the services that run the release image (others, such as\n\
+        the database, keep running; anonymous volumes such as logs carry over; an old app container\n\
+        left behind is removed), or with --full-down a complete `down` with the compose file\n\
+        recorded at the last up, then `up`. Without a migrate there is no maintenance or backup.\n\
         Then every app container is checked to run the release's image, `bench --site <s> migrate`\n\
         runs in DE_BACKEND_SERVICE, and DE_HEALTH_URL must answer (2xx or the maintenance 503)\n\
         while still in maintenance; only then does maintenance go off and the URL must answer 2xx.\n\

@@ -323,8 +323,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
                 Ok(())
             }
-            Step::Replace { to, .. } => {
-                let removed = self.replace(to).await?;
+            Step::Replace { from, to } => {
+                let removed = self.replace(from, to).await?;
                 if !removed.is_empty() {
                     self.sink.note(&format!(
                         "removed old containers compose left behind: {}",
@@ -651,24 +651,34 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(removed)
     }
 
-    /// Replace the running stack by `to` in one compose pass, then prove the
-    /// guarantee of a full down: no container that existed before survives.
-    async fn replace(&self, to: &StackSpec) -> Result<Vec<String>> {
-        let before = self.world.containers(&to.target.project).await?;
-        let before_ids: Vec<String> = before.iter().map(|c| c.id.clone()).collect();
-        let anon = self.world.anonymous_volumes(&before_ids).await?;
+    /// Replace the running stack by `to` in one compose pass: compose
+    /// recreates the containers whose configuration changed — every service
+    /// that runs the release image, since its tag changed — carrying their
+    /// anonymous volumes (frappe_docker's `logs`) over, and leaves the others
+    /// (database, redis) running. An old app container compose left behind
+    /// (a renamed service) is removed.
+    async fn replace(&self, from: &StackSpec, to: &StackSpec) -> Result<Vec<String>> {
+        let project = &to.target.project;
+        let before = self.world.containers(project).await?;
         self.world
             .compose(&ComposeCall::Replace(to.target.clone()), &to.env)
             .await?;
+        let after: Vec<String> = self
+            .world
+            .containers(project)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         let mut removed = Vec::new();
-        for c in self.world.containers(&to.target.project).await? {
-            if before_ids.contains(&c.id) {
+        for c in before.iter().filter(|c| after.contains(&c.id)) {
+            let old_app = !from.image_id.is_empty()
+                && c.image_id == from.image_id
+                && from.image_id != to.image_id;
+            if old_app {
                 self.world.remove_container(&c.id).await?;
                 removed.push(format!("{} ({})", c.name, c.service));
             }
-        }
-        for v in anon {
-            self.world.remove_volume(&v).await?;
         }
         Ok(removed)
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComposeCall {
     Up(Target),
-    /// `up --force-recreate --renew-anon-volumes --remove-orphans`
+    /// `up --remove-orphans` over a running stack: compose recreates what changed
     Replace(Target),
     Down(Target),
 }
