@@ -681,26 +681,8 @@ fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
     .trim()
     .to_string();
     s.exec("mkdir -p sites/.fault && echo 3 > sites/.fault/ready-for-migration.sleep");
-    let child = Command::new(env!("CARGO_BIN_EXE_de-build"))
-        .arg("--project-dir")
-        .arg(s.p.path())
-        .args(["deploy", "2.0.0"])
-        .env("DEMO_HTTP_PORT", s.port.to_string())
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_dir(s.p.path().join(".de-build/deployments"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .any(|t| t.contains("\"version\": \"2.0.0\"") && t.contains("\"maintenance_on\": true"))
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50)); // polling a condition, bounded by the deadline
-    }
+    let child = s.spawn(&["deploy", "2.0.0"]);
+    s.wait_progress("2.0.0", "maintenance_on");
     support::docker(&["tag", &v1, &format!("{}:2.0.0", s.repo.0)]).code(0);
     let done = child.wait_with_output().unwrap();
     let out = support::Done::from(done);
