@@ -51,7 +51,10 @@ fn global_options_are_grouped_apart() {
         .expect("a Global options heading");
     assert!(own.contains("-h, --help"), "{}", out.stdout);
     for opt in ["--project-dir", "--env-file", "--json", "--quiet"] {
-        assert!(!own.contains(opt), "{opt} listed among the command's own options");
+        assert!(
+            !own.contains(opt),
+            "{opt} listed among the command's own options"
+        );
         assert!(global.contains(opt), "{opt} missing from Global options");
     }
     assert!(out.stdout.contains("Examples:\n  de-build status"));
@@ -63,7 +66,7 @@ fn completions_for_each_shell_know_every_command() {
     for shell in ["bash", "zsh", "fish"] {
         let out = Run::new(p.path()).args(&["completions", shell]).output();
         out.code(0);
-        for word in ["rollback", "releases", "--restore-backup", "--project-dir"] {
+        for word in ["rollback", "releases", "restore-backup", "project-dir"] {
             assert!(out.stdout.contains(word), "{shell} completion lacks {word}");
         }
     }
