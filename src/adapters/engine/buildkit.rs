@@ -291,7 +291,6 @@ pub async fn build(
     mut on_event: impl FnMut(Event),
 ) -> Result<String, String> {
     use base64::Engine as _;
-    use prost::Message as _;
     let host = Host::from_env()?;
     let session_id = format!(
         "de-build-{}-{}",
@@ -361,7 +360,7 @@ pub async fn build(
                     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(aux) else {
                         continue;
                     };
-                    if let Ok(st) = StatusResponse::decode(raw.as_slice()) {
+                    if let Ok(st) = StatusResponse::decode(&raw) {
                         let mut evs = Vec::new();
                         events_from(st, &mut started, &mut evs);
                         evs.into_iter().for_each(&mut on_event);
