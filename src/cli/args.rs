@@ -234,10 +234,14 @@ pub struct BuildArgs {
 #[derive(Debug, Subcommand)]
 pub enum ReleasesCommand {
     /// Every recorded release, newest first, and whether its image is present.
-    #[command(after_help = "Examples:\n  de-build releases list\n  de-build --json releases list | jq '.releases[].version'")]
+    #[command(
+        after_help = "Examples:\n  de-build releases list\n  de-build --json releases list | jq '.releases[].version'"
+    )]
     List,
     /// One release's manifest.
-    #[command(after_help = "Examples:\n  de-build releases show 1.2.0\n  de-build --json releases show 1.2.0 | jq .manifest.apps")]
+    #[command(
+        after_help = "Examples:\n  de-build releases show 1.2.0\n  de-build --json releases show 1.2.0 | jq .manifest.apps"
+    )]
     Show {
         /// The release version, e.g. 1.2.0.
         version: String,
@@ -260,8 +264,10 @@ pub enum ReleasesCommand {
 #[derive(Debug, Subcommand)]
 pub enum TagsCommand {
     /// Put back version tags that recorded images lost (e.g. to a manual `docker build`).
-    #[command(after_help = "Examples:\n  de-build tags repair --dry-run\n  de-build tags repair\n\n\
-        An image that took a recorded version's tag is kept as <version>-untracked-<id>.")]
+    #[command(
+        after_help = "Examples:\n  de-build tags repair --dry-run\n  de-build tags repair\n\n\
+        An image that took a recorded version's tag is kept as <version>-untracked-<id>."
+    )]
     Repair {
         /// Show what would be re-tagged and change nothing.
         #[arg(long)]
