@@ -27,7 +27,7 @@ now() { date +%s%N; }
 # `times` must run in this shell (in $(...) it would see the subshell's).
 child_cpu() {
   times >"$work/times"
-  awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", ((u[1] + s[1]) * 60 + u[2] + s[2]) * 1e9 }' "$work/times"
+  awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", ((u[1] + s[1]) * 60 + u[2] + s[2]) * 1e9 }' "$work/times"
 }
 secs() { awk -v ns="$1" 'BEGIN { printf "%.1f", ns / 1e9 }'; }
 
