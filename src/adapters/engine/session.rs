@@ -285,9 +285,12 @@ pub mod pb {
 
 pub const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
 pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+pub const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 
-/// The methods announced to the engine when the session is opened.
-pub const METHODS: [&str; 2] = [GET_SECRET, HEALTH_CHECK];
+/// The methods announced to the engine when the session is opened, as the
+/// docker CLI announces its services' methods. Watch (a stream) is answered
+/// UNIMPLEMENTED: the engine polls Check.
+pub const METHODS: [&str; 3] = [GET_SECRET, HEALTH_CHECK, HEALTH_WATCH];
 
 /// gRPC status codes used here.
 const OK: u32 = 0;
@@ -447,7 +450,7 @@ mod tests {
             pb::SERVING
         );
         assert!(matches!(
-            answer(&secrets, "/grpc.health.v1.Health/Watch", &[]),
+            answer(&secrets, HEALTH_WATCH, &[]),
             Reply::Status(UNIMPLEMENTED, _)
         ));
     }
