@@ -16,6 +16,10 @@ src="${1:-$(cd "$(dirname "$0")/.." && pwd)}"
 goal=240
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/de-build-setup.XXXXXX")"
+finish() {
+  if [ -n "${SETUP_KEEP:-}" ]; then echo "setup: kept $work"; else rm -rf "$work"; fi
+}
+trap finish EXIT
 echo "setup: cloning $src into $work/repo (target dir $work/target, empty)"
 git clone -q "$src" "$work/repo"
 export CARGO_TARGET_DIR="$work/target"
@@ -49,12 +53,11 @@ timed() {
 
 timed demo "$work/demo.log" ./examples/demo/run
 demo_ns=$elapsed demo_cpu=$cpu
-timed tests "$work/test.log" cargo test
-test_ns=$elapsed test_cpu=$cpu
-
 # What the demo left running (nothing under CI, where it cleans by itself).
 clean="$(sed -n 's/^remove everything the demo started: *//p' "$work/demo.log" | tail -1)"
 [ -z "$clean" ] || "$clean" >/dev/null
+timed tests "$work/test.log" cargo test
+test_ns=$elapsed test_cpu=$cpu
 
 total=$((demo_ns + test_ns))
 total_cpu=$((demo_cpu + test_cpu))
@@ -68,4 +71,3 @@ printf 'setup: total               %7s  %7s   (goal <= %d s wall: %s)\n' "$(secs
   "$(secs "$total_cpu")" "$goal" "$([ "$total" -le $((goal * 1000000000)) ] && echo met || echo MISSED)"
 printf 'setup: CPU / %d cores = %s s: the least wall time on an idle machine of this kind\n' \
   "$cores" "$(secs $((total_cpu / cores)))"
-if [ -n "${SETUP_KEEP:-}" ]; then echo "setup: kept $work"; else rm -rf "$work"; fi
