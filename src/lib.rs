@@ -38,7 +38,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let paths = cli::paths(g);
     // The log lives in the project's state directory; a project directory
     // that does not exist gets no log (the command will say what is wrong).
-    if paths.project_dir.is_dir() {
+    // Printing completions or the man page touches no project.
+    let touches_project = !matches!(
+        cli.command,
+        cli::args::Command::Completions(_) | cli::args::Command::Man(_)
+    );
+    if touches_project && paths.project_dir.is_dir() {
         let argv: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())

@@ -31,6 +31,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options (before or after the command)")]
 pub struct Global {
     /// Project directory holding .env, de-example.env, apps.json and releases/.
     #[arg(
@@ -83,10 +84,16 @@ pub enum Command {
     )]
     Build(BuildArgs),
     /// Recorded releases: list, show, diff.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  de-build releases list\n  de-build releases show 1.2.0\n  de-build releases diff 1.1.0 1.2.0"
+    )]
     Releases(ReleasesCommand),
     /// Image tags of recorded releases.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  de-build tags repair --dry-run\n  de-build tags repair"
+    )]
     Tags(TagsCommand),
     /// Deploy a recorded release: lock, maintenance, backup, replace the stack, migrate, health gate.
     #[command(
@@ -146,6 +153,11 @@ pub enum Command {
     )]
     Release(ReleaseArgs),
     /// Push a recorded release to DE_REGISTRY and record its digest.
+    #[command(
+        after_help = "Examples:\n  de-build push            # DE_SITE_VERSION\n  de-build push 1.2.0\n\n\
+        Retries the push of a release whose `de-build release` could not push. A version already\n\
+        in the registry with another digest is refused: tags there are never overwritten."
+    )]
     Push(PushArgs),
     /// Remove old de-build images and dangling build cache; never a rollback target.
     #[command(
@@ -155,8 +167,37 @@ pub enum Command {
     )]
     Prune(PruneArgs),
     /// The deploy lock.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  de-build status           # who holds the lock\n  de-build lock release"
+    )]
     Lock(LockCommand),
+    /// Print a shell completion script for de-build.
+    #[command(
+        after_help = "Examples:\n  de-build completions bash > ~/.local/share/bash-completion/completions/de-build\n  \
+        de-build completions zsh > ~/.zfunc/_de-build      # with fpath+=(~/.zfunc) in ~/.zshrc\n  \
+        de-build completions fish > ~/.config/fish/completions/de-build.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  de-build man | man -l -\n  de-build man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write de-build.1 and a de-build-<command>.1 per command into DIR instead of printing de-build.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -195,19 +236,40 @@ pub struct BuildArgs {
 #[derive(Debug, Subcommand)]
 pub enum ReleasesCommand {
     /// Every recorded release, newest first, and whether its image is present.
+    #[command(
+        after_help = "Examples:\n  de-build releases list\n  de-build --json releases list | jq '.releases[].version'"
+    )]
     List,
     /// One release's manifest.
+    #[command(
+        after_help = "Examples:\n  de-build releases show 1.2.0\n  de-build --json releases show 1.2.0 | jq .manifest.apps"
+    )]
     Show {
         /// The release version, e.g. 1.2.0.
         version: String,
     },
-    /// What changed between two releases: apps, commits, build-args.
-    Diff { from: String, to: String },
+    /// What changed between two releases: image, content, apps, commits, build-args, Containerfile.
+    #[command(
+        after_help = "Examples:\n  de-build releases diff 1.1.0 1.2.0\n  de-build --json releases diff 1.1.0 1.2.0 | jq .same_content\n\n\
+        The image ID differs for any two builds (labels hold the version and build time); the\n\
+        content digest (layers + runtime config) tells whether what runs changed. Same apps,\n\
+        build-args and Containerfile with other content: a file of the build context changed."
+    )]
+    Diff {
+        /// The older release, e.g. 1.1.0.
+        from: String,
+        /// The newer release, e.g. 1.2.0.
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TagsCommand {
     /// Put back version tags that recorded images lost (e.g. to a manual `docker build`).
+    #[command(
+        after_help = "Examples:\n  de-build tags repair --dry-run\n  de-build tags repair\n\n\
+        An image that took a recorded version's tag is kept as <version>-untracked-<id>."
+    )]
     Repair {
         /// Show what would be re-tagged and change nothing.
         #[arg(long)]

@@ -51,7 +51,8 @@ pub struct Style {
     pub color: bool,
     pub verbose: bool,
     pub quiet: bool,
-    /// stderr is an interactive terminal (live progress allowed).
+    /// stderr is an interactive terminal and neither `CI` nor `NO_COLOR` is
+    /// set (nor `TERM=dumb`): live lines (elapsed time, latest output) allowed.
     pub interactive: bool,
 }
 
@@ -60,12 +61,13 @@ impl Style {
         let tty = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|v| v == "dumb");
         Style {
             json,
             color: tty && !no_color && !ci,
             verbose,
             quiet,
-            interactive: tty && !ci,
+            interactive: tty && !ci && !no_color && !dumb,
         }
     }
 
@@ -99,20 +101,26 @@ pub fn progress(style: &Style, line: &str) {
     if style.quiet {
         return;
     }
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{}", redact::redact(line));
+    let line = redact::redact(line);
+    super::live::suspend(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    });
 }
 
 /// Errors and warnings: always shown on stderr, redacted.
 pub fn diag(line: &str) {
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "{}", redact::redact(line));
+    let line = redact::redact(line);
+    super::live::suspend(|| {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    });
 }
 
 /// The command's result for humans: stdout, redacted.
 pub fn result(line: &str) {
-    let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{}", redact::redact(line));
+    let line = redact::redact(line);
+    super::live::suspend(|| {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    });
 }
 
 /// The command's result for machines: one pretty JSON document on stdout.

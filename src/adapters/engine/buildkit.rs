@@ -7,22 +7,15 @@
 //!
 //! 1. `POST /session` upgraded to h2c: de-build is the gRPC *server* on that
 //!    connection, offering the Secrets service (apps.json, from memory) and
-//!    Health, which the engine checks.
+//!    Health, which the engine checks (see [`super::session`]).
 //! 2. `POST /build?version=2&session=<id>`: the context is a tar streamed as
 //!    the request body (produced file by file on a blocking thread, behind a
 //!    small bounded channel), and the response is BuildKit's status stream:
 //!    `moby.buildkit.trace` messages carrying a base64 protobuf
 //!    `StatusResponse` (steps, logs), then the image ID.
 
+use super::session::{self, pb::StatusResponse};
 use crate::ui::progress::Event;
-use bollard_buildkit_proto::health::health_check_response::ServingStatus;
-use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
-use bollard_buildkit_proto::health::{
-    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
-};
-use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
-use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
-use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -30,9 +23,8 @@ use hyper_util::rt::TokioIo;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub struct BuildRequest {
     pub tag: String,
@@ -109,96 +101,6 @@ fn path(api: &str, p: &str) -> String {
     format!("/v{api}{p}")
 }
 
-struct SecretStore(HashMap<String, Vec<u8>>);
-
-#[tonic::async_trait]
-impl Secrets for SecretStore {
-    async fn get_secret(
-        &self,
-        req: tonic::Request<GetSecretRequest>,
-    ) -> Result<tonic::Response<GetSecretResponse>, tonic::Status> {
-        match self.0.get(&req.get_ref().id) {
-            Some(v) => Ok(tonic::Response::new(GetSecretResponse { data: v.clone() })),
-            None => Err(tonic::Status::not_found(format!(
-                "secret {} not provided",
-                req.get_ref().id
-            ))),
-        }
-    }
-}
-
-struct Healthy;
-
-#[tonic::async_trait]
-impl Health for Healthy {
-    async fn check(
-        &self,
-        _: tonic::Request<HealthCheckRequest>,
-    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(HealthCheckResponse {
-            status: ServingStatus::Serving as i32,
-        }))
-    }
-
-    type WatchStream = Pin<
-        Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>,
-    >;
-
-    async fn watch(
-        &self,
-        _: tonic::Request<HealthCheckRequest>,
-    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("watch is not offered"))
-    }
-
-    async fn list(
-        &self,
-        _: tonic::Request<HealthListRequest>,
-    ) -> Result<tonic::Response<HealthListResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("list is not offered"))
-    }
-}
-
-/// The hijacked session connection, as tonic's server wants it.
-struct SessionConn(TokioIo<hyper::upgrade::Upgraded>);
-
-impl tonic::transport::server::Connected for SessionConn {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for SessionConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SessionConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-const METHODS: [&str; 3] = [
-    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-];
-
 /// Open the session and serve it in the background until the handle is dropped.
 async fn start_session(
     host: &Host,
@@ -221,7 +123,7 @@ async fn start_session(
         .header("X-Docker-Expose-Session-Uuid", id)
         .header("X-Docker-Expose-Session-Name", "de-build")
         .header("X-Docker-Expose-Session-Sharedkey", id);
-    for m in METHODS {
+    for m in session::METHODS {
         req = req.header("X-Docker-Expose-Session-Grpc-Method", m);
     }
     let req = req
@@ -247,16 +149,7 @@ async fn start_session(
     let upgraded = hyper::upgrade::on(resp)
         .await
         .map_err(|e| format!("session upgrade: {e}"))?;
-    let conn = SessionConn(TokioIo::new(upgraded));
-    Ok(tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(HealthServer::new(Healthy))
-            .add_service(SecretsServer::new(SecretStore(secrets)))
-            .serve_with_incoming(futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
-                conn,
-            )]))
-            .await;
-    }))
+    Ok(tokio::spawn(session::serve(upgraded, secrets)))
 }
 
 type FrameStream =
@@ -398,7 +291,6 @@ pub async fn build(
     mut on_event: impl FnMut(Event),
 ) -> Result<String, String> {
     use base64::Engine as _;
-    use prost::Message as _;
     let host = Host::from_env()?;
     let session_id = format!(
         "de-build-{}-{}",
@@ -468,7 +360,7 @@ pub async fn build(
                     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(aux) else {
                         continue;
                     };
-                    if let Ok(st) = StatusResponse::decode(raw.as_slice()) {
+                    if let Ok(st) = StatusResponse::decode(&raw) {
                         let mut evs = Vec::new();
                         events_from(st, &mut started, &mut evs);
                         evs.into_iter().for_each(&mut on_event);

@@ -2,6 +2,7 @@
 //! exec. The BuildKit build itself lives in [`buildkit`].
 
 pub mod buildkit;
+pub mod session;
 
 use crate::error::{Error, Result};
 use bollard::query_parameters as q;
