@@ -26,6 +26,9 @@ pub struct Problem {
     pub file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// 1-based, in characters, when a place inside the line matters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
     /// For apps.json: the entry, as `#3 (de_macrs)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
@@ -43,6 +46,7 @@ impl Problem {
         Problem {
             file: file.into(),
             line: None,
+            column: None,
             entry: None,
             key: None,
             code,
@@ -52,6 +56,10 @@ impl Problem {
     }
     pub fn line(mut self, line: usize) -> Self {
         self.line = Some(line);
+        self
+    }
+    pub fn column(mut self, column: usize) -> Self {
+        self.column = Some(column);
         self
     }
     pub fn entry(mut self, entry: impl Into<String>) -> Self {
@@ -67,11 +75,14 @@ impl Problem {
         self
     }
 
-    /// `file:line: message` / `file: entry #2 (x): message`.
+    /// `file:line[:column]: message` / `file: entry #2 (x): message`.
     pub fn location(&self) -> String {
         let mut s = self.file.clone();
         if let Some(l) = self.line {
             s.push_str(&format!(":{l}"));
+            if let Some(c) = self.column {
+                s.push_str(&format!(":{c}"));
+            }
         }
         if let Some(e) = &self.entry {
             s.push_str(&format!(": entry {e}"));
@@ -125,9 +136,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_) | Error::Refused { .. } => EXIT_INVALID,
-            Error::Io { .. } | Error::Engine { .. } | Error::Failed { .. } => {
-                EXIT_FAILURE
-            }
+            Error::Io { .. } | Error::Engine { .. } | Error::Failed { .. } => EXIT_FAILURE,
             Error::Recovered { .. } => EXIT_RECOVERED,
             Error::Fatal { .. } => EXIT_FATAL,
             Error::Locked { .. } => EXIT_LOCKED,
@@ -191,6 +200,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An I/O error as a reason in a sentence: "Permission denied", without the
+/// "(os error 13)" suffix.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
 
 #[cfg(test)]
 mod tests {

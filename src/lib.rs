@@ -19,8 +19,8 @@ pub mod util;
 
 use clap::Parser;
 use error::{Error, EXIT_INVALID};
-use ui::output::Style;
 use std::ffi::OsString;
+use ui::output::Style;
 
 /// Run the tool with these arguments; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
@@ -68,7 +68,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 }
 
 /// Engine work is async (bollard); everything else is plain code.
-pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = error::Result<T>>) -> error::Result<T> {
+pub(crate) fn block_on<T>(
+    fut: impl std::future::Future<Output = error::Result<T>>,
+) -> error::Result<T> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

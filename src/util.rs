@@ -47,4 +47,3 @@ pub fn percent_encode_userinfo(v: &str) -> String {
     }
     out
 }
-

@@ -1,10 +1,10 @@
 //! Asking the apps' git remotes (with the injected URLs) which commit each
 //! branch or tag is at: `check --online` and `build` share this.
 
+use crate::adapters::git::{self, RemoteError};
 use crate::config::apps::{inject_url, App};
 use crate::config::{self, Inputs};
 use crate::error::Problem;
-use crate::adapters::git::{self, RemoteError};
 use crate::ui::output::{self, Style};
 use std::time::{Duration, Instant};
 
@@ -29,15 +29,10 @@ pub fn resolve_apps(
             timeout.as_secs()
         ),
     );
-    let items: Vec<(String, String)> = inputs
+    let items: Vec<(crate::secret::Secret, String)> = inputs
         .apps
         .iter()
-        .map(|a| {
-            (
-                inject_url(a, &inputs.env).expose().to_string(),
-                a.branch.clone(),
-            )
-        })
+        .map(|a| (inject_url(a, &inputs.env), a.branch.clone()))
         .collect();
     let results = git::resolve_all(&items, timeout);
     for (app, r) in inputs.apps.iter().zip(&results) {

@@ -651,7 +651,9 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
             planner::describe(&recovery)
         };
         if style.json {
-            output::json(&json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}));
+            output::json(
+                &json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}),
+            );
         } else {
             output::result(&format!(
                 "deployment {} ({} {} -> {}, {}): {what}",
@@ -711,7 +713,9 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
     match result? {
         None => {
             if style.json {
-                output::json(&json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}));
+                output::json(
+                    &json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}),
+                );
             } else {
                 output::result(&format!(
                     "deployment {} completed: {} is deployed and healthy",

@@ -4,14 +4,14 @@
 //! recovery (`-superseded-`) images of those releases. Only images de-build
 //! built (label `de-build.version`) in `DE_IMAGE` are considered.
 
-use crate::util::short_id;
-use crate::config::{self, Inputs};
 use crate::adapters::engine::Engine;
+use crate::config::{self, Inputs};
 use crate::error::{Error, Result, EXIT_OK};
-use crate::record::manifest::Store;
-use crate::ui::output::{self, Style};
 use crate::plan::prune::protected;
+use crate::record::manifest::Store;
 use crate::record::state::State;
+use crate::ui::output::{self, Style};
+use crate::util::short_id;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -106,7 +106,12 @@ pub async fn run(
             .docker
             .prune_build(None::<bollard::query_parameters::PruneBuildOptions>)
             .await
-            .map_err(|e| Error::engine("prune the build cache", crate::adapters::engine::describe(&e)))?;
+            .map_err(|e| {
+                Error::engine(
+                    "prune the build cache",
+                    crate::adapters::engine::describe(&e),
+                )
+            })?;
         Some(r.space_reclaimed.unwrap_or(0))
     };
     if style.json {
@@ -142,4 +147,3 @@ pub async fn run(
     }
     Ok(EXIT_OK)
 }
-

@@ -420,38 +420,40 @@ pub async fn execute(
             }
             Step::WriteManifest { path } => {
                 let m = Manifest {
-                schema_version: manifest::SCHEMA_VERSION,
-                version: plan.version.clone(),
-                created: created.clone(),
-                de_build_version: env!("CARGO_PKG_VERSION").to_string(),
-                image: manifest::ImageRef {
-                    repository: plan.repository.clone(),
-                    tag: plan.version.clone(),
-                    reference: plan.reference.clone(),
-                    id: image_id.clone(),
-                },
-                build_args: plan.build_args.clone(),
-                containerfile: manifest::FileDigest {
-                    path: plan.containerfile.clone(),
-                    sha256: plan.containerfile_sha256.clone(),
-                },
-                apps: plan.apps.clone(),
-                apps_json_sha256: crate::util::sha256_hex(apps::redacted_json(&inputs.apps).as_bytes()),
-                cache_key: plan.cache_key.clone(),
-                project_revision: revision.clone(),
-                superseded: superseded.clone(),
-                builder: manifest::Builder {
-                    engine_version: engine_version.clone(),
-                    api_version: api_version.clone(),
-                },
-                smoke_test: manifest::SmokeTest {
-                    command: plan.smoke_command.clone(),
-                    passed: true,
-                    content_digest: content_digest.clone(),
-                    reused_from: reused_from.clone(),
-                },
-                registry: None,
-            };
+                    schema_version: manifest::SCHEMA_VERSION,
+                    version: plan.version.clone(),
+                    created: created.clone(),
+                    de_build_version: env!("CARGO_PKG_VERSION").to_string(),
+                    image: manifest::ImageRef {
+                        repository: plan.repository.clone(),
+                        tag: plan.version.clone(),
+                        reference: plan.reference.clone(),
+                        id: image_id.clone(),
+                    },
+                    build_args: plan.build_args.clone(),
+                    containerfile: manifest::FileDigest {
+                        path: plan.containerfile.clone(),
+                        sha256: plan.containerfile_sha256.clone(),
+                    },
+                    apps: plan.apps.clone(),
+                    apps_json_sha256: crate::util::sha256_hex(
+                        apps::redacted_json(&inputs.apps).as_bytes(),
+                    ),
+                    cache_key: plan.cache_key.clone(),
+                    project_revision: revision.clone(),
+                    superseded: superseded.clone(),
+                    builder: manifest::Builder {
+                        engine_version: engine_version.clone(),
+                        api_version: api_version.clone(),
+                    },
+                    smoke_test: manifest::SmokeTest {
+                        command: plan.smoke_command.clone(),
+                        passed: true,
+                        content_digest: content_digest.clone(),
+                        reused_from: reused_from.clone(),
+                    },
+                    registry: None,
+                };
                 let written = Store::new(&inputs.paths.releases).write(&m)?;
                 debug_assert_eq!(&written, path);
                 durations.insert("record".into(), started.elapsed().as_secs_f64());
@@ -460,7 +462,9 @@ pub async fn execute(
         }
     }
     let Some((manifest, manifest_path)) = recorded else {
-        return Err(Error::failed("the build plan had no step that records the release"));
+        return Err(Error::failed(
+            "the build plan had no step that records the release",
+        ));
     };
     Ok(Built {
         manifest,
@@ -550,4 +554,3 @@ async fn smoke_test(
     }
     Ok(())
 }
-

@@ -47,4 +47,3 @@ pub fn decide(l: &Loaded, state: &TagState) -> Option<Repair> {
         _ => None,
     }
 }
-

@@ -8,7 +8,6 @@
 
 use crate::ui::output::{self, Style};
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::time::Duration;
 
 const TAIL: usize = 40;
@@ -73,8 +72,7 @@ impl Progress {
 
     fn clear_transient(&mut self) {
         if self.transient {
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[K");
+            output::clear_transient();
             self.transient = false;
         }
     }
@@ -85,11 +83,11 @@ impl Progress {
     }
 
     /// A step name fit for one line: blanks folded (RUN continuations), and
-    /// cut on a terminal so a line never wraps.
+    /// cut on a terminal so a line never wraps (secrets masked before the cut).
     fn shown(&self, name: &str) -> String {
         let folded = name.split_whitespace().collect::<Vec<_>>().join(" ");
-        if self.style.interactive && folded.chars().count() > 110 {
-            folded.chars().take(109).collect::<String>() + "…"
+        if self.style.interactive {
+            output::fit(&folded, 110)
         } else {
             folded
         }
@@ -162,15 +160,9 @@ impl Progress {
                     if verbose {
                         self.line(&format!("   {} {l}", self.style.dim("│")));
                     } else if self.style.interactive && !self.style.quiet {
-                        let shown: String = format!("{name}: {l}").chars().take(100).collect();
+                        let shown = transient_text(&name, &l);
                         self.clear_transient();
-                        let mut e = std::io::stderr().lock();
-                        let _ = write!(
-                            e,
-                            "{}",
-                            crate::ui::output::redact::redact(&self.style.dim(&shown))
-                        );
-                        let _ = e.flush();
+                        output::transient(&self.style.dim(&shown));
                         self.transient = true;
                     }
                 }
@@ -209,9 +201,53 @@ impl Progress {
     }
 }
 
+/// The live line for a log line of a running step, cut to 100 characters
+/// (after masking: see [`output::fit`]).
+fn transient_text(step: &str, line: &str) -> String {
+    output::fit(&format!("{step}: {line}"), 100)
+}
+
 fn push_tail(tail: &mut VecDeque<String>, line: String) {
     if tail.len() == TAIL {
         tail.pop_front();
     }
     tail.push_back(line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_token_cut_in_live_progress_shows_no_fragment() {
+        let tok = format!("github_pat_{}", "Zq7".repeat(27) + "X");
+        assert_eq!(tok.len(), 93);
+        crate::ui::output::redact::register(&tok);
+        let style = Style {
+            json: false,
+            color: false,
+            verbose: false,
+            quiet: false,
+            interactive: true,
+        };
+        let p = Progress::new(style);
+        let apps =
+            format!(r#"[{{"url": "https://{tok}@github.com/o/de_macrs.git", "branch": "v1"}}]"#);
+        // Every position of the cut: step names of every length.
+        for pad in 0..100 {
+            let step = format!("[4/6] RUN {}", "x".repeat(pad));
+            for shown in [
+                transient_text(&step, &apps),
+                p.shown(&format!("{step} {tok}")),
+            ] {
+                for w in tok
+                    .as_bytes()
+                    .windows(crate::ui::output::redact::MIN_FRAGMENT)
+                {
+                    let w = std::str::from_utf8(w).unwrap();
+                    assert!(!shown.contains(w), "pad {pad}: {shown}");
+                }
+            }
+        }
+    }
 }
