@@ -114,7 +114,14 @@ pub enum Error {
     },
 
     #[error("Docker engine: {action}: {message}")]
-    Engine { action: String, message: String },
+    Engine {
+        action: String,
+        message: String,
+        /// The engine could not be reached (no answer at all): only then
+        /// does the hint ask whether it runs. An answered error is the
+        /// engine's verdict on the request.
+        unreachable: bool,
+    },
 
     #[error("{message}")]
     Failed {
@@ -148,7 +155,9 @@ impl Error {
         match self {
             Error::Refused { hint, .. } | Error::Failed { hint, .. } => hint.clone(),
             Error::Locked { hint, .. } | Error::Fatal { hint, .. } => Some(hint.clone()),
-            Error::Engine { .. } => Some(
+            Error::Engine {
+                unreachable: true, ..
+            } => Some(
                 "is the Docker engine running and reachable? (DOCKER_HOST, `docker info`)".into(),
             ),
             _ => None,
@@ -183,10 +192,21 @@ impl Error {
         }
     }
 
+    /// An error the engine answered with.
     pub fn engine(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
         Error::Engine {
             action: action.into(),
             message: err.to_string(),
+            unreachable: false,
+        }
+    }
+
+    /// No answer from the engine: connection refused, socket missing, timeout.
+    pub fn engine_unreachable(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Engine {
+            action: action.into(),
+            message: err.to_string(),
+            unreachable: true,
         }
     }
 
@@ -221,6 +241,14 @@ mod tests {
         assert_eq!(Error::refused("x", "y").exit_code(), 2);
         assert_eq!(Error::failed("x").exit_code(), 1);
         assert_eq!(Error::engine("ping", "down").exit_code(), 1);
+        assert_eq!(
+            Error::engine("inspect", "invalid reference format").hint(),
+            None
+        );
+        assert!(Error::engine_unreachable("connect", "refused")
+            .hint()
+            .unwrap()
+            .contains("running"));
         assert_eq!(
             Error::Recovered {
                 message: "r".into()

@@ -70,9 +70,17 @@ pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// App name as bench derives it: last path segment without `.git`.
+/// App name as bench derives it: last path segment without `.git`. The
+/// credential is removed first: `https://TOKEN@host` has no path, and its
+/// "last segment" would be the token.
 pub fn app_name(url: &str) -> String {
-    let trimmed = url.trim_end_matches('/');
+    let clean = strip_userinfo(url);
+    let clean = match clean.split_once("://") {
+        Some(_) => clean.as_str(),
+        // scp-like `user@host:path`: the user is left of the last `@`.
+        None => clean.rsplit('@').next().unwrap_or(&clean),
+    };
+    let trimmed = clean.trim_end_matches('/');
     let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
     last.strip_suffix(".git").unwrap_or(last).to_string()
 }
@@ -81,10 +89,10 @@ pub use crate::util::{breaks_userinfo, percent_encode_userinfo};
 
 const KNOWN_FIELDS: [&str; 2] = ["url", "branch"];
 
-/// A field name as messages may show it: short lowercase words, as JSON
-/// fields are named; anything else may be pasted text.
+/// A field name as messages may show it: a short lowercase word, as JSON
+/// fields are named (`brnch`, `tag`); anything longer may be a pasted token.
 fn field_name_shown(k: &str) -> Option<&str> {
-    (k.len() <= 32
+    (k.len() <= 12
         && k.chars()
             .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-'))
     .then_some(k)
@@ -349,7 +357,10 @@ pub fn check_placeholders(
                     .entry(app.label())
                     .hint(match crate::config::envfile::did_you_mean(&name, env.entries().map(|(k, _)| k.as_str())) {
                         Some(s) => format!("did you mean ${{{s}}}?"),
-                        None => format!("declare {name} as `# @secret` in the example file and set it in .env"),
+                        None => match crate::config::envfile::parse::shown_key(&name, &declared) {
+                            Some(n) => format!("declare {n} as `# @secret` in the example file and set it in .env"),
+                            None => "a placeholder names a `# @secret` key of the example file, in UPPER_CASE".into(),
+                        },
                     }));
             }
         }
@@ -374,7 +385,7 @@ pub fn inject_url(app: &App, env: &EnvValues) -> Secret {
         let Some(end) = rest[i..].find('}').map(|e| i + e) else {
             break;
         };
-        url.push(rest[..i].as_bytes());
+        url.push(&rest.as_bytes()[..i]);
         if let Some(v) = env.secret(&rest[i + 2..end]) {
             url.push(v.expose().as_bytes());
         }

@@ -162,9 +162,10 @@ impl Store {
     }
 
     fn read(path: &Path) -> std::result::Result<Loaded, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        let bytes = crate::config::read_capped(path)
+            .map_err(|e| format!("cannot read: {}", crate::error::io_reason(&e)))?;
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("not a release manifest: {e}"))?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("not a release manifest: {e}"))?;
         if manifest.schema_version > SCHEMA_VERSION {
             return Err(format!(
                 "schema_version {} is newer than this de-build understands ({SCHEMA_VERSION}); upgrade de-build",
@@ -180,7 +181,17 @@ impl Store {
         })
     }
 
+    /// The manifest of `version`. A version is semver or refused (exit 2):
+    /// it comes from the command line and names a file, which must stay in
+    /// `releases/` (`releases show ../../evil` reads nothing).
     pub fn get(&self, version: &str) -> Result<Option<Loaded>> {
+        if semver::Version::parse(version).is_err() {
+            let shown = crate::ui::output::fit(version, 40);
+            return Err(Error::refused(
+                format!("`{shown}` is not a release version"),
+                "versions are semantic versions as in releases/: MAJOR.MINOR.PATCH, e.g. 1.2.0 (see `de-build releases list`)",
+            ));
+        }
         let path = self.path_for(version);
         if !path.exists() {
             return Ok(None);

@@ -27,15 +27,7 @@ pub mod redact {
             return;
         }
         let mut s = store().lock().unwrap_or_else(|e| e.into_inner());
-        let mut forms = vec![value.to_string()];
-        // The forms a value takes when it is embedded: in a URL's userinfo, in JSON.
-        let enc = crate::util::percent_encode_userinfo(value);
-        forms.push(enc);
-        let json = serde_json::to_string(value).unwrap_or_default();
-        if let Some(inner) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
-            forms.push(inner.to_string());
-        }
-        for f in forms {
+        for f in forms(value) {
             if !s.contains(&f) {
                 s.push(f);
             }
@@ -44,13 +36,21 @@ pub mod redact {
         s.sort_by_key(|v| std::cmp::Reverse(v.len()));
     }
 
-    /// Every registered value (and its embedded forms), for scanners that
-    /// must refuse a file holding one (the build context).
-    pub fn values() -> Vec<zeroize::Zeroizing<Vec<u8>>> {
-        let s = store().lock().unwrap_or_else(|e| e.into_inner());
-        s.iter()
-            .map(|v| zeroize::Zeroizing::new(v.as_bytes().to_vec()))
-            .collect()
+    /// A value as written, and the forms it takes when embedded: in a
+    /// URL's userinfo (percent-encoded), in JSON (escaped).
+    pub fn forms(value: &str) -> Vec<String> {
+        let mut out = vec![value.to_string()];
+        let enc = crate::util::percent_encode_userinfo(value);
+        if enc != value {
+            out.push(enc);
+        }
+        let json = serde_json::to_string(value).unwrap_or_default();
+        if let Some(inner) = json.strip_prefix('"').and_then(|j| j.strip_suffix('"')) {
+            if inner != value {
+                out.push(inner.to_string());
+            }
+        }
+        out
     }
 
     /// Mask every registered secret in `text`: whole occurrences, and
