@@ -1109,3 +1109,120 @@ fn containerfile_takes_apps_json_only_as_a_secret() {
         );
     }
 }
+
+/// Every tunable the README documents is a key of both bundled schemas, with
+/// the same type and flags, and the code reads settings only through the
+/// schema: the environment-only switches are the README's named exceptions.
+#[test]
+fn every_documented_tunable_is_declared_in_the_schema() {
+    use de_build::config::envfile::schema::Schema;
+    let root = support::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let schema = |rel: &str| {
+        let text = std::fs::read_to_string(root.join(rel)).unwrap();
+        let (s, problems) = Schema::from_example(rel, &text);
+        assert!(problems.is_empty(), "{rel}: {problems:?}");
+        s
+    };
+    let (main, demo) = (
+        schema("de-example.env"),
+        schema("examples/demo/de-example.env"),
+    );
+    // Set by de-build for compose, or read before .env exists.
+    let not_tunables = ["CUSTOM_TAG", "CUSTOM_IMAGE"];
+    let env_only = ["DE_COMPOSE", "DE_PROJECT_DIR"];
+    let mut documented: Vec<String> = readme
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|w| {
+            (w.starts_with("DE_") || w.starts_with("FRAPPE_") || w.starts_with("COMPOSE_"))
+                && w.len() > 4
+                && !w.ends_with('_')
+        })
+        .map(str::to_string)
+        .collect();
+    documented.sort();
+    documented.dedup();
+    assert!(documented.len() >= 15, "{documented:?}");
+    for key in &documented {
+        if env_only.contains(&key.as_str()) {
+            continue;
+        }
+        for (name, s) in [("de-example.env", &main), ("demo", &demo)] {
+            let spec = s
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} is documented but not declared in {name}"));
+            let m = main.get(key).unwrap();
+            assert_eq!(
+                (spec.ty, spec.optional, spec.secret),
+                (m.ty, m.optional, m.secret),
+                "{key}: the schemas disagree"
+            );
+            if spec.optional
+                && !spec.secret
+                && spec.ty == de_build::config::envfile::schema::ValueType::Int
+            {
+                assert!(spec.example.parse::<u64>().is_ok(), "{key} needs a default");
+            }
+        }
+    }
+    for key in env_only {
+        assert!(
+            readme.contains(&format!("`{key}`")) && readme.contains("environment-only"),
+            "{key} must be documented as environment-only"
+        );
+    }
+    for k in not_tunables {
+        assert!(main.get(k).is_none());
+    }
+    // The code reads no DE_ setting from the environment except the
+    // environment-only switches (and DE_PROJECT_DIR through clap).
+    let mut stack = vec![root.join("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (i, _) in text.match_indices("env::var(\"DE_") {
+                let rest = &text[i + "env::var(\"".len()..];
+                let key = &rest[..rest.find('"').unwrap()];
+                assert!(
+                    env_only.contains(&key),
+                    "{} reads {key} from the environment, not through the schema",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+/// A `.env` that is not UTF-8 is exactly one problem, where its first bad
+/// byte is: not a "missing" problem per key, never a false "no env file".
+#[test]
+fn a_non_utf8_env_file_is_one_problem() {
+    let p = Project::example();
+    let text = p.read(".env").replace(
+        &format!("DE_MACRS_PAT={CANARY}"),
+        &format!("DE_MACRS_PAT={CANARY}\u{1}"),
+    );
+    let bytes = text.replace('\u{1}', "\u{fffd}").into_bytes();
+    // A Latin-1 "é" (0xE9) instead of the replacement character.
+    let at = bytes
+        .windows(3)
+        .position(|w| w == "\u{fffd}".as_bytes())
+        .unwrap();
+    let mut bytes = bytes;
+    bytes.splice(at..at + 3, [0xE9u8]);
+    p.write_bytes(".env", &bytes);
+    let out = p.run().args(&["--json", "check"]).output();
+    out.code(2).no_leak(CANARY);
+    let problems = out.json()["problems"].as_array().unwrap().clone();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0]["code"], "not-utf8");
+    assert!(problems[0]["line"].is_u64());
+    let out = p.run().args(&["check"]).output();
+    out.code(2).no_leak(CANARY).stderr_has("is not valid UTF-8");
+    assert!(!out.stderr.contains("no env file"), "{}", out.stderr);
+}

@@ -158,25 +158,23 @@ fn a_token_in_the_environment_reaches_no_child_output_file_or_image() {
     let token = canary("Env");
     let other = canary("Other");
     let s = Stack::new("envtok");
-    let env_text = s
-        .p
-        .read(".env")
-        .lines()
-        .filter(|l| !l.starts_with("DE_MACRS_PAT="))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let env_text =
+        s.p.read(".env")
+            .lines()
+            .filter(|l| !l.starts_with("DE_MACRS_PAT="))
+            .collect::<Vec<_>>()
+            .join("\n");
     s.p.write(".env", &(env_text + "\n"));
     let spy = Spy::new();
     let run = |args: &[&str]| {
-        let out = s
-            .p
-            .run()
-            .env("PATH", &spy.path_var())
-            .env("DE_MACRS_PAT", &token)
-            .env("GITHUB_TOKEN", &other)
-            .env("DEMO_HTTP_PORT", &s.port.to_string())
-            .args(args)
-            .output();
+        let out =
+            s.p.run()
+                .env("PATH", &spy.path_var())
+                .env("DE_MACRS_PAT", &token)
+                .env("GITHUB_TOKEN", &other)
+                .env("DEMO_HTTP_PORT", &s.port.to_string())
+                .args(args)
+                .output();
         for secret in [&token, &other] {
             assert_no_leak(&format!("stdout of {args:?}"), &out.stdout, secret);
             assert_no_leak(&format!("stderr of {args:?}"), &out.stderr, secret);
@@ -269,7 +267,11 @@ fn secret_files_in_the_context_never_reach_the_engine() {
     p.write("sub/.env.old", &p.read(".env"));
     let out = p.run().args(&["build", "--offline"]).output();
     out.code(0);
-    assert_no_leak("build output", &format!("{}{}", out.stdout, out.stderr), &token);
+    assert_no_leak(
+        "build output",
+        &format!("{}{}", out.stdout, out.stderr),
+        &token,
+    );
 
     // A secret in a file the context does include.
     p.write("custom.env", &format!("DE_MACRS_PAT={token}\n"));
@@ -371,7 +373,10 @@ fn a_long_token_cut_in_live_progress_is_never_shown() {
         .args(["-q", "-e", "-c", &cmd, "/dev/null"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
         .env("TERM", "xterm")
         .output()
         .unwrap();

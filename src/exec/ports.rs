@@ -137,7 +137,7 @@ impl World for Real {
                 0o700,
             )
             .create(d)
-                .map_err(|e| Error::io("create", d, e))?;
+            .map_err(|e| Error::io("create", d, e))?;
         }
         crate::record::state::write_private(to, &data)
     }

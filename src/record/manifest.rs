@@ -226,6 +226,28 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 pub mod tests {
+
+    #[test]
+    fn versions_from_the_command_line_stay_in_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("releases"));
+        std::fs::write(dir.path().join("evil.json"), "{}").unwrap();
+        for bad in [
+            "../evil",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "1.0",
+            "",
+            "1.0.0/../../evil",
+        ] {
+            match store.get(bad) {
+                Err(e) => assert_eq!(e.exit_code(), 2, "{bad}"),
+                Ok(_) => panic!("{bad} accepted"),
+            }
+        }
+        assert!(store.get("1.0.0").unwrap().is_none());
+    }
+
     use super::*;
 
     pub fn sample(version: &str) -> Manifest {
