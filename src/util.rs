@@ -47,3 +47,4 @@ pub fn percent_encode_userinfo(v: &str) -> String {
     }
     out
 }
+

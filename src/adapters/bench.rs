@@ -119,10 +119,7 @@ mod tests {
             Readiness::Ready
         );
         assert_eq!(
-            readiness(
-                1,
-                "NOT READY for migration: site a has pending background jobs"
-            ),
+            readiness(1, "NOT READY for migration: site a has pending background jobs"),
             Readiness::NotReady
         );
         assert_eq!(

@@ -2,11 +2,11 @@
 
 use crate::cli::args::{CheckArgs, Global};
 use crate::config;
-use crate::config::envfile::{Source, Text};
 use crate::config::version::check_version;
+use crate::ui::problems::print_problems;
+use crate::config::envfile::{Source, Text};
 use crate::error::{Result, EXIT_INVALID, EXIT_OK};
 use crate::ui::output::{self, Style};
-use crate::ui::problems::print_problems;
 use serde_json::json;
 
 pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
@@ -124,3 +124,4 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
         EXIT_INVALID
     })
 }
+

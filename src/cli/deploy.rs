@@ -213,6 +213,7 @@ pub struct Terminal {
 
 impl Terminal {
     pub fn new(style: Style, log_path: &std::path::Path) -> Terminal {
+        // Owner-only, like everything in the state directory.
         let log = std::os::unix::fs::OpenOptionsExt::mode(
             std::fs::OpenOptions::new().create(true).append(true),
             0o600,
@@ -652,9 +653,7 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
             planner::describe(&recovery)
         };
         if style.json {
-            output::json(
-                &json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}),
-            );
+            output::json(&json!({"command": "recover", "ok": true, "dry_run": true, "deployment": record.id, "complete": all_done, "recovery": recovery}));
         } else {
             output::result(&format!(
                 "deployment {} ({} {} -> {}, {}): {what}",
@@ -714,9 +713,7 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
     match result? {
         None => {
             if style.json {
-                output::json(
-                    &json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}),
-                );
+                output::json(&json!({"command": "recover", "ok": true, "deployment": record.id, "result": record.result}));
             } else {
                 output::result(&format!(
                     "deployment {} completed: {} is deployed and healthy",

@@ -15,9 +15,7 @@ pub fn release(paths: &Paths, style: &Style) -> Result<i32> {
         match &was {
             LockStatus::Stale { .. } => {
                 output::result(&format!("released the lock {}", was.describe()));
-                output::result(
-                    "`de-build status` tells whether its deployment needs `de-build recover`",
-                );
+                output::result("`de-build status` tells whether its deployment needs `de-build recover`");
             }
             _ => output::result("the lock was free"),
         }

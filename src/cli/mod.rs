@@ -58,7 +58,13 @@ pub fn dispatch(cli: &args::Cli, paths: &Paths, style: &Style) -> Result<i32> {
         Command::Release(a) => block_on(release::run(g, a, style)),
         Command::Push(a) => block_on(release::push(g, a, style)),
         Command::Prune(a) => crate::config::load_checked(paths).and_then(|inputs| {
-            block_on(prune::run(&inputs, a.keep, a.dry_run, a.build_cache, style))
+            block_on(prune::run(
+                &inputs,
+                a.keep,
+                a.dry_run,
+                a.build_cache,
+                style,
+            ))
         }),
         Command::Lock(LockCommand::Release) => lock::release(paths, style),
     }

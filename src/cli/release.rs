@@ -2,11 +2,11 @@
 //! optionally deploy — non-interactive, one JSON document with `--json`.
 //! And `de-build push`: push a recorded release and record its digest.
 
-use crate::adapters::engine::Engine;
+use crate::exec::build;
 use crate::cli::args::{Global, PushArgs, ReleaseArgs};
 use crate::config;
+use crate::adapters::engine::Engine;
 use crate::error::{Error, Result, EXIT_OK};
-use crate::exec::build;
 use crate::record::manifest::{Manifest, Store};
 use crate::ui::output::{self, Style};
 use serde_json::json;

@@ -1,11 +1,11 @@
 //! `de-build releases list|show|diff`: read the manifests in `releases/`.
 
-use crate::adapters::engine::Engine;
+use crate::util::short_id;
 use crate::config::{self, Paths};
+use crate::adapters::engine::Engine;
 use crate::error::{Error, Result, EXIT_OK};
 use crate::record::manifest::{Loaded, Manifest, Store};
 use crate::ui::output::{self, Style};
-use crate::util::short_id;
 use serde_json::json;
 use std::collections::BTreeMap;
 

@@ -1,12 +1,12 @@
 //! `de-build tags repair`: give recorded images their version tags back.
 
-use crate::adapters::engine::Engine;
+use crate::util::short_id;
 use crate::config::Paths;
+use crate::adapters::engine::Engine;
 use crate::error::{Result, EXIT_OK};
-use crate::plan::tags::{decide, TagState};
 use crate::record::manifest::{Loaded, Store};
 use crate::ui::output::{self, Style};
-use crate::util::short_id;
+use crate::plan::tags::{decide, TagState};
 use serde_json::json;
 
 pub async fn state_of(engine: &Engine, l: &Loaded) -> Result<TagState> {

@@ -2,9 +2,9 @@
 
 use crate::config::envfile::Source;
 use crate::config::{self, Inputs};
+use crate::util::short_id;
 use crate::error::Problem;
 use crate::record::manifest::Store;
-use crate::util::short_id;
 
 /// `DE_SITE_VERSION` must be newer than every recorded release. With
 /// `allow_same` (a `build --replace`), an equal version passes.
@@ -63,3 +63,5 @@ pub fn check_version(inputs: &Inputs, allow_same: bool) -> (Option<String>, Vec<
     }
     (newest, problems)
 }
+
+

@@ -85,10 +85,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 record,
                 error: Some(Error::Failed {
                     message: format!("{} of {} did not start: {e}", plan.action, plan.version),
-                    hint: Some(
-                        "nothing was changed; free some space or fix the permissions of .de-build/"
-                            .into(),
-                    ),
+                    hint: Some("nothing was changed; free some space or fix the permissions of .de-build/".into()),
                 }),
             };
         }
@@ -175,8 +172,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     ) -> Error {
         record.error = Some(cause.to_string());
         if !recovery.steps.is_empty() {
-            self.sink
-                .note(&format!("recovering: {}", planner::describe(&recovery)));
+            self.sink.note(&format!(
+                "recovering: {}",
+                planner::describe(&recovery)
+            ));
         }
         let mut left: Option<String> = None;
         let mut maintenance_off_done = false;
@@ -445,12 +444,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    async fn restore(
-        &mut self,
-        plan: &DeployPlan,
-        project: &str,
-        backups: &[Backup],
-    ) -> Result<()> {
+    async fn restore(&mut self, plan: &DeployPlan, project: &str, backups: &[Backup]) -> Result<()> {
         let c = self.backend(plan, project).await?;
         for b in backups {
             self.bench(&c, &bench::site_args(&b.site, &["restore", &b.path]))

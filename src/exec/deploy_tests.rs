@@ -108,27 +108,14 @@ impl World for Fake {
             }
             [a] if a == "ready-for-migration" => (
                 0,
-                format!(
-                    "READY for migration: site {} does not have any background jobs",
-                    cmd[2]
-                ),
+                format!("READY for migration: site {} does not have any background jobs", cmd[2]),
             ),
             [a] if a == "backup" => {
                 m.seq += 1;
-                let path = format!(
-                    "./{s}/private/backups/{}-database.sql.gz",
-                    m.seq,
-                    s = cmd[2]
-                );
+                let path = format!("./{s}/private/backups/{}-database.sql.gz", m.seq, s = cmd[2]);
                 let db = m.db.clone();
                 m.backups.insert(path.clone(), db);
-                (
-                    0,
-                    format!(
-                        "Backup Summary for {s} at now\nDatabase: {path} 1.1KiB\n",
-                        s = cmd[2]
-                    ),
-                )
+                (0, format!("Backup Summary for {s} at now\nDatabase: {path} 1.1KiB\n", s = cmd[2]))
             }
             [a] if a == "migrate" => {
                 m.db.push(format!("patches-of-{version}"));
@@ -396,34 +383,18 @@ fn every_step_of_an_upgrade_that_fails_leaves_a_serving_consistent_stack() {
         let r = Mem::default();
         let (f, lines) = run(&w, &r, &p);
         let m = w.m();
-        let ctx = format!(
-            "step {i} {name}: {:?}\n{}",
-            f.error.as_ref().map(|e| e.to_string()),
-            lines.join("\n")
-        );
+        let ctx = format!("step {i} {name}: {:?}\n{}", f.error.as_ref().map(|e| e.to_string()), lines.join("\n"));
         // Whatever failed: 1.0.0 serves, maintenance is off, nothing half-up.
-        assert_eq!(
-            m.running.get("p").map(|r| r.0.as_str()),
-            Some("1.0.0"),
-            "{ctx}"
-        );
+        assert_eq!(m.running.get("p").map(|r| r.0.as_str()), Some("1.0.0"), "{ctx}");
         assert_eq!(m.running["p"].1, "sha256:1.0.0", "{ctx}");
         assert!(!m.maintenance, "{ctx}");
         assert!(!f.record.progress.maintenance_on, "{ctx}");
-        let touched = s
-            .on_failure
-            .steps
-            .iter()
-            .any(|x| matches!(x, RecoveryStep::TakeDown { .. }));
+        let touched = s.on_failure.steps.iter().any(|x| matches!(x, RecoveryStep::TakeDown { .. }));
         let expected_code = if touched { 3 } else { 1 };
         assert_eq!(code(&f), expected_code, "{ctx}");
         assert_eq!(
             f.record.result,
-            if touched {
-                Outcome::Recovered
-            } else {
-                Outcome::Aborted
-            },
+            if touched { Outcome::Recovered } else { Outcome::Aborted },
             "{ctx}"
         );
         // The database: restored after a migrate while sealed; after users
@@ -433,14 +404,7 @@ fn every_step_of_an_upgrade_that_fails_leaves_a_serving_consistent_stack() {
             // From maintenance off on, users may have written: no silent restore.
             "maintenance-off" | "health-gate" => {
                 assert!(migrated, "{ctx}");
-                assert!(
-                    f.record
-                        .data_note
-                        .as_deref()
-                        .unwrap_or("")
-                        .contains("--restore-backup d2"),
-                    "{ctx}"
-                );
+                assert!(f.record.data_note.as_deref().unwrap_or("").contains("--restore-backup d2"), "{ctx}");
                 let msg = f.error.as_ref().unwrap().to_string();
                 assert!(msg.contains("database NOT restored"), "{ctx}");
             }
@@ -450,11 +414,7 @@ fn every_step_of_an_upgrade_that_fails_leaves_a_serving_consistent_stack() {
             }
         }
         let rec = r.saved.lock().unwrap();
-        assert_eq!(
-            rec.last().unwrap().result,
-            f.record.result,
-            "{ctx}: the last save is the final record"
-        );
+        assert_eq!(rec.last().unwrap().result, f.record.result, "{ctx}: the last save is the final record");
         cases += 1;
     }
     assert_eq!(cases, p.steps.len());
@@ -499,10 +459,7 @@ fn when_a_recovery_step_fails_too_the_rest_is_said_as_commands() {
     let left = f.record.left.unwrap();
     assert!(left.starts_with("bring 1.0.0 back up failed"), "{left}");
     assert!(left.contains("CUSTOM_TAG=1.0.0"), "{left}");
-    assert!(
-        left.contains("restore ./a.local/private/backups/"),
-        "{left}"
-    );
+    assert!(left.contains("restore ./a.local/private/backups/"), "{left}");
     assert!(left.contains("set-maintenance-mode off"), "{left}");
     assert!(left.contains("de-build recover"), "{left}");
     // maintenance is still on and the record says so
@@ -535,12 +492,7 @@ fn a_record_that_cannot_be_written_stops_before_anything_changes() {
     };
     let (f, _) = run(&w, &r, &upgrade());
     assert_eq!(code(&f), 1);
-    assert!(f
-        .error
-        .unwrap()
-        .hint()
-        .unwrap()
-        .contains("nothing was changed"));
+    assert!(f.error.unwrap().hint().unwrap().contains("nothing was changed"));
     assert!(w.m().calls.is_empty());
 }
 
@@ -555,11 +507,7 @@ fn a_record_write_failing_mid_deploy_recovers() {
     };
     let (f, _) = run(&w, &r, &upgrade());
     assert_ne!(code(&f), 0);
-    assert!(f
-        .error
-        .unwrap()
-        .to_string()
-        .contains("record could not be written"));
+    assert!(f.error.unwrap().to_string().contains("record could not be written"));
     let m = w.m();
     assert!(!m.maintenance);
     assert_eq!(m.running["p"].0, "1.0.0");
@@ -581,12 +529,7 @@ fn a_signal_stops_after_the_step_and_recovers() {
         async fn containers(&self, p: &str) -> Result<Vec<ContainerInfo>> {
             self.0.containers(p).await
         }
-        async fn exec(
-            &self,
-            c: &str,
-            cmd: &[String],
-            l: &mut (dyn FnMut(&str) + Send),
-        ) -> Result<RunOutput> {
+        async fn exec(&self, c: &str, cmd: &[String], l: &mut (dyn FnMut(&str) + Send)) -> Result<RunOutput> {
             self.0.exec(c, cmd, l).await
         }
         async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()> {
@@ -656,8 +599,5 @@ fn an_interrupted_record_recovers_from_its_progress() {
         .steps
         .iter()
         .any(|s| matches!(s, RecoveryStep::Restore { .. })));
-    assert!(matches!(
-        r.steps.last(),
-        Some(RecoveryStep::MaintenanceOff { .. })
-    ));
+    assert!(matches!(r.steps.last(), Some(RecoveryStep::MaintenanceOff { .. })));
 }

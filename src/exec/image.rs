@@ -42,10 +42,7 @@ pub async fn ensure_release_image(
         if let Some(r) = &m.registry {
             output::progress(
                 style,
-                &format!(
-                    "the image of {version} is not here; pulling {}",
-                    r.digest_ref
-                ),
+                &format!("the image of {version} is not here; pulling {}", r.digest_ref),
             );
             let registry = r.digest_ref.split('/').next().unwrap_or_default();
             crate::adapters::registry::pull_by_digest(

@@ -150,6 +150,7 @@ impl fmt::Display for BuildPlan {
     }
 }
 
+
 /// `CACHE_BUST`: a hash of the resolved app commits, or of the redacted
 /// apps.json when commits are not resolved (`--offline`).
 pub fn cache_key(apps: &[AppRecord], redacted_apps_json: &str) -> CacheKey {

@@ -63,9 +63,7 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             to: r.new.clone(),
         }),
         (Some(prev), true) => {
-            steps.push(Step::Down {
-                stack: prev.clone(),
-            });
+            steps.push(Step::Down { stack: prev.clone() });
             steps.push(Step::Up {
                 stack: r.new.clone(),
             });
@@ -131,9 +129,7 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         }
         let on_failure = recovery(&plan, &hypothetical);
         plan.steps.push(PlannedStep { step, on_failure });
-        progress
-            .done
-            .push(plan.steps[plan.steps.len() - 1].step.name().into());
+        progress.done.push(plan.steps[plan.steps.len() - 1].step.name().into());
     }
     plan
 }

@@ -47,3 +47,4 @@ pub fn decide(l: &Loaded, state: &TagState) -> Option<Repair> {
         _ => None,
     }
 }
+

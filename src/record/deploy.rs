@@ -101,52 +101,22 @@ pub enum Gate {
 pub enum Step {
     /// Copy the compose file as it is now; the deployment brings the copy up,
     /// so a later edit of the file cannot change what `down` addresses.
-    Snapshot {
-        source: PathBuf,
-        to: PathBuf,
-    },
-    MaintenanceOn {
-        project: String,
-    },
+    Snapshot { source: PathBuf, to: PathBuf },
+    MaintenanceOn { project: String },
     /// `bench --site S ready-for-migration` until every site is ready.
-    Drain {
-        project: String,
-        timeout_secs: u64,
-    },
-    Backup {
-        project: String,
-    },
-    Down {
-        stack: StackSpec,
-    },
-    Up {
-        stack: StackSpec,
-    },
+    Drain { project: String, timeout_secs: u64 },
+    Backup { project: String },
+    Down { stack: StackSpec },
+    Up { stack: StackSpec },
     /// Recreate every container in one compose pass; the short-outage form of
     /// down + up.
-    Replace {
-        from: StackSpec,
-        to: StackSpec,
-    },
+    Replace { from: StackSpec, to: StackSpec },
     /// Every app container runs exactly the release's image.
-    VerifyImage {
-        stack: StackSpec,
-    },
-    Migrate {
-        project: String,
-    },
-    Restore {
-        project: String,
-        backups: Vec<Backup>,
-    },
-    HealthGate {
-        url: String,
-        timeout_secs: u64,
-        gate: Gate,
-    },
-    MaintenanceOff {
-        project: String,
-    },
+    VerifyImage { stack: StackSpec },
+    Migrate { project: String },
+    Restore { project: String, backups: Vec<Backup> },
+    HealthGate { url: String, timeout_secs: u64, gate: Gate },
+    MaintenanceOff { project: String },
 }
 
 impl Step {
@@ -240,20 +210,11 @@ pub struct Progress {
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum RecoveryStep {
     /// Take the failed stack down (by label: nothing of it is left).
-    TakeDown {
-        stack: StackSpec,
-    },
+    TakeDown { stack: StackSpec },
     /// Bring the previous release back with its recorded compose file.
-    BringUp {
-        stack: StackSpec,
-    },
-    Restore {
-        project: String,
-        backups: Vec<Backup>,
-    },
-    MaintenanceOff {
-        project: String,
-    },
+    BringUp { stack: StackSpec },
+    Restore { project: String, backups: Vec<Backup> },
+    MaintenanceOff { project: String },
 }
 
 impl fmt::Display for RecoveryStep {
@@ -305,3 +266,4 @@ pub struct DeployPlan {
     pub backend_service: String,
     pub steps: Vec<PlannedStep>,
 }
+

@@ -112,13 +112,9 @@ impl Drop for Lock {
 pub enum LockStatus {
     Free,
     /// A live process holds the OS lock.
-    Held {
-        holder: Option<LockHolder>,
-    },
+    Held { holder: Option<LockHolder> },
     /// The OS lock is free but a holder file is left: its process died.
-    Stale {
-        holder: Option<LockHolder>,
-    },
+    Stale { holder: Option<LockHolder> },
 }
 
 impl LockStatus {
@@ -203,9 +199,7 @@ impl State {
             Err(_) => false,
         };
         match (held, holder) {
-            (true, h) => LockStatus::Held {
-                holder: h.flatten(),
-            },
+            (true, h) => LockStatus::Held { holder: h.flatten() },
             (false, None) => LockStatus::Free,
             (false, Some(h)) => LockStatus::Stale { holder: h },
         }
@@ -267,10 +261,12 @@ impl State {
         let st = self.lock_status();
         match &st {
             LockStatus::Free => {}
-            LockStatus::Held { .. } => return Err(Error::refused(
-                format!("the lock is {}", st.describe()),
-                "that process is running: wait for it, or stop it (Ctrl-C lets it recover first)",
-            )),
+            LockStatus::Held { .. } => {
+                return Err(Error::refused(
+                    format!("the lock is {}", st.describe()),
+                    "that process is running: wait for it, or stop it (Ctrl-C lets it recover first)",
+                ))
+            }
             LockStatus::Stale { .. } => {
                 std::fs::remove_file(self.holder_path())
                     .map_err(|e| Error::io("remove", self.holder_path(), e))?;
@@ -532,10 +528,7 @@ mod tests {
         let e = s.lock("deploy", "1.1.0").err().unwrap();
         assert_eq!(e.exit_code(), 5);
         assert!(e.to_string().contains("`deploy` of 1.0.0"), "{e}");
-        assert!(matches!(
-            s.lock_status(),
-            LockStatus::Held { holder: Some(_) }
-        ));
+        assert!(matches!(s.lock_status(), LockStatus::Held { holder: Some(_) }));
         assert!(s.break_lock().is_err(), "a live holder is not broken");
         l.release().unwrap();
         assert_eq!(s.lock_status(), LockStatus::Free);
