@@ -317,6 +317,10 @@ pub fn check_placeholders(
     let mut problems = Vec::new();
     for app in apps {
         for name in app.placeholders() {
+            if env.declares_secret(&name) && !env.is_secret(&name) {
+                // Declared but missing: the env check reports it, once.
+                continue;
+            }
             if env.secret(&name).is_some() || env.get(&name).is_some() || env.is_secret(&name) {
                 if !env.is_secret(&name) {
                     problems.push(Problem::new(display, "placeholder-not-secret", format!("${{{name}}} names {name}, which is not marked secret"))
@@ -498,6 +502,23 @@ mod tests {
             ".env",
         );
         assert_eq!(p[0].code, "placeholder-not-secret");
+    }
+
+    #[test]
+    fn a_declared_secret_that_is_missing_is_reported_once_by_the_env_check() {
+        let (schema, _) = Schema::from_example("ex", "# @secret\nTOK=<t>\nPLAIN=x\n");
+        let none = |_: &str| None;
+        let (e, env_problems) = validate(
+            &schema,
+            &EnvInput {
+                file: Some((".env", "PLAIN=y\n")),
+                lookup_env: &none,
+                project_dir: Path::new("/"),
+            },
+        );
+        assert_eq!(env_problems[0].code, "missing-key");
+        let (apps, _) = parse("apps.json", GOOD);
+        assert!(check_placeholders("apps.json", &apps, &e, ".env").is_empty());
     }
 
     #[test]

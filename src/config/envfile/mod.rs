@@ -41,6 +41,8 @@ pub struct Value {
 #[derive(Debug, Clone, Default)]
 pub struct EnvValues {
     values: BTreeMap<String, Value>,
+    /// Keys the schema marks `@secret`, set or not.
+    secret_keys: std::collections::BTreeSet<String>,
 }
 
 impl EnvValues {
@@ -61,6 +63,11 @@ impl EnvValues {
 
     pub fn source(&self, key: &str) -> Option<&Source> {
         self.values.get(key).map(|v| &v.source)
+    }
+
+    /// The schema declares `key` as a secret (whether or not it has a value).
+    pub fn declares_secret(&self, key: &str) -> bool {
+        self.secret_keys.contains(key)
     }
 
     pub fn is_secret(&self, key: &str) -> bool {
@@ -157,6 +164,12 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
     }
 
     let mut values = EnvValues::default();
+    values.secret_keys = schema
+        .keys
+        .iter()
+        .filter(|k| k.secret)
+        .map(|k| k.name.clone())
+        .collect();
     for spec in &schema.keys {
         let file_val = from_file.get(&spec.name);
         let env_val = (input.lookup_env)(&spec.name);
