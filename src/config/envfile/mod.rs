@@ -163,13 +163,15 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
         }
     }
 
-    let mut values = EnvValues::default();
-    values.secret_keys = schema
-        .keys
-        .iter()
-        .filter(|k| k.secret)
-        .map(|k| k.name.clone())
-        .collect();
+    let mut values = EnvValues {
+        values: BTreeMap::new(),
+        secret_keys: schema
+            .keys
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name.clone())
+            .collect(),
+    };
     for spec in &schema.keys {
         let file_val = from_file.get(&spec.name);
         let env_val = (input.lookup_env)(&spec.name);
