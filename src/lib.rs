@@ -28,9 +28,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cli = match cli::args::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_INVALID } else { 0 };
-            let _ = e.print();
-            return code;
+            if !e.use_stderr() {
+                // --help, --version: our own text.
+                let _ = e.print();
+                return 0;
+            }
+            // A usage error quotes the arguments: through the sink, which
+            // escapes control characters and masks secrets.
+            ui::output::diag(e.render().to_string().trim_end());
+            return EXIT_INVALID;
         }
     };
     let g = &cli.global;

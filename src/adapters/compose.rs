@@ -149,13 +149,25 @@ pub fn child_command(program: &str) -> Command {
 }
 
 /// Write an empty env file for `--env-file` (compose must not read `.env`).
+/// Like everything in the state directory: the directory 0700, the file 0600.
 pub fn empty_env_file(state_dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| Error::io("create", state_dir, e))?;
     let p = state_dir.join("compose.env");
     if !p.exists() {
-        std::fs::write(
-            &p,
-            "# de-build passes compose its variables itself; this file stays empty.\n",
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| Error::io("write", &p, e))?;
+        std::io::Write::write_all(
+            &mut f,
+            b"# de-build passes compose its variables itself; this file stays empty.\n",
         )
         .map_err(|e| Error::io("write", &p, e))?;
     }
@@ -165,6 +177,18 @@ pub fn empty_env_file(state_dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_env_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join(".de-build");
+        let p = empty_env_file(&state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(empty_env_file(&state).unwrap(), p, "written once");
+    }
 
     fn target() -> Target {
         Target {

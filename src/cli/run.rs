@@ -22,10 +22,12 @@ pub struct Terminal {
 
 impl Terminal {
     pub fn new(style: Style, log_path: &std::path::Path) -> Terminal {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path);
+        // Owner-only, like everything in the state directory.
+        let log = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(log_path);
         let log = match log {
             Ok(f) => Some(f),
             Err(e) => {

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod compose;
 pub mod containerfile;
 pub mod envfile;
+pub mod rules;
 pub mod version;
 
 use crate::config::apps::App;
@@ -32,10 +33,67 @@ pub fn display(p: &Path) -> String {
     s.strip_prefix("./").map(str::to_string).unwrap_or(s)
 }
 
+/// Inputs are small text files. The cap keeps a wrong path (`--env-file
+/// /dev/zero`, a log file) from being read until memory runs out.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// What a path is, when it is not the regular file that was expected.
+pub fn kind_of(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Read at most [`MAX_INPUT_BYTES`]; more is an `InvalidData` error. The
+/// buffer is zeroed when dropped (an env file holds tokens), and so is every
+/// smaller block it outgrows.
+pub fn read_capped(path: &Path) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut buf = crate::secret::ZeroBuf::with_capacity(size.min(MAX_INPUT_BYTES) + 1);
+    let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);
+    let mut limited = f.take(MAX_INPUT_BYTES as u64 + 1);
+    loop {
+        let n = match limited.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.push(&chunk[..n]);
+        if buf.as_bytes().len() > MAX_INPUT_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "larger than {}, the limit for an input file",
+                    crate::util::human_bytes(MAX_INPUT_BYTES as u64)
+                ),
+            ));
+        }
+    }
+    Ok(buf.into_inner())
+}
+
 /// Read a text file, turning every failure into a problem that names it.
-pub fn read_text(path: &Path, what: &str) -> Result<String, Problem> {
+/// The text is zeroed when dropped.
+pub fn read_text(path: &Path, what: &str) -> Result<zeroize::Zeroizing<String>, Problem> {
     let shown = display(path);
-    match std::fs::metadata(path) {
+    let meta = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Problem::new(
                 &shown,
@@ -47,7 +105,7 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, Problem> {
             return Err(Problem::new(
                 &shown,
                 "unreadable",
-                format!("cannot read {what}: {e}"),
+                format!("cannot read {what}: {}", crate::error::io_reason(&e)),
             ))
         }
         Ok(m) if m.is_dir() => {
@@ -57,17 +115,50 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, Problem> {
                 format!("{what} is a directory, a file was expected"),
             ))
         }
-        Ok(_) => {}
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| Problem::new(&shown, "unreadable", format!("cannot read {what}: {e}")))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
-        Problem::new(&shown, "not-utf8", format!("{what} is not valid UTF-8"))
+        Ok(m) => m,
+    };
+    let bytes = match read_capped(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let kind = if meta.is_file() {
+                String::new()
+            } else {
+                format!(" (it is {})", kind_of(&meta))
+            };
+            return Err(Problem::new(
+                &shown,
+                "too-large",
+                format!("{what} is {}{kind}", crate::error::io_reason(&e)),
+            )
+            .hint("point at the intended file: inputs are small text files"));
+        }
+        Err(e) => {
+            return Err(Problem::new(
+                &shown,
+                "unreadable",
+                format!("cannot read {what}: {}", crate::error::io_reason(&e)),
+            ))
+        }
+    };
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(zeroize::Zeroizing::new(text.to_string())),
+        Err(e) => {
+            // Where, never what: the bytes may be part of a token.
+            let upto = &bytes[..e.valid_up_to()];
+            let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = upto.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&upto[line_start..]).chars().count() + 1;
+            Err(Problem::new(
+                &shown,
+                "not-utf8",
+                format!(
+                    "{what} is not valid UTF-8 (first bad byte at line {line}, column {column})"
+                ),
+            )
             .line(line)
-            .hint("save it as UTF-8")
-    })
+            .hint("save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"))
+        }
+    }
 }
 
 /// Everything read from the project, with every problem found on the way.
@@ -112,39 +203,63 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
     };
 
     let env_shown = display(&paths.env_file);
+    // A file that exists but cannot be used is one problem: the keys it
+    // would have set are not "missing" on top of it.
+    let mut env_unusable = schema.keys.is_empty();
     let env_text = match read_text(&paths.env_file, "the env file") {
         Ok(t) => Some(t),
         Err(p) if p.code == "missing-file" && !paths.env_file_explicit => None,
         Err(p) => {
             problems.push(p);
+            env_unusable = true;
             None
         }
     };
     let (env, env_problems) = envfile::validate(
         &schema,
         &envfile::EnvInput {
-            file: env_text.as_deref().map(|t| (env_shown.as_str(), t)),
+            file: env_text
+                .as_deref()
+                .map(|t| (env_shown.as_str(), t.as_str())),
             lookup_env,
             project_dir: &paths.project_dir,
         },
     );
-    if env_text.is_none()
-        && !paths.env_file_explicit
-        && env_problems.iter().any(|p| p.code == "missing-key")
-    {
-        problems.push(
-            Problem::new(&env_shown, "missing-file", "no env file, and the environment lacks required keys")
-                .hint(format!("cp {example_shown} {env_shown} and fill it in (or set the keys in the environment)")),
+    drop(env_text);
+    if env_unusable {
+        // Without a schema every key would be "unknown" too.
+        let noise: &[&str] = if schema.keys.is_empty() {
+            &["missing-key", "unknown-key"]
+        } else {
+            &["missing-key"]
+        };
+        problems.extend(
+            env_problems
+                .into_iter()
+                .filter(|p| !noise.contains(&p.code)),
         );
+    } else {
+        if !paths.env_file_explicit
+            && env_problems.iter().any(|p| p.code == "missing-key")
+            && !paths.env_file.exists()
+        {
+            problems.push(
+                Problem::new(&env_shown, "missing-file", "no env file, and the environment lacks required keys")
+                    .hint(format!("cp {example_shown} {env_shown} and fill it in (or set the keys in the environment)")),
+            );
+        }
+        problems.extend(env_problems);
+        problems.extend(rules::check(&env, &env_shown, &example_shown));
     }
-    problems.extend(env_problems);
 
     let apps_shown = display(&paths.apps);
     let apps = match read_text(&paths.apps, "apps.json") {
         Ok(text) => {
             let (a, p) = apps::parse(&apps_shown, &text);
             problems.extend(p);
-            problems.extend(apps::check_placeholders(&apps_shown, &a, &env, &env_shown));
+            if !env_unusable {
+                problems.extend(apps::check_placeholders(&apps_shown, &a, &env, &env_shown));
+            }
             a
         }
         Err(p) => {
@@ -155,8 +270,11 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
 
     if let Some(cf) = env.get("DE_CONTAINERFILE") {
         let path = paths.project_dir.join(cf);
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            problems.extend(containerfile_problems(&display(&path), &text));
+        // Only a regular file: the type check names anything else.
+        if path.is_file() {
+            if let Ok(text) = read_text(&path, "the Containerfile") {
+                problems.extend(containerfile_problems(&display(&path), &text));
+            }
         }
     }
 

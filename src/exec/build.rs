@@ -186,7 +186,7 @@ pub async fn prepare(
             "point DE_CONTAINERFILE at a file inside the context, or pass --context",
         )
     })?;
-    let cf_bytes = std::fs::read(&containerfile_path)
+    let cf_bytes = config::read_capped(&containerfile_path)
         .map_err(|e| Error::io("read", &containerfile_path, e))?;
 
     let existing = match engine.image(&reference).await? {
@@ -349,10 +349,8 @@ pub async fn execute(
                         .iter()
                         .map(|f| (f.path.clone(), f.name.clone()))
                         .collect(),
-                    secrets: vec![(
-                        "apps_json".to_string(),
-                        injected.expose().as_bytes().to_vec(),
-                    )],
+                    secrets: vec![("apps_json".to_string(), injected)],
+                    forbidden: forbidden_values(inputs),
                 };
                 let mut progress = Progress::new(*style);
                 let result = buildkit::build(&api_version, req, |ev| progress.on_event(ev)).await;
@@ -361,7 +359,11 @@ pub async fn execute(
                     &format!("buildkit build {reference}"),
                     result.is_ok(),
                     started.elapsed(),
-                    result.as_ref().err().map(String::as_str).unwrap_or(""),
+                    &result
+                        .as_ref()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
                 );
                 match result {
                     Ok(id) => {
@@ -375,6 +377,19 @@ pub async fn execute(
                                 progress.cached
                             ),
                         );
+                    }
+                    Err(buildkit::BuildFailure::SecretInContext(found)) => {
+                        undo_supersede(engine, &superseded).await;
+                        return Err(Error::refused(
+                            format!(
+                                "the build context file {} holds the value of the secret {}; the build stopped before any of it was sent",
+                                found.file, found.key
+                            ),
+                            format!(
+                                "remove the file from {} or list it in .dockerignore; secrets reach the build only as the apps_json secret",
+                                config::display(&plan.context_dir)
+                            ),
+                        ));
                     }
                     Err(e) => {
                         for l in progress.failure_report() {
@@ -538,6 +553,28 @@ pub fn schema_script(bench: &str) -> String {
          -o -path '*/report/*.json' -o -path '*/workspace/*.json' \\) \
          -not -path '*/node_modules/*' -not -path '*/.git/*' | LC_ALL=C sort | while read -r f; do sha256sum \"$f\"; done"
     )
+}
+
+/// Every secret value of the env, in the forms it may be written in, with
+/// the key it belongs to: no context file may hold one.
+fn forbidden_values(inputs: &Inputs) -> Vec<context::Needle> {
+    let mut out = Vec::new();
+    for (key, v) in inputs.env.entries() {
+        let crate::config::envfile::Text::Secret(s) = &v.text else {
+            continue;
+        };
+        // As short as the redactor goes: shorter would match by chance.
+        if s.expose().len() < 4 {
+            continue;
+        }
+        for form in crate::ui::output::redact::forms(s.expose()) {
+            out.push(context::Needle {
+                key: key.clone(),
+                bytes: zeroize::Zeroizing::new(form.into_bytes()),
+            });
+        }
+    }
+    out
 }
 
 async fn undo_supersede(engine: &Engine, superseded: &Option<manifest::Superseded>) {

@@ -172,10 +172,13 @@ impl World for Real {
     fn snapshot(&self, from: &Path, to: &Path) -> Result<()> {
         let data = std::fs::read(from).map_err(|e| Error::io("read", from, e))?;
         if let Some(d) = to.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .create(d)
-                .map_err(|e| Error::io("create", d, e))?;
+            // Inside the state directory: the owner's only, like the rest.
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(d)
+            .map_err(|e| Error::io("create", d, e))?;
         }
         crate::record::state::write_private(to, &data)
     }

@@ -80,7 +80,7 @@ impl Activity {
             } else {
                 format!("{} · {line}", self.label)
             };
-            b.set_message(crate::ui::output::redact::redact(&text));
+            b.set_message(crate::ui::output::render(&text));
         }
     }
 

@@ -99,11 +99,11 @@ impl Progress {
     }
 
     /// A step name fit for one line: blanks folded (RUN continuations), and
-    /// cut on a terminal so a line never wraps.
+    /// cut on a terminal so a line never wraps (secrets masked before the cut).
     fn shown(&self, name: &str) -> String {
         let folded = name.split_whitespace().collect::<Vec<_>>().join(" ");
-        if self.style.interactive && folded.chars().count() > 110 {
-            folded.chars().take(109).collect::<String>() + "…"
+        if self.style.interactive {
+            output::fit(&folded, 110)
         } else {
             folded
         }

@@ -15,6 +15,8 @@
 //!    `StatusResponse` (steps, logs), then the image ID.
 
 use super::session::{self, pb::StatusResponse};
+use crate::adapters::context::{secret_in_file, Needle, ScanReader, SecretInFile};
+use crate::secret::Secret;
 use crate::ui::progress::Event;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -36,7 +38,27 @@ pub struct BuildRequest {
     /// (file on disk, name in the context)
     pub context_files: Vec<(PathBuf, String)>,
     /// (secret id, value); held in memory only.
-    pub secrets: Vec<(String, Vec<u8>)>,
+    pub secrets: Vec<(String, Secret)>,
+    /// Values no context file may contain (see [`ScanReader`]).
+    pub forbidden: Vec<Needle>,
+}
+
+/// Why a build did not produce an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildFailure {
+    /// A context file holds a secret value; nothing of it was sent.
+    SecretInContext(SecretInFile),
+    /// The engine, BuildKit or the connection said no.
+    Failed(String),
+}
+
+impl std::fmt::Display for BuildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildFailure::SecretInContext(s) => write!(f, "{s}"),
+            BuildFailure::Failed(m) => f.write_str(m),
+        }
+    }
 }
 
 /// Where the engine listens, as the docker CLI reads it from DOCKER_HOST.
@@ -106,7 +128,7 @@ async fn start_session(
     host: &Host,
     api: &str,
     id: &str,
-    secrets: HashMap<String, Vec<u8>>,
+    secrets: HashMap<String, Secret>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let io = connect(host).await?;
     let (mut sender, conn) =
@@ -156,7 +178,14 @@ type FrameStream =
     Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send>>;
 
 /// Stream the context as tar, chunk by chunk, without holding it whole.
-fn tar_stream(files: Vec<(PathBuf, String)>) -> StreamBody<FrameStream> {
+/// Regular files are read through a [`ScanReader`]: one holding a secret
+/// value stops the stream before the value is written, and `refused` says
+/// which.
+fn tar_stream(
+    files: Vec<(PathBuf, String)>,
+    forbidden: Vec<Needle>,
+    refused: std::sync::Arc<std::sync::Mutex<Option<SecretInFile>>>,
+) -> StreamBody<FrameStream> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         struct ChanWriter {
@@ -196,12 +225,23 @@ fn tar_stream(files: Vec<(PathBuf, String)>) -> StreamBody<FrameStream> {
         builder.mode(tar::HeaderMode::Deterministic);
         let result = (|| -> std::io::Result<()> {
             for (p, name) in &files {
-                builder.append_path_with_name(p, name)?;
+                let meta = std::fs::symlink_metadata(p)?;
+                if meta.is_file() {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+                    let f = std::fs::File::open(p)?;
+                    builder.append_data(&mut header, name, ScanReader::new(f, name, &forbidden))?;
+                } else {
+                    builder.append_path_with_name(p, name)?;
+                }
             }
             builder.finish()?;
             std::io::Write::flush(builder.get_mut())
         })();
         if let Err(e) = result {
+            if let Some(found) = secret_in_file(&e) {
+                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+            }
             let _ = tx_err.blocking_send(Err(e));
         }
     });
@@ -288,7 +328,23 @@ fn events_from(status: StatusResponse, started: &mut HashSet<String>, out: &mut 
 pub async fn build(
     api_version: &str,
     req: BuildRequest,
+    on_event: impl FnMut(Event),
+) -> Result<String, BuildFailure> {
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let result = run_build(api_version, req, on_event, refused.clone()).await;
+    // The stream stopped on a secret: whatever the engine made of the cut
+    // request, that is the reason.
+    if let Some(found) = refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(BuildFailure::SecretInContext(found));
+    }
+    result.map_err(BuildFailure::Failed)
+}
+
+async fn run_build(
+    api_version: &str,
+    req: BuildRequest,
     mut on_event: impl FnMut(Event),
+    refused: std::sync::Arc<std::sync::Mutex<Option<SecretInFile>>>,
 ) -> Result<String, String> {
     use base64::Engine as _;
     let host = Host::from_env()?;
@@ -297,7 +353,7 @@ pub async fn build(
         std::process::id(),
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
-    let secrets: HashMap<String, Vec<u8>> = req.secrets.iter().cloned().collect();
+    let secrets: HashMap<String, Secret> = req.secrets.iter().cloned().collect();
     let session = start_session(&host, api_version, &session_id, secrets).await?;
 
     let io = connect(&host).await?;
@@ -313,7 +369,7 @@ pub async fn build(
     let http_req = hyper::Request::post(uri)
         .header("Host", host_header(&host))
         .header("Content-Type", "application/x-tar")
-        .body(tar_stream(req.context_files))
+        .body(tar_stream(req.context_files, req.forbidden, refused))
         .map_err(|e| e.to_string())?;
     let resp = sender
         .send_request(http_req)
@@ -422,7 +478,8 @@ mod tests {
             labels: BTreeMap::new(),
             no_cache: false,
             context_files: vec![],
-            secrets: vec![("apps_json".into(), b"canary-in-secret".to_vec())],
+            secrets: vec![("apps_json".into(), Secret::derived("canary-in-secret"))],
+            forbidden: vec![],
         };
         let q = query_string(&req, "sid");
         assert!(

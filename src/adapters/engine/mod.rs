@@ -73,6 +73,26 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// A bollard error as ours: answered by the engine, or no answer at all
+/// (only then the "is it running?" hint).
+pub fn engine_error(action: impl Into<String>, e: &bollard::errors::Error) -> Error {
+    use bollard::errors::Error as B;
+    let no_answer = matches!(
+        e,
+        B::IOError { .. }
+            | B::HyperResponseError { .. }
+            | B::HyperLegacyError { .. }
+            | B::HttpClientError { .. }
+            | B::RequestTimeoutError
+            | B::SocketNotFoundError(_)
+    );
+    if no_answer {
+        Error::engine_unreachable(action, describe(e))
+    } else {
+        Error::engine(action, describe(e))
+    }
+}
+
 /// bollard's error text without its Debug-style wrapping.
 pub fn describe(e: &bollard::errors::Error) -> String {
     match e {
@@ -88,22 +108,19 @@ impl Engine {
     /// Connect as the docker CLI would (DOCKER_HOST, else the local socket)
     /// and agree on an API version: bollard's default is newer than 20.10's 1.41.
     pub async fn connect() -> Result<Engine> {
-        let unreachable = |e: &dyn std::fmt::Display| Error::Engine {
-            action: format!("connect to {}", host_hint()),
-            message: e.to_string(),
-        };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+        let action = || format!("connect to {}", host_hint());
+        let docker = Docker::connect_with_defaults().map_err(|e| engine_error(action(), &e))?;
         let docker = tokio::time::timeout(
             std::time::Duration::from_secs(15),
             docker.negotiate_version(),
         )
         .await
-        .map_err(|_| unreachable(&"no answer within 15 s"))?
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|_| Error::engine_unreachable(action(), "no answer within 15 s"))?
+        .map_err(|e| engine_error(action(), &e))?;
         // One request proves the engine answers and tells its version.
         let v = crate::ui::logfile::timed("engine version", docker.version())
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| engine_error(action(), &e))?;
         let versions = (
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default(),
@@ -141,10 +158,7 @@ impl Engine {
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::engine(
-                format!("inspect image {reference}"),
-                describe(&e),
-            )),
+            Err(e) => Err(engine_error(format!("inspect image {reference}"), &e)),
         }
     }
 
@@ -159,7 +173,7 @@ impl Engine {
             self.docker.tag_image(source, Some(opts)),
         )
         .await
-        .map_err(|e| Error::engine(format!("tag {source} as {repo}:{tag}"), describe(&e)))
+        .map_err(|e| engine_error(format!("tag {source} as {repo}:{tag}"), &e))
     }
 
     /// Remove one tag; the image stays while it has other tags (noprune).
@@ -175,7 +189,7 @@ impl Engine {
         )
         .await
         .map(|_| ())
-        .map_err(|e| Error::engine(format!("remove tag {reference}"), describe(&e)))
+        .map_err(|e| engine_error(format!("remove tag {reference}"), &e))
     }
 
     /// Delete an image by ID (it must carry no tag another caller relies on).
@@ -193,7 +207,7 @@ impl Engine {
         {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::engine(format!("remove image {id}"), describe(&e))),
+            Err(e) => Err(engine_error(format!("remove image {id}"), &e)),
         }
     }
 
@@ -210,7 +224,7 @@ impl Engine {
             .docker
             .list_images(Some(opts))
             .await
-            .map_err(|e| Error::engine("list images", describe(&e)))?;
+            .map_err(|e| engine_error("list images", &e))?;
         Ok(list
             .into_iter()
             .map(|s| {
@@ -252,12 +266,7 @@ impl Engine {
             .docker
             .create_container(None::<q::CreateContainerOptions>, body)
             .await
-            .map_err(|e| {
-                Error::engine(
-                    format!("create a smoke-test container from {image}"),
-                    describe(&e),
-                )
-            })?;
+            .map_err(|e| engine_error(format!("create a smoke-test container from {image}"), &e))?;
         let id = created.id;
         let result = crate::ui::logfile::timed(
             &format!("engine run {image} {}", cmd.join(" ")),
@@ -293,7 +302,7 @@ impl Engine {
         self.docker
             .start_container(id, None::<q::StartContainerOptions>)
             .await
-            .map_err(|e| Error::engine("start the smoke-test container", describe(&e)))?;
+            .map_err(|e| engine_error("start the smoke-test container", &e))?;
         let mut wait = self
             .docker
             .wait_container(id, None::<q::WaitContainerOptions>);
@@ -301,12 +310,7 @@ impl Engine {
             Some(Ok(r)) => r.status_code,
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(e)) => {
-                return Err(Error::engine(
-                    "wait for the smoke-test container",
-                    describe(&e),
-                ))
-            }
+            Some(Err(e)) => return Err(engine_error("wait for the smoke-test container", &e)),
             None => -1,
         };
         let mut logs = self.docker.logs(
@@ -341,12 +345,7 @@ impl Engine {
             match chunk {
                 Ok(b) => tar_bytes.extend_from_slice(&b),
                 Err(e) if is_not_found(&e) => return Ok(vec![]),
-                Err(e) => {
-                    return Err(Error::engine(
-                        format!("read {path} from the container"),
-                        describe(&e),
-                    ))
-                }
+                Err(e) => return Err(engine_error(format!("read {path} from the container"), &e)),
             }
         }
         let mut names = std::collections::BTreeSet::new();
@@ -378,12 +377,11 @@ impl Engine {
             filters: Some(filters),
             ..Default::default()
         };
-        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| {
-            Error::engine(
-                format!("list containers of project {project}"),
-                describe(&e),
-            )
-        })?;
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| engine_error(format!("list containers of project {project}"), &e))?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -450,12 +448,7 @@ impl Engine {
             {
                 Ok(c) => c,
                 Err(e) if is_not_found(&e) => continue,
-                Err(e) => {
-                    return Err(Error::engine(
-                        format!("inspect container {id}"),
-                        describe(&e),
-                    ))
-                }
+                Err(e) => return Err(engine_error(format!("inspect container {id}"), &e)),
             };
             for m in c.mounts.unwrap_or_default() {
                 let name = m.name.unwrap_or_default();
@@ -478,7 +471,7 @@ impl Engine {
         {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::engine(format!("remove volume {name}"), describe(&e))),
+            Err(e) => Err(engine_error(format!("remove volume {name}"), &e)),
         }
     }
 
@@ -493,7 +486,7 @@ impl Engine {
             self.docker.remove_container(id, Some(opts)),
         )
         .await
-        .map_err(|e| Error::engine(format!("remove container {id}"), describe(&e)))
+        .map_err(|e| engine_error(format!("remove container {id}"), &e))
     }
 
     /// Run `cmd` in a running container, no TTY, streaming each output line
@@ -523,7 +516,7 @@ impl Engine {
                 },
             )
             .await
-            .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?;
+            .map_err(|e| engine_error(format!("exec `{}`", cmd.join(" ")), &e))?;
         let mut output = String::new();
         let mut pending = String::new();
         if let StartExecResults::Attached {
@@ -533,7 +526,7 @@ impl Engine {
             .docker
             .start_exec(&created.id, None)
             .await
-            .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?
+            .map_err(|e| engine_error(format!("exec `{}`", cmd.join(" ")), &e))?
         {
             // The secret leaves its type only here, straight into the pipe.
             let fed = async {
@@ -547,9 +540,8 @@ impl Engine {
                 Error::engine(format!("write to the stdin of `{}`", cmd.join(" ")), e)
             })?;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    Error::engine(format!("read output of `{}`", cmd.join(" ")), describe(&e))
-                })?;
+                let chunk = chunk
+                    .map_err(|e| engine_error(format!("read output of `{}`", cmd.join(" ")), &e))?;
                 let text = String::from_utf8_lossy(&chunk.into_bytes()).to_string();
                 output.push_str(&text);
                 pending.push_str(&text);
@@ -572,7 +564,7 @@ impl Engine {
             .docker
             .inspect_exec(&created.id)
             .await
-            .map_err(|e| Error::engine("read the exec's exit code", describe(&e)))?;
+            .map_err(|e| engine_error("read the exec's exit code", &e))?;
         Ok(RunOutput {
             exit_code: info.exit_code.unwrap_or(-1),
             output,

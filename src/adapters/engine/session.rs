@@ -13,6 +13,7 @@
 //! length-prefixed message, then trailers with `grpc-status` (0 = OK) and, on
 //! an error, `grpc-message`.
 
+use crate::secret::Secret;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -306,12 +307,18 @@ pub enum Reply {
 }
 
 /// One unary call: method path and request payload (without the prefix).
-pub fn answer(secrets: &HashMap<String, Vec<u8>>, method: &str, payload: &[u8]) -> Reply {
+pub fn answer(secrets: &HashMap<String, Secret>, method: &str, payload: &[u8]) -> Reply {
     match method {
         GET_SECRET => match pb::GetSecretRequest::decode(payload) {
             Err(e) => Reply::Status(INVALID_ARGUMENT, format!("bad GetSecretRequest: {e}")),
             Ok(req) => match secrets.get(&req.id) {
-                Some(v) => Reply::Message(pb::GetSecretResponse { data: v.clone() }.encode()),
+                // The value leaves its type here, into the one frame BuildKit reads.
+                Some(v) => Reply::Message(
+                    pb::GetSecretResponse {
+                        data: v.expose().as_bytes().to_vec(),
+                    }
+                    .encode(),
+                ),
                 None => Reply::Status(NOT_FOUND, format!("secret {} not provided", req.id)),
             },
         },
@@ -385,7 +392,7 @@ fn response(reply: Reply) -> Response<Body> {
 }
 
 /// Serve the session on the upgraded connection until the engine closes it.
-pub async fn serve(conn: hyper::upgrade::Upgraded, secrets: HashMap<String, Vec<u8>>) {
+pub async fn serve(conn: hyper::upgrade::Upgraded, secrets: HashMap<String, Secret>) {
     let secrets = Arc::new(secrets);
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let secrets = secrets.clone();
@@ -428,7 +435,7 @@ mod tests {
 
     #[test]
     fn serves_known_secrets_only() {
-        let secrets = HashMap::from([("apps_json".to_string(), b"[1]".to_vec())]);
+        let secrets = HashMap::from([("apps_json".to_string(), Secret::derived("[1]"))]);
         let req = pb::GetSecretRequest {
             id: "apps_json".into(),
         }
