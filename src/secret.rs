@@ -105,6 +105,41 @@ impl std::io::Write for ZeroBuf {
     }
 }
 
+/// Inputs are small text files. The cap keeps a wrong path (`--env-file
+/// /dev/zero`, a log file) from being read until memory runs out.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// Read at most [`MAX_INPUT_BYTES`]; more is an `InvalidData` error. The
+/// buffer is zeroed when dropped (an env file holds tokens), and so is every
+/// smaller block it outgrows.
+pub fn read_capped(path: &std::path::Path) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut buf = ZeroBuf::with_capacity(size.min(MAX_INPUT_BYTES) + 1);
+    let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);
+    let mut limited = f.take(MAX_INPUT_BYTES as u64 + 1);
+    loop {
+        let n = match limited.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.push(&chunk[..n]);
+        if buf.as_bytes().len() > MAX_INPUT_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "larger than {}, the limit for an input file",
+                    crate::util::human_bytes(MAX_INPUT_BYTES as u64)
+                ),
+            ));
+        }
+    }
+    Ok(buf.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

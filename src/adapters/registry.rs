@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 /// `registry/image` for a release (e.g. `127.0.0.1:5000/acme/erpnext-custom`).
 pub fn repository(registry: &str, image: &str) -> String {
-    format!("{}/{}", registry.trim_end_matches('/'), image)
+    crate::util::registry_repository(registry, image)
 }
 
 pub fn credentials(env: &EnvValues, registry: &str) -> Option<DockerCredentials> {

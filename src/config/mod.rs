@@ -7,6 +7,9 @@ pub mod envfile;
 pub mod rules;
 pub mod version;
 
+// Input files are read capped and zeroed; the reader lives with `Secret`.
+pub use crate::secret::{read_capped, MAX_INPUT_BYTES};
+
 use crate::config::apps::App;
 use crate::config::containerfile::containerfile_problems;
 use crate::config::envfile::{schema::Schema, EnvValues};
@@ -33,10 +36,6 @@ pub fn display(p: &Path) -> String {
     s.strip_prefix("./").map(str::to_string).unwrap_or(s)
 }
 
-/// Inputs are small text files. The cap keeps a wrong path (`--env-file
-/// /dev/zero`, a log file) from being read until memory runs out.
-pub const MAX_INPUT_BYTES: usize = 1 << 20;
-
 /// What a path is, when it is not the regular file that was expected.
 pub fn kind_of(m: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -56,37 +55,6 @@ pub fn kind_of(m: &std::fs::Metadata) -> &'static str {
     } else {
         "not a regular file"
     }
-}
-
-/// Read at most [`MAX_INPUT_BYTES`]; more is an `InvalidData` error. The
-/// buffer is zeroed when dropped (an env file holds tokens), and so is every
-/// smaller block it outgrows.
-pub fn read_capped(path: &Path) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)?;
-    let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    let mut buf = crate::secret::ZeroBuf::with_capacity(size.min(MAX_INPUT_BYTES) + 1);
-    let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);
-    let mut limited = f.take(MAX_INPUT_BYTES as u64 + 1);
-    loop {
-        let n = match limited.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        buf.push(&chunk[..n]);
-        if buf.as_bytes().len() > MAX_INPUT_BYTES {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "larger than {}, the limit for an input file",
-                    crate::util::human_bytes(MAX_INPUT_BYTES as u64)
-                ),
-            ));
-        }
-    }
-    Ok(buf.into_inner())
 }
 
 /// Read a text file, turning every failure into a problem that names it.

@@ -278,7 +278,7 @@ fn registry(reg: &str, image: &str) -> Result<(), String> {
     if !(host.contains(['.', ':']) || host == "localhost") {
         return Err("is not a registry host: Docker would read it as a namespace on Docker Hub (a host needs a dot or a port)".into());
     }
-    repository(&crate::adapters::registry::repository(reg, image))
+    repository(&crate::util::registry_repository(reg, image))
 }
 
 /// Compose's rule for project names.

@@ -177,7 +177,7 @@ impl Store {
     }
 
     fn read(path: &Path) -> std::result::Result<Loaded, String> {
-        let bytes = crate::config::read_capped(path)
+        let bytes = crate::secret::read_capped(path)
             .map_err(|e| format!("cannot read: {}", crate::error::io_reason(&e)))?;
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| format!("not a release manifest: {e}"))?;
