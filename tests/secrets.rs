@@ -312,8 +312,10 @@ fn secret_files_in_the_context_never_reach_the_engine() {
             .output()
             .unwrap()
     };
+    // Files vanish under a busy engine (grep then exits 2 even with a
+    // match): what was found is what grep printed.
     let found = grep(&marker);
-    if !found.status.success() {
+    if found.stdout.is_empty() {
         let readable = std::fs::read_dir(root).is_ok();
         if std::env::var_os("CI").is_some() || readable {
             panic!(
@@ -325,7 +327,7 @@ fn secret_files_in_the_context_never_reach_the_engine() {
     }
     let leaked = grep(&token);
     assert!(
-        !leaked.status.success(),
+        leaked.stdout.is_empty(),
         "the token is under the engine's data directory:\n{}",
         String::from_utf8_lossy(&leaked.stdout)
     );
@@ -384,7 +386,10 @@ fn a_long_token_cut_in_live_progress_is_never_shown() {
     assert_eq!(out.status.code(), Some(1), "the step fails:\n{text}");
     // The live line was drawn (the terminal got our erase sequence) and the
     // failed step's output is reported, masked.
-    assert!(text.contains("\r\x1b[K"), "no live progress:\n{text}");
+    assert!(
+        text.contains("\r\x1b[K") || text.contains("\x1b[2K"),
+        "no live progress:\n{text}"
+    );
     assert!(text.contains("output of"), "{text}");
     assert!(text.contains("***@github.com"), "{text}");
     assert_no_leak("the terminal", &text, &token);
