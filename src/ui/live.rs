@@ -63,7 +63,7 @@ impl Activity {
                 },
             );
         let bar = multi.add(ProgressBar::new_spinner().with_style(template));
-        bar.set_message(crate::ui::output::redact::redact(label));
+        bar.set_message(crate::ui::output::render(label));
         bar.enable_steady_tick(Duration::from_millis(100));
         Activity {
             bar: Some(bar),
