@@ -244,3 +244,35 @@ fn unreachable_engine_is_a_clear_error() {
         .stderr_has("Docker engine: connect to unix:///nonexistent/docker.sock")
         .stderr_has("hint:");
 }
+
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn the_dry_run_plan_is_data() {
+    if !engine_available("build_dry_run_json") {
+        return;
+    }
+    let repo = ImageRepo::new("dryjson");
+    let p = Project::demo(&repo);
+    let out = p
+        .run()
+        .args(&["--json", "build", "--dry-run", "--offline"])
+        .output();
+    out.code(0).no_leak(CANARY);
+    let j = out.json();
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["plan"]["reference"], format!("{}:1.0.0", repo.0));
+    assert_eq!(j["plan"]["cache_key"]["source"], "apps-json");
+    let steps: Vec<&str> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["build", "smoke_test", "write_manifest"]);
+    assert!(j["steps"][0]["text"].as_str().unwrap().contains("BuildKit"));
+    // Nothing was built or recorded.
+    assert!(!p.path().join("releases/1.0.0.json").exists());
+}
