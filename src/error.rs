@@ -26,6 +26,9 @@ pub struct Problem {
     pub file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// 1-based, in characters, when a place inside the line matters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
     /// For apps.json: the entry, as `#3 (de_macrs)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
@@ -43,6 +46,7 @@ impl Problem {
         Problem {
             file: file.into(),
             line: None,
+            column: None,
             entry: None,
             key: None,
             code,
@@ -52,6 +56,10 @@ impl Problem {
     }
     pub fn line(mut self, line: usize) -> Self {
         self.line = Some(line);
+        self
+    }
+    pub fn column(mut self, column: usize) -> Self {
+        self.column = Some(column);
         self
     }
     pub fn entry(mut self, entry: impl Into<String>) -> Self {
@@ -67,11 +75,14 @@ impl Problem {
         self
     }
 
-    /// `file:line: message` / `file: entry #2 (x): message`.
+    /// `file:line[:column]: message` / `file: entry #2 (x): message`.
     pub fn location(&self) -> String {
         let mut s = self.file.clone();
         if let Some(l) = self.line {
             s.push_str(&format!(":{l}"));
+            if let Some(c) = self.column {
+                s.push_str(&format!(":{c}"));
+            }
         }
         if let Some(e) = &self.entry {
             s.push_str(&format!(": entry {e}"));
@@ -103,7 +114,14 @@ pub enum Error {
     },
 
     #[error("Docker engine: {action}: {message}")]
-    Engine { action: String, message: String },
+    Engine {
+        action: String,
+        message: String,
+        /// The engine could not be reached (no answer at all): only then
+        /// does the hint ask whether it runs. An answered error is the
+        /// engine's verdict on the request.
+        unreachable: bool,
+    },
 
     #[error("{message}")]
     Failed {
@@ -137,7 +155,9 @@ impl Error {
         match self {
             Error::Refused { hint, .. } | Error::Failed { hint, .. } => hint.clone(),
             Error::Locked { hint, .. } | Error::Fatal { hint, .. } => Some(hint.clone()),
-            Error::Engine { .. } => Some(
+            Error::Engine {
+                unreachable: true, ..
+            } => Some(
                 "is the Docker engine running and reachable? (DOCKER_HOST, `docker info`)".into(),
             ),
             _ => None,
@@ -172,10 +192,21 @@ impl Error {
         }
     }
 
+    /// An error the engine answered with.
     pub fn engine(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
         Error::Engine {
             action: action.into(),
             message: err.to_string(),
+            unreachable: false,
+        }
+    }
+
+    /// No answer from the engine: connection refused, socket missing, timeout.
+    pub fn engine_unreachable(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Engine {
+            action: action.into(),
+            message: err.to_string(),
+            unreachable: true,
         }
     }
 
@@ -190,6 +221,16 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An I/O error as a reason in a sentence: "Permission denied", without the
+/// "(os error 13)" suffix.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +241,14 @@ mod tests {
         assert_eq!(Error::refused("x", "y").exit_code(), 2);
         assert_eq!(Error::failed("x").exit_code(), 1);
         assert_eq!(Error::engine("ping", "down").exit_code(), 1);
+        assert_eq!(
+            Error::engine("inspect", "invalid reference format").hint(),
+            None
+        );
+        assert!(Error::engine_unreachable("connect", "refused")
+            .hint()
+            .unwrap()
+            .contains("running"));
         assert_eq!(
             Error::Recovered {
                 message: "r".into()

@@ -28,9 +28,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cli = match cli::args::Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_INVALID } else { 0 };
-            let _ = e.print();
-            return code;
+            if !e.use_stderr() {
+                // --help, --version: our own text.
+                let _ = e.print();
+                return 0;
+            }
+            // A usage error quotes the arguments: through the sink, which
+            // escapes control characters and masks secrets.
+            ui::output::diag(e.render().to_string().trim_end());
+            return EXIT_INVALID;
         }
     };
     let g = &cli.global;
@@ -38,7 +44,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let paths = cli::paths(g);
     // The log lives in the project's state directory; a project directory
     // that does not exist gets no log (the command will say what is wrong).
-    if paths.project_dir.is_dir() {
+    // Printing completions or the man page touches no project.
+    let touches_project = !matches!(
+        cli.command,
+        cli::args::Command::Completions(_) | cli::args::Command::Man(_)
+    );
+    if touches_project && paths.project_dir.is_dir() {
         let argv: Vec<String> = args
             .iter()
             .map(|a| a.to_string_lossy().into_owned())

@@ -47,3 +47,8 @@ pub fn percent_encode_userinfo(v: &str) -> String {
     }
     out
 }
+
+/// `registry/image`: the repository an image is pushed to.
+pub fn registry_repository(registry: &str, image: &str) -> String {
+    format!("{}/{}", registry.trim_end_matches('/'), image)
+}

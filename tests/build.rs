@@ -47,6 +47,10 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn builds_the_demo_tags_labels_and_records_it() {
     if !engine_available("builds_the_demo") {
         return;
@@ -118,6 +122,10 @@ fn builds_the_demo_tags_labels_and_records_it() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn failing_step_shows_its_output_and_changes_nothing() {
     if !engine_available("failing_step") {
         return;
@@ -155,6 +163,10 @@ fn failing_step_shows_its_output_and_changes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn tag_collision_is_refused_then_replaced_then_repaired() {
     if !engine_available("tag_collision") {
         return;
@@ -231,4 +243,36 @@ fn unreachable_engine_is_a_clear_error() {
         .clean()
         .stderr_has("Docker engine: connect to unix:///nonexistent/docker.sock")
         .stderr_has("hint:");
+}
+
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn the_dry_run_plan_is_data() {
+    if !engine_available("build_dry_run_json") {
+        return;
+    }
+    let repo = ImageRepo::new("dryjson");
+    let p = Project::demo(&repo);
+    let out = p
+        .run()
+        .args(&["--json", "build", "--dry-run", "--offline"])
+        .output();
+    out.code(0).no_leak(CANARY);
+    let j = out.json();
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["plan"]["reference"], format!("{}:1.0.0", repo.0));
+    assert_eq!(j["plan"]["cache_key"]["source"], "apps-json");
+    let steps: Vec<&str> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["build", "smoke_test", "write_manifest"]);
+    assert!(j["steps"][0]["text"].as_str().unwrap().contains("BuildKit"));
+    // Nothing was built or recorded.
+    assert!(!p.path().join("releases/1.0.0.json").exists());
 }

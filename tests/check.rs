@@ -160,12 +160,81 @@ fn version_must_go_up() {
         .stderr_has("--replace");
 }
 
+/// A second canary shaped like a key (`ghp_` + letters and digits): a
+/// pasted token the parser could mistake for a variable name.
+const KEYLIKE: &str = "ghp_Kc5150DoNotLeakKc5150DoNotLeak0000x";
+
+/// Where a problem must point: the file, and the line, key or entry in it.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    Line(&'static str),
+    Key(&'static str, &'static str),
+    Entry(&'static str),
+    File(&'static str),
+    /// A command-line argument (refused, no file).
+    Arg,
+}
+
+fn names_file(problem: &serde_json::Value, file: &str) -> bool {
+    let f = problem["file"].as_str().unwrap_or("");
+    f == file || f.ends_with(&format!("/{file}"))
+}
+
+fn located(problems: &[serde_json::Value], at: At) -> bool {
+    match at {
+        At::Line(f) => problems
+            .iter()
+            .any(|p| names_file(p, f) && p["line"].is_u64()),
+        At::Key(f, k) => problems.iter().any(|p| names_file(p, f) && p["key"] == k),
+        At::Entry(f) => problems
+            .iter()
+            .any(|p| names_file(p, f) && p["entry"].is_string()),
+        At::File(f) => problems.iter().any(|p| names_file(p, f)),
+        At::Arg => true,
+    }
+}
+
+/// Everything a run must never show: a panic, a Debug dump, a raw control
+/// character, either canary.
+fn unclean(text: &str) -> Option<&'static str> {
+    for bad in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "Os {",
+        "Error {",
+        "Some(",
+        "kind: ",
+        "\u{1b}",
+        "\0",
+        "\u{7}",
+        CANARY,
+        KEYLIKE,
+    ] {
+        if text.contains(bad) {
+            return Some(bad);
+        }
+    }
+    // No run of 8 characters of either canary (a cut or partial echo).
+    for c in [CANARY, KEYLIKE] {
+        for w in c.as_bytes().windows(8) {
+            if text.contains(std::str::from_utf8(w).unwrap()) {
+                return Some("a fragment of a canary");
+            }
+        }
+    }
+    None
+}
+
 /// Malformed inputs: each exits 2 with a message naming the file and the
-/// line or entry, never a panic or a Debug dump, never the token.
+/// line, key or entry (checked in the JSON problems), never a panic, a Debug
+/// dump or a raw control character, and never a token, in any output or in
+/// any file de-build writes.
 #[test]
 fn malformed_inputs_table() {
     type Setup = fn(&Project);
-    let cases: Vec<(&str, Setup, &str)> = vec![
+    type Args = fn(&Project) -> Vec<String>;
+    let check: Args = |_| vec!["check".into()];
+    let mut cases: Vec<(&str, Setup, &str, At)> = vec![
         (
             "missing key",
             |p| {
@@ -175,6 +244,7 @@ fn malformed_inputs_table() {
                 p.write(".env", &t);
             },
             ".env: DE_IMAGE is missing",
+            At::Key(".env", "DE_IMAGE"),
         ),
         (
             "unknown key near miss",
@@ -182,6 +252,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_SITE_VERSON", "1.2.0");
             },
             "did you mean DE_SITE_VERSION?",
+            At::Line(".env"),
         ),
         (
             "empty required",
@@ -189,6 +260,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_IMAGE", "");
             },
             "DE_IMAGE is empty",
+            At::Key(".env", "DE_IMAGE"),
         ),
         (
             "not semver",
@@ -196,6 +268,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_SITE_VERSION", "1.2");
             },
             "DE_SITE_VERSION `1.2`: not a semantic version",
+            At::Key(".env", "DE_SITE_VERSION"),
         ),
         (
             "duplicate key",
@@ -204,6 +277,7 @@ fn malformed_inputs_table() {
                 p.write(".env", &t);
             },
             "DE_IMAGE is set twice (first on line",
+            At::Line(".env"),
         ),
         (
             "line that does not parse",
@@ -212,6 +286,7 @@ fn malformed_inputs_table() {
                 p.write(".env", &t);
             },
             "expected KEY=value",
+            At::Line(".env"),
         ),
         (
             "BOM",
@@ -220,6 +295,7 @@ fn malformed_inputs_table() {
                 p.write(".env", &t);
             },
             ".env:1: file starts with a UTF-8 byte-order mark",
+            At::Line(".env"),
         ),
         (
             "CRLF",
@@ -228,6 +304,7 @@ fn malformed_inputs_table() {
                 p.write(".env", &t);
             },
             "line ends with CRLF",
+            At::Line(".env"),
         ),
         (
             "export with empty value",
@@ -238,6 +315,7 @@ fn malformed_inputs_table() {
                 p.write(".env", &t);
             },
             "DE_IMAGE is empty",
+            At::Key(".env", "DE_IMAGE"),
         ),
         (
             "quoted value with # never closed",
@@ -245,6 +323,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_IMAGE", "\"image # note");
             },
             "DE_IMAGE: double quote is never closed",
+            At::Line(".env"),
         ),
         (
             "unicode key",
@@ -252,7 +331,8 @@ fn malformed_inputs_table() {
                 let t = p.read(".env") + "DÉ_IMAGE=x\n";
                 p.write(".env", &t);
             },
-            "`DÉ_IMAGE` is not a valid variable name",
+            "the name before `=` is not a valid variable name",
+            At::Line(".env"),
         ),
         (
             "placeholder kept",
@@ -260,6 +340,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_MACRS_PAT", "<github-personal-access-token>");
             },
             "DE_MACRS_PAT still has the example's placeholder",
+            At::Key(".env", "DE_MACRS_PAT"),
         ),
         (
             "token with @",
@@ -267,6 +348,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_MACRS_PAT", &format!("{CANARY}@evil"));
             },
             "DE_MACRS_PAT contains '@', which would break the URL",
+            At::Key(".env", "DE_MACRS_PAT"),
         ),
         (
             "token with #",
@@ -274,6 +356,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_MACRS_PAT", &format!("'{CANARY}#x'"));
             },
             "DE_MACRS_PAT contains '#'",
+            At::Key(".env", "DE_MACRS_PAT"),
         ),
         (
             "path that does not exist",
@@ -281,6 +364,7 @@ fn malformed_inputs_table() {
                 p.set_env("DE_CONTAINERFILE", "images/nope/Containerfile");
             },
             "does not exist",
+            At::Key(".env", "DE_CONTAINERFILE"),
         ),
         (
             "env file is a directory",
@@ -289,6 +373,7 @@ fn malformed_inputs_table() {
                 std::fs::create_dir(p.path().join(".env")).unwrap();
             },
             ".env: the env file is a directory",
+            At::File(".env"),
         ),
         (
             "apps.json not UTF-8",
@@ -296,6 +381,7 @@ fn malformed_inputs_table() {
                 p.write_bytes("apps.json", b"[\n{\"url\": \"\xff\xfe\"}]");
             },
             "apps.json:2: apps.json is not valid UTF-8",
+            At::Line("apps.json"),
         ),
         (
             "apps.json dangling symlink",
@@ -305,6 +391,7 @@ fn malformed_inputs_table() {
                     .unwrap();
             },
             "apps.json: apps.json not found",
+            At::File("apps.json"),
         ),
         (
             "truncated JSON",
@@ -313,6 +400,7 @@ fn malformed_inputs_table() {
                 p.write("apps.json", &t[..t.len() / 2]);
             },
             "the JSON ends too early",
+            At::Line("apps.json"),
         ),
         (
             "empty apps.json",
@@ -320,6 +408,7 @@ fn malformed_inputs_table() {
                 p.write("apps.json", "");
             },
             "apps.json: apps.json is empty",
+            At::File("apps.json"),
         ),
         (
             "apps.json with BOM",
@@ -328,6 +417,7 @@ fn malformed_inputs_table() {
                 p.write("apps.json", &t);
             },
             "apps.json:1: file starts with a UTF-8 byte-order mark",
+            At::Line("apps.json"),
         ),
         (
             "apps.json not a list",
@@ -338,6 +428,7 @@ fn malformed_inputs_table() {
                 );
             },
             "must be a JSON list",
+            At::File("apps.json"),
         ),
         (
             "entry without branch",
@@ -348,6 +439,7 @@ fn malformed_inputs_table() {
                 );
             },
             "apps.json: entry #1 (erpnext): \"branch\" is missing",
+            At::Entry("apps.json"),
         ),
         (
             "entry not an object",
@@ -358,6 +450,7 @@ fn malformed_inputs_table() {
                 );
             },
             "apps.json: entry #2: entry is not an object",
+            At::Entry("apps.json"),
         ),
         (
             "duplicate app",
@@ -365,6 +458,7 @@ fn malformed_inputs_table() {
                 p.write("apps.json", r#"[{"url": "https://github.com/frappe/hrms", "branch": "a"}, {"url": "https://github.com/frappe/hrms.git", "branch": "b"}]"#);
             },
             "entry #2 (hrms): app hrms is listed twice",
+            At::Entry("apps.json"),
         ),
         (
             "unknown field",
@@ -375,6 +469,7 @@ fn malformed_inputs_table() {
                 );
             },
             "did you mean \"branch\"?",
+            At::Entry("apps.json"),
         ),
         (
             "placeholder with no key",
@@ -382,6 +477,7 @@ fn malformed_inputs_table() {
                 p.write("apps.json", r#"[{"url": "https://${DE_MACRS_TOKEN}@github.com/o/de_macrs.git", "branch": "a"}]"#);
             },
             "${DE_MACRS_TOKEN} does not name a key",
+            At::Entry("apps.json"),
         ),
         (
             "placeholder of a non-secret key",
@@ -392,6 +488,7 @@ fn malformed_inputs_table() {
                 );
             },
             "which is not marked secret",
+            At::Entry("apps.json"),
         ),
         (
             "placeholder never closed",
@@ -399,6 +496,7 @@ fn malformed_inputs_table() {
                 p.write("apps.json", r#"[{"url": "https://${DE_MACRS_PAT@github.com/o/de_macrs.git", "branch": "a"}]"#);
             },
             "placeholder is never closed",
+            At::Entry("apps.json"),
         ),
         (
             "not a git URL",
@@ -409,6 +507,7 @@ fn malformed_inputs_table() {
                 );
             },
             "is not a git URL",
+            At::Entry("apps.json"),
         ),
         (
             "bad annotation in example",
@@ -420,6 +519,7 @@ fn malformed_inputs_table() {
                 p.write("de-example.env", &t);
             },
             "unknown type `float` for DE_SITE_VERSION",
+            At::Line("de-example.env"),
         ),
         (
             "example missing",
@@ -427,6 +527,7 @@ fn malformed_inputs_table() {
                 std::fs::remove_file(p.path().join("de-example.env")).unwrap();
             },
             "de-example.env: the example env (the schema of .env) not found",
+            At::File("de-example.env"),
         ),
         (
             "example empty",
@@ -434,6 +535,7 @@ fn malformed_inputs_table() {
                 p.write("de-example.env", "");
             },
             "the example file declares no keys",
+            At::File("de-example.env"),
         ),
         (
             "Containerfile without CACHE_BUST",
@@ -444,6 +546,7 @@ fn malformed_inputs_table() {
                 p.write("images/custom/Containerfile", &t);
             },
             "has no `ARG CACHE_BUST` in scope",
+            At::Line("Containerfile"),
         ),
         (
             "version reused",
@@ -451,6 +554,7 @@ fn malformed_inputs_table() {
                 p.write("releases/1.2.0.json", &manifest_json("1.2.0"));
             },
             "was already released",
+            At::Key(".env", "DE_SITE_VERSION"),
         ),
         (
             "version older than newest",
@@ -458,6 +562,7 @@ fn malformed_inputs_table() {
                 p.write("releases/2.0.0.json", &manifest_json("2.0.0"));
             },
             "is older than the newest release 2.0.0",
+            At::Key(".env", "DE_SITE_VERSION"),
         ),
         (
             "malformed manifest",
@@ -465,38 +570,484 @@ fn malformed_inputs_table() {
                 p.write("releases/1.0.0.json", "{\"version\": ");
             },
             "releases/1.0.0.json: not a release manifest",
+            At::File("releases/1.0.0.json"),
+        ),
+        // --- Echoed input lines (issue #10): never quoted back.
+        (
+            "bare token line",
+            |p| {
+                let t = p.read(".env") + KEYLIKE + "\n";
+                p.write(".env", &t);
+            },
+            "expected KEY=value; the line's text is not shown",
+            At::Line(".env"),
+        ),
+        (
+            "KEY: token",
+            |p| {
+                let t = p.read(".env").replace(
+                    &format!("DE_MACRS_PAT={CANARY}"),
+                    &format!("DE_MACRS_PAT: {KEYLIKE}"),
+                );
+                p.write(".env", &t);
+            },
+            "DE_MACRS_PAT: expected `=` after the key, found `:`",
+            At::Key(".env", "DE_MACRS_PAT"),
+        ),
+        (
+            "quoted token then text",
+            |p| {
+                let t = p.read(".env") + &format!("'{CANARY}'{KEYLIKE}\n");
+                p.write(".env", &t);
+            },
+            "expected KEY=value; the line's text is not shown",
+            At::Line(".env"),
+        ),
+        (
+            "text after the closing quote",
+            |p| {
+                p.set_env("DE_MACRS_PAT", &format!("'{CANARY}'{KEYLIKE}"));
+            },
+            "DE_MACRS_PAT: unexpected text after the closing quote (not shown)",
+            At::Key(".env", "DE_MACRS_PAT"),
+        ),
+        (
+            "token quote never closed",
+            |p| {
+                p.set_env("DE_MACRS_PAT", &format!("\"{CANARY}"));
+            },
+            "DE_MACRS_PAT: double quote is never closed",
+            At::Key(".env", "DE_MACRS_PAT"),
+        ),
+        (
+            "token where a key belongs",
+            |p| {
+                let t = p.read(".env") + KEYLIKE + "=\n";
+                p.write(".env", &t);
+            },
+            "its name is not shown",
+            At::Line(".env"),
+        ),
+        (
+            "token with a dash where a key belongs",
+            |p| {
+                let t = p.read(".env") + CANARY + "=x\n";
+                p.write(".env", &t);
+            },
+            "the name before `=` is not a valid variable name",
+            At::Line(".env"),
+        ),
+        (
+            "export then a token",
+            |p| {
+                let t = p.read(".env") + "export " + KEYLIKE + "\n";
+                p.write(".env", &t);
+            },
+            "expected KEY=value",
+            At::Line(".env"),
+        ),
+        (
+            ".env is a symlink to a file of tokens",
+            |p| {
+                p.write(
+                    "vault/real.env",
+                    &format!("{KEYLIKE}\nDE_MACRS_PAT: {CANARY}\n'{CANARY}'x\n"),
+                );
+                std::fs::remove_file(p.path().join(".env")).unwrap();
+                std::os::unix::fs::symlink(p.path().join("vault/real.env"), p.path().join(".env"))
+                    .unwrap();
+            },
+            ".env:2:13: DE_MACRS_PAT: expected `=`",
+            At::Line(".env"),
+        ),
+        (
+            "terminal escapes in a value",
+            |p| {
+                p.set_env("DE_BACKEND_SERVICE", "back\u{1b}[2J\u{1b}]0;pwned\u{7}end");
+            },
+            "DE_BACKEND_SERVICE `back\\u001b[2J\\u001b]0;pwned\\u0007end`",
+            At::Key(".env", "DE_BACKEND_SERVICE"),
+        ),
+        (
+            "NUL in a value",
+            |p| {
+                p.set_env("DE_SITES", "a\0b");
+            },
+            "contains control characters",
+            At::Key(".env", "DE_SITES"),
+        ),
+        (
+            "env file not UTF-8",
+            |p| {
+                p.write_bytes(".env", b"DE_IMAGE=x\nDE_MACRS_PAT=tok\xff\xfeen\n");
+            },
+            ".env:2: the env file is not valid UTF-8 (first bad byte at line 2, column 17)",
+            At::Line(".env"),
+        ),
+        (
+            "env file too large",
+            |p| {
+                let t = p.read(".env") + &"# padding\n".repeat(110_000);
+                p.write(".env", &t);
+            },
+            ".env: the env file is larger than 1.0 MiB",
+            At::File(".env"),
+        ),
+        (
+            "env file is a dangling symlink",
+            |p| {
+                std::fs::remove_file(p.path().join(".env")).unwrap();
+                std::os::unix::fs::symlink("/nonexistent/x.env", p.path().join(".env")).unwrap();
+            },
+            "DE_MACRS_PAT is missing",
+            At::Key(".env", "DE_MACRS_PAT"),
+        ),
+        (
+            "unknown lower-case key",
+            |p| {
+                let t = p.read(".env") + "de_image=x\n";
+                p.write(".env", &t);
+            },
+            "did you mean DE_IMAGE?",
+            At::Line(".env"),
+        ),
+        // --- Values that pass their type and would fail later.
+        (
+            "image upper-case",
+            |p| {
+                p.set_env("DE_IMAGE", "Acme/ERPNext");
+            },
+            "DE_IMAGE `Acme/ERPNext`: repository names must be lowercase",
+            At::Key(".env", "DE_IMAGE"),
+        ),
+        (
+            "image with a blank",
+            |p| {
+                p.set_env("DE_IMAGE", "acme/erp next");
+            },
+            "DE_IMAGE `acme/erp next`: contains a blank",
+            At::Key(".env", "DE_IMAGE"),
+        ),
+        (
+            "image with a tag",
+            |p| {
+                p.set_env("DE_IMAGE", "acme/erpnext:latest");
+            },
+            "carries a tag (`:latest`)",
+            At::Key(".env", "DE_IMAGE"),
+        ),
+        (
+            "image with a digest",
+            |p| {
+                p.set_env("DE_IMAGE", "acme/erpnext@sha256:0123");
+            },
+            "carries a digest",
+            At::Key(".env", "DE_IMAGE"),
+        ),
+        (
+            "image with a bad host",
+            |p| {
+                p.set_env("DE_IMAGE", "reg_istry.example.com:5000/acme/erp");
+            },
+            "is not a host name",
+            At::Key(".env", "DE_IMAGE"),
+        ),
+        (
+            "version with build metadata",
+            |p| {
+                p.set_env("DE_SITE_VERSION", "1.2.0+build.7");
+            },
+            "build metadata (`+…`) cannot be part of a Docker tag",
+            At::Key(".env", "DE_SITE_VERSION"),
+        ),
+        (
+            "project name with a blank",
+            |p| {
+                p.set_env("COMPOSE_PROJECT_NAME", "my erp");
+            },
+            "COMPOSE_PROJECT_NAME `my erp`: contains a blank",
+            At::Key(".env", "COMPOSE_PROJECT_NAME"),
+        ),
+        (
+            "project name with a slash",
+            |p| {
+                p.set_env("COMPOSE_PROJECT_NAME", "erp/prod");
+            },
+            "COMPOSE_PROJECT_NAME `erp/prod`: `/` is not allowed",
+            At::Key(".env", "COMPOSE_PROJECT_NAME"),
+        ),
+        (
+            "project name upper-case",
+            |p| {
+                p.set_env("COMPOSE_PROJECT_NAME", "ERP");
+            },
+            "COMPOSE_PROJECT_NAME `ERP`: must start with a lowercase letter",
+            At::Key(".env", "COMPOSE_PROJECT_NAME"),
+        ),
+        (
+            "sites with blanks",
+            |p| {
+                p.set_env("DE_SITES", "my site.example.com");
+            },
+            "DE_SITES: site `my site.example.com` (item 1) contains a blank",
+            At::Key(".env", "DE_SITES"),
+        ),
+        (
+            "sites escaping the sites directory",
+            |p| {
+                p.set_env("DE_SITES", "erp.example.com,../../etc");
+            },
+            "site `../../etc` (item 2) contains `/`",
+            At::Key(".env", "DE_SITES"),
+        ),
+        (
+            "sites with all and more",
+            |p| {
+                p.set_env("DE_SITES", "all,erp.example.com");
+            },
+            "`all`, which stands alone",
+            At::Key(".env", "DE_SITES"),
+        ),
+        (
+            "app URL file://",
+            |p| {
+                p.write(
+                    "apps.json",
+                    r#"[{"url": "file:///srv/git/erpnext.git", "branch": "v15"}]"#,
+                );
+            },
+            "`file://` is not a scheme bench clones",
+            At::Entry("apps.json"),
+        ),
+        (
+            "app URL a local path",
+            |p| {
+                p.write(
+                    "apps.json",
+                    r#"[{"url": "/srv/git/erpnext.git", "branch": "v15"}]"#,
+                );
+            },
+            "a local path is not cloned inside the build",
+            At::Entry("apps.json"),
+        ),
+        (
+            "app URL with a pasted token and no scheme",
+            |p| {
+                p.write(
+                    "apps.json",
+                    &format!(r#"[{{"url": "https//{KEYLIKE}@github.com/o/de_macrs.git", "branch": "v1"}}]"#),
+                );
+            },
+            "is not a git URL bench can clone",
+            At::Entry("apps.json"),
+        ),
+        (
+            "placeholder naming a token",
+            |p| {
+                p.write(
+                    "apps.json",
+                    &format!(r#"[{{"url": "https://${{{KEYLIKE}}}@github.com/o/de_macrs.git", "branch": "v1"}}]"#),
+                );
+            },
+            "a `${...}` placeholder does not name a key of the env",
+            At::Entry("apps.json"),
+        ),
+        (
+            "Containerfile is /dev/null",
+            |p| {
+                p.set_env("DE_CONTAINERFILE", "/dev/null");
+            },
+            "/dev/null is a character device, a regular file was expected",
+            At::Key(".env", "DE_CONTAINERFILE"),
+        ),
+        (
+            "Containerfile is a directory",
+            |p| {
+                p.set_env("DE_CONTAINERFILE", "images");
+            },
+            "is a directory, a regular file was expected",
+            At::Key(".env", "DE_CONTAINERFILE"),
+        ),
+        (
+            "registry with a scheme",
+            |p| {
+                p.set_env("DE_REGISTRY", "https://registry.example.com");
+            },
+            "no scheme (`https://`)",
+            At::Key(".env", "DE_REGISTRY"),
+        ),
+        (
+            "registry that is no host",
+            |p| {
+                p.set_env("DE_REGISTRY", "myregistry");
+            },
+            "Docker would read it as a namespace on Docker Hub",
+            At::Key(".env", "DE_REGISTRY"),
+        ),
+        (
+            "health URL https",
+            |p| {
+                p.set_env("DE_HEALTH_URL", "https://erp.example.com/api/method/ping");
+            },
+            "the health gate speaks plain http:// only",
+            At::Key(".env", "DE_HEALTH_URL"),
+        ),
+        (
+            "negative timeout",
+            |p| {
+                p.set_env("DE_DRAIN_TIMEOUT", "-5");
+            },
+            "DE_DRAIN_TIMEOUT `-5`: expected seconds from 0 to 86400",
+            At::Key(".env", "DE_DRAIN_TIMEOUT"),
+        ),
+        (
+            "timeout not a number",
+            |p| {
+                p.set_env("DE_HEALTH_TIMEOUT", "1m");
+            },
+            "DE_HEALTH_TIMEOUT `1m`: expected a whole number",
+            At::Key(".env", "DE_HEALTH_TIMEOUT"),
+        ),
+        (
+            "backend service with a blank",
+            |p| {
+                p.set_env("DE_BACKEND_SERVICE", "back end");
+            },
+            "DE_BACKEND_SERVICE `back end`",
+            At::Key(".env", "DE_BACKEND_SERVICE"),
+        ),
+        (
+            "Frappe from a local path",
+            |p| {
+                p.set_env("FRAPPE_PATH", "file:///srv/frappe");
+            },
+            "FRAPPE_PATH `file:///srv/frappe` is not a URL bench can clone",
+            At::Key(".env", "FRAPPE_PATH"),
+        ),
+        (
+            "smoke command with quotes",
+            |p| {
+                p.set_env("DE_SMOKE_COMMAND", "bench --site 'a b' version");
+            },
+            "quotes and backslashes are not understood",
+            At::Key(".env", "DE_SMOKE_COMMAND"),
+        ),
+        (
+            "a tunable that is not in the schema",
+            |p| {
+                p.set_env("DE_LOG_MAX_BYTES", "5");
+            },
+            "DE_LOG_MAX_BYTES is not declared in the example file",
+            At::Line(".env"),
         ),
     ];
-    assert!(cases.len() >= 25);
+    // Cases whose input comes from the command line.
+    let with_args: Vec<(&str, Args, &str, At)> = vec![
+        (
+            "--env-file /dev/zero",
+            |_| vec!["--env-file".into(), "/dev/zero".into(), "check".into()],
+            "/dev/zero: the env file is larger than 1.0 MiB, the limit for an input file (it is a character device)",
+            At::File("/dev/zero"),
+        ),
+        (
+            "--apps /dev/zero",
+            |_| vec!["--apps".into(), "/dev/zero".into(), "check".into()],
+            "apps.json is larger than 1.0 MiB",
+            At::File("/dev/zero"),
+        ),
+        (
+            "--example is a directory",
+            |p| {
+                vec![
+                    "--example".into(),
+                    p.path().join("images").display().to_string(),
+                    "check".into(),
+                ]
+            },
+            "is a directory, a file was expected",
+            At::File("images"),
+        ),
+        (
+            "releases show with a path",
+            |_| vec!["releases".into(), "show".into(), "../../evil".into()],
+            "`../../evil` is not a release version",
+            At::Arg,
+        ),
+        (
+            "releases diff with a path",
+            |_| {
+                vec![
+                    "releases".into(),
+                    "diff".into(),
+                    "/etc/passwd".into(),
+                    "1.0.0".into(),
+                ]
+            },
+            "`/etc/passwd` is not a release version",
+            At::Arg,
+        ),
+    ];
+    let all: Vec<(&str, Setup, Args, &str, At)> = cases
+        .drain(..)
+        .map(|(n, s, e, a)| (n, s, check, e, a))
+        .chain(
+            with_args
+                .into_iter()
+                .map(|(n, a, e, at)| (n, (|_| {}) as Setup, a, e, at)),
+        )
+        .collect();
+    assert!(all.len() >= 60, "{} cases", all.len());
     let mut failures = Vec::new();
-    for (name, setup, expect) in &cases {
+    for (name, setup, args, expect, at) in &all {
         let p = Project::example();
         setup(&p);
-        let out = p.run().args(&["check"]).output();
-        let ok = out.code == 2
-            && out.stderr.contains(expect)
-            && !out.stderr.contains("panicked")
-            && !out.stderr.contains(CANARY)
-            && !out.stdout.contains(CANARY);
-        if !ok {
+        let args = args(&p);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = p.run().args(&args).output();
+        if out.code != 2 || !out.stderr.contains(expect) {
             failures.push(format!(
                 "[{name}] exit {} expected 2 with {expect:?}\n{}",
                 out.code, out.stderr
             ));
         }
-        // The JSON form carries the same finding.
-        let out = p.run().args(&["--json", "check"]).output();
-        if out.code != 2 || !out.stdout.contains("\"problems\"") || out.stdout.contains(CANARY) {
-            failures.push(format!(
-                "[{name}] --json: exit {}\n{}",
+        for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            if let Some(bad) = unclean(text) {
+                failures.push(format!("[{name}] {what} shows {bad:?}:\n{text}"));
+            }
+        }
+        // The JSON form carries the finding, located.
+        let json_args: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let out = p.run().args(&json_args).output();
+        let problems = serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|j| j["problems"].as_array().cloned());
+        match problems {
+            Some(problems) if out.code == 2 && located(&problems, *at) => {}
+            _ => failures.push(format!(
+                "[{name}] --json: exit {}, expected a problem at {at:?}\n{}",
                 out.code, out.stdout
-            ));
+            )),
+        }
+        if let Some(bad) = unclean(&out.stdout) {
+            failures.push(format!("[{name}] --json shows {bad:?}:\n{}", out.stdout));
+        }
+        // And nothing de-build wrote holds a token.
+        for f in p.all_files() {
+            if f.starts_with(p.path().join(".de-build")) {
+                let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+                if let Some(bad) = unclean(&text) {
+                    failures.push(format!("[{name}] {} holds {bad:?}", f.display()));
+                }
+            }
         }
     }
     assert!(
         failures.is_empty(),
-        "{} case(s) failed:\n{}",
+        "{} of {} case(s) failed:\n{}",
         failures.len(),
+        all.len(),
         failures.join("\n")
     );
 }
@@ -557,4 +1108,123 @@ fn containerfile_takes_apps_json_only_as_a_secret() {
             "{l}"
         );
     }
+}
+
+/// Every tunable the README documents is a key of both bundled schemas, with
+/// the same type and flags, and the code reads settings only through the
+/// schema: the environment-only switches are the README's named exceptions.
+#[test]
+fn every_documented_tunable_is_declared_in_the_schema() {
+    use de_build::config::envfile::schema::Schema;
+    let root = support::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let schema = |rel: &str| {
+        let text = std::fs::read_to_string(root.join(rel)).unwrap();
+        let (s, problems) = Schema::from_example(rel, &text);
+        assert!(problems.is_empty(), "{rel}: {problems:?}");
+        s
+    };
+    let (main, demo) = (
+        schema("de-example.env"),
+        schema("examples/demo/de-example.env"),
+    );
+    // Set by de-build for compose, or read before .env exists.
+    let not_tunables = ["CUSTOM_TAG", "CUSTOM_IMAGE"];
+    // Read by the demo script, not by de-build.
+    let script_only = ["DE_BUILD_BIN"];
+    let env_only = ["DE_COMPOSE", "DE_PROJECT_DIR"];
+    let mut documented: Vec<String> = readme
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|w| {
+            (w.starts_with("DE_") || w.starts_with("FRAPPE_") || w.starts_with("COMPOSE_"))
+                && w.len() > 4
+                && !w.ends_with('_')
+        })
+        .map(str::to_string)
+        .collect();
+    documented.sort();
+    documented.dedup();
+    assert!(documented.len() >= 15, "{documented:?}");
+    for key in &documented {
+        if env_only.contains(&key.as_str()) || script_only.contains(&key.as_str()) {
+            continue;
+        }
+        for (name, s) in [("de-example.env", &main), ("demo", &demo)] {
+            let spec = s
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} is documented but not declared in {name}"));
+            let m = main.get(key).unwrap();
+            assert_eq!(
+                (spec.ty, spec.optional, spec.secret),
+                (m.ty, m.optional, m.secret),
+                "{key}: the schemas disagree"
+            );
+            if spec.optional
+                && !spec.secret
+                && spec.ty == de_build::config::envfile::schema::ValueType::Int
+            {
+                assert!(spec.example.parse::<u64>().is_ok(), "{key} needs a default");
+            }
+        }
+    }
+    for key in env_only {
+        assert!(
+            readme.contains(&format!("`{key}`")) && readme.contains("environment-only"),
+            "{key} must be documented as environment-only"
+        );
+    }
+    for k in not_tunables {
+        assert!(main.get(k).is_none());
+    }
+    // The code reads no DE_ setting from the environment except the
+    // environment-only switches (and DE_PROJECT_DIR through clap).
+    let mut stack = vec![root.join("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (i, _) in text.match_indices("env::var(\"DE_") {
+                let rest = &text[i + "env::var(\"".len()..];
+                let key = &rest[..rest.find('"').unwrap()];
+                assert!(
+                    env_only.contains(&key),
+                    "{} reads {key} from the environment, not through the schema",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+/// A `.env` that is not UTF-8 is exactly one problem, where its first bad
+/// byte is: not a "missing" problem per key, never a false "no env file".
+#[test]
+fn a_non_utf8_env_file_is_one_problem() {
+    let p = Project::example();
+    let text = p.read(".env").replace(
+        &format!("DE_MACRS_PAT={CANARY}"),
+        &format!("DE_MACRS_PAT={CANARY}\u{1}"),
+    );
+    let bytes = text.replace('\u{1}', "\u{fffd}").into_bytes();
+    // A Latin-1 "é" (0xE9) instead of the replacement character.
+    let at = bytes
+        .windows(3)
+        .position(|w| w == "\u{fffd}".as_bytes())
+        .unwrap();
+    let mut bytes = bytes;
+    bytes.splice(at..at + 3, [0xE9u8]);
+    p.write_bytes(".env", &bytes);
+    let out = p.run().args(&["--json", "check"]).output();
+    out.code(2).no_leak(CANARY);
+    let problems = out.json()["problems"].as_array().unwrap().clone();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0]["code"], "not-utf8");
+    assert!(problems[0]["line"].is_u64());
+    let out = p.run().args(&["check"]).output();
+    out.code(2).no_leak(CANARY).stderr_has("is not valid UTF-8");
+    assert!(!out.stderr.contains("no env file"), "{}", out.stderr);
 }

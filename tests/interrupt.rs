@@ -121,6 +121,10 @@ fn assert_back_on_1_0_0(s: &Stack) {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn kill_9_during_migrate_is_detected_and_recovered() {
     if !engine_available("kill_9") {
         return;
@@ -153,6 +157,10 @@ fn kill_9_during_migrate_is_detected_and_recovered() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn sigterm_during_the_backup_stops_before_the_stack_is_touched() {
     if !engine_available("sigterm") {
         return;
@@ -172,6 +180,10 @@ fn sigterm_during_the_backup_stops_before_the_stack_is_touched() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn sighup_during_the_replace_recovers_the_previous_release() {
     if !engine_available("sighup") {
         return;
@@ -188,6 +200,10 @@ fn sighup_during_the_replace_recovers_the_previous_release() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_second_sigint_stops_at_once_and_recover_finishes_the_job() {
     if !engine_available("double_sigint") {
         return;

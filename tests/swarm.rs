@@ -229,6 +229,10 @@ impl Drop for Sp {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn deploy_then_upgrade_with_one_migrate_then_roll_back_by_digest() {
     let Some((c, _one)) = cluster("swarm_deploy_upgrade_rollback") else {
         return;
@@ -349,6 +353,10 @@ fn deploy_then_upgrade_with_one_migrate_then_roll_back_by_digest() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_failing_migrate_restores_the_backup_and_changes_no_service() {
     let Some((c, _one)) = cluster("swarm_failing_migrate") else {
         return;
@@ -388,6 +396,10 @@ fn a_failing_migrate_restores_the_backup_and_changes_no_service() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn two_operators_deploy_at_once_and_one_is_refused() {
     let Some((c, _one)) = cluster("swarm_two_operators") else {
         return;
@@ -465,6 +477,10 @@ fn two_operators_deploy_at_once_and_one_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
     let Some((c, _one)) = cluster("swarm_node_stopped") else {
         return;
@@ -578,6 +594,10 @@ fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
     let Some((c, _one)) = cluster("swarm_killed_deploy") else {
         return;
@@ -667,6 +687,10 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
 }
 
 #[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
 fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
     let Some((c, _one)) = cluster("swarm_cannot_pull") else {
         return;

@@ -1,10 +1,11 @@
 //! Compose invocations as plain argument lists, for the v2 plugin
 //! (`docker compose`) and the v1 binary (`docker-compose`).
 //!
-//! Every invocation names the project (`-p`), the file (`-f`) and the project
-//! directory (so a snapshot of the file resolves relative paths as the
-//! original did), and reads no `.env` of its own (`--env-file` points at an
-//! empty file): de-build hands compose exactly the non-secret keys.
+//! Every invocation names the project (`-p`), the files (`-f` each, in
+//! order) and the project directory (so a snapshot of the files resolves
+//! relative paths as the originals did), and reads no `.env` of its own
+//! (`--env-file` points at an empty file): de-build hands compose exactly the
+//! non-secret keys.
 
 use crate::error::{Error, Result};
 pub use crate::record::deploy::Target;
@@ -54,11 +55,11 @@ impl Compose {
 
     fn base(&self, t: &Target) -> Vec<String> {
         let mut a: Vec<String> = self.program[1..].to_vec();
+        a.extend(["--project-name".into(), t.project.clone()]);
+        for f in &t.files {
+            a.extend(["--file".into(), f.display().to_string()]);
+        }
         a.extend([
-            "--project-name".into(),
-            t.project.clone(),
-            "--file".into(),
-            t.file.display().to_string(),
             "--project-directory".into(),
             t.project_dir.display().to_string(),
             "--env-file".into(),
@@ -73,21 +74,15 @@ impl Compose {
         a
     }
 
-    /// Replace a running stack in one pass: every container recreated from the
-    /// file's images, anonymous volumes renewed (no stale assets), containers
-    /// of services no longer in the file removed.
+    /// Replace a running stack in one pass: compose recreates the containers
+    /// whose configuration changed (those of the release image: its tag
+    /// changed) and leaves the rest (database, redis) running. No
+    /// `--renew-anon-volumes`: in v2 it recreates every container, and it
+    /// would wipe frappe_docker's anonymous `logs` volume (assets live in the
+    /// image now, so nothing stale is carried over).
     pub fn replace_args(&self, t: &Target) -> Vec<String> {
         let mut a = self.base(t);
-        a.extend(
-            [
-                "up",
-                "--detach",
-                "--force-recreate",
-                "--renew-anon-volumes",
-                "--remove-orphans",
-            ]
-            .map(String::from),
-        );
+        a.extend(["up", "--detach", "--remove-orphans"].map(String::from));
         a
     }
 
@@ -141,30 +136,11 @@ impl Compose {
     }
 }
 
-/// Variables a child process may inherit: what finds and reaches the engine
-/// and the compose plugin, nothing else. Every child de-build starts is made
-/// here, so a token in de-build's own environment (the CI way) never reaches
-/// one.
-pub const CHILD_ENV_ALLOW: [&str; 12] = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "DOCKER_HOST",
-    "DOCKER_CONFIG",
-    "DOCKER_CONTEXT",
-    "DOCKER_CERT_PATH",
-    "DOCKER_TLS_VERIFY",
-    "XDG_RUNTIME_DIR",
-];
-
 /// A command whose environment is the allow-list only.
 pub fn child_command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
-    for k in CHILD_ENV_ALLOW {
+    for k in crate::config::CHILD_ENV_ALLOW {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
@@ -173,13 +149,25 @@ pub fn child_command(program: &str) -> Command {
 }
 
 /// Write an empty env file for `--env-file` (compose must not read `.env`).
+/// Like everything in the state directory: the directory 0700, the file 0600.
 pub fn empty_env_file(state_dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(state_dir).map_err(|e| Error::io("create", state_dir, e))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| Error::io("create", state_dir, e))?;
     let p = state_dir.join("compose.env");
     if !p.exists() {
-        std::fs::write(
-            &p,
-            "# de-build passes compose its variables itself; this file stays empty.\n",
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| Error::io("write", &p, e))?;
+        std::io::Write::write_all(
+            &mut f,
+            b"# de-build passes compose its variables itself; this file stays empty.\n",
         )
         .map_err(|e| Error::io("write", &p, e))?;
     }
@@ -190,10 +178,22 @@ pub fn empty_env_file(state_dir: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_empty_env_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join(".de-build");
+        let p = empty_env_file(&state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(empty_env_file(&state).unwrap(), p, "written once");
+    }
+
     fn target() -> Target {
         Target {
             project: "erp".into(),
-            file: "/p/.de-build/compose/7.yaml".into(),
+            files: vec!["/p/.de-build/compose/7/compose.yaml".into()],
             project_dir: "/p".into(),
             empty_env_file: "/p/.de-build/compose.env".into(),
         }
@@ -206,7 +206,7 @@ mod tests {
             "--project-name",
             "erp",
             "--file",
-            "/p/.de-build/compose/7.yaml",
+            "/p/.de-build/compose/7/compose.yaml",
             "--project-directory",
             "/p",
             "--env-file",
@@ -222,17 +222,36 @@ mod tests {
         assert_eq!(Compose::v1().program, vec!["docker-compose"]);
         assert_eq!(
             Compose::v1().replace_args(&t)[8..],
-            [
-                "up",
-                "--detach",
-                "--force-recreate",
-                "--renew-anon-volumes",
-                "--remove-orphans"
-            ]
+            ["up", "--detach", "--remove-orphans"]
         );
         assert_eq!(
             Compose::v2().config_args(&t).last().map(String::as_str),
             Some("--quiet")
+        );
+    }
+
+    #[test]
+    fn every_file_of_a_set_gets_its_own_file_flag_in_order() {
+        let t = Target {
+            files: vec![
+                "/p/.de-build/compose/7/compose.yaml".into(),
+                "/p/.de-build/compose/7/overrides/compose.mariadb.yaml".into(),
+            ],
+            ..target()
+        };
+        assert_eq!(
+            Compose::v2().down_args(&t)[..9],
+            [
+                "compose",
+                "--project-name",
+                "erp",
+                "--file",
+                "/p/.de-build/compose/7/compose.yaml",
+                "--file",
+                "/p/.de-build/compose/7/overrides/compose.mariadb.yaml",
+                "--project-directory",
+                "/p",
+            ]
         );
     }
 }

@@ -5,7 +5,14 @@
 //! across segments, a pattern also excludes everything below a matched
 //! directory, and the last matching pattern wins. On top of that de-build
 //! always leaves out what must never reach an image: `.env`, the env file in
-//! use, `releases/` and its own state directory `.de-build/`.
+//! use, `releases/` and its own state directory `.de-build/`; and it leaves
+//! out `.env*` at any depth (`.env.bak`, `.env.old`) by default, as if the
+//! `.dockerignore` began with `**/.env*`, so a `!` line there can bring such
+//! a file back.
+//!
+//! Whatever is sent is scanned while it streams ([`ScanReader`]): a file
+//! whose bytes hold a secret value (`custom.env`, a re-included `.env.bak`)
+//! stops the build before the value leaves the process.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -119,6 +126,10 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// Left out unless `.dockerignore` brings a file back with `!`: copies of
+/// env files (`.env.bak`, `.env.old`, `.env.production`) hold secrets.
+pub const DEFAULT_IGNORE: &str = "**/.env*";
+
 /// One file to send: its path on disk and its name in the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextFile {
@@ -141,11 +152,15 @@ pub fn collect(
     always_exclude: &[String],
     always_include: &[String],
 ) -> Result<Context> {
-    let mut ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
-        Ok(t) => Ignore::parse(&t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::default(),
+    // Defaults first: the user's patterns come later and win.
+    let mut ignore = Ignore::parse(DEFAULT_IGNORE);
+    match crate::config::read_capped(&dir.join(".dockerignore")) {
+        Ok(t) => ignore
+            .patterns
+            .extend(Ignore::parse(&String::from_utf8_lossy(&t)).patterns),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("read", dir.join(".dockerignore"), e)),
-    };
+    }
     let mut forced = Ignore::default();
     for p in [".env", "releases", ".de-build"]
         .iter()
@@ -225,6 +240,113 @@ fn walk(
     Ok(())
 }
 
+/// A value the context must not contain, and the key it belongs to (for
+/// the message: the value itself is never shown).
+pub struct Needle {
+    pub key: String,
+    pub bytes: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// The secret found in a context file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInFile {
+    pub file: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for SecretInFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} holds the value of {}", self.file, self.key)
+    }
+}
+
+impl std::error::Error for SecretInFile {}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Reads a file for the tar stream and passes bytes on only once no secret
+/// can begin in them: the last `longest - 1` bytes are held back until the
+/// next read shows how they continue, so not even a prefix of a value is
+/// sent before the match is seen.
+pub struct ScanReader<'a, R> {
+    inner: R,
+    name: &'a str,
+    needles: &'a [Needle],
+    keep: usize,
+    window: Vec<u8>,
+    chunk: Vec<u8>,
+    /// `window[..ready]` has been searched and may go out.
+    ready: usize,
+    sent: usize,
+    eof: bool,
+}
+
+impl<'a, R: std::io::Read> ScanReader<'a, R> {
+    pub fn new(inner: R, name: &'a str, needles: &'a [Needle]) -> Self {
+        let longest = needles.iter().map(|n| n.bytes.len()).max().unwrap_or(0);
+        ScanReader {
+            inner,
+            name,
+            needles,
+            keep: longest.saturating_sub(1),
+            window: Vec::with_capacity(CHUNK + longest),
+            chunk: vec![0; CHUNK],
+            ready: 0,
+            sent: 0,
+            eof: false,
+        }
+    }
+
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.window.drain(..self.sent);
+        self.ready -= self.sent;
+        self.sent = 0;
+        let n = loop {
+            match self.inner.read(&mut self.chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.window.extend_from_slice(&self.chunk[..n]);
+        if n == 0 {
+            self.eof = true;
+            self.ready = self.window.len();
+            return Ok(());
+        }
+        for needle in self.needles {
+            if !needle.bytes.is_empty()
+                && memchr::memmem::find(&self.window, &needle.bytes).is_some()
+            {
+                return Err(std::io::Error::other(SecretInFile {
+                    file: self.name.to_string(),
+                    key: needle.key.clone(),
+                }));
+            }
+        }
+        self.ready = self.window.len().saturating_sub(self.keep);
+        Ok(())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ScanReader<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.sent == self.ready && !self.eof {
+            self.refill()?;
+        }
+        let n = (self.ready - self.sent).min(out.len());
+        out[..n].copy_from_slice(&self.window[self.sent..self.sent + n]);
+        self.sent += n;
+        Ok(n)
+    }
+}
+
+/// If `e` (or an error it wraps) says a context file holds a secret.
+pub fn secret_in_file(e: &std::io::Error) -> Option<SecretInFile> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<SecretInFile>())
+        .cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +393,114 @@ mod tests {
             names,
             vec![".dockerignore", "Containerfile", "app", "app/x.py"]
         );
+    }
+
+    #[test]
+    fn env_copies_are_left_out_unless_brought_back() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            ".env",
+            ".env.bak",
+            "sub/.env.old",
+            ".envrc",
+            "custom.env",
+            "Containerfile",
+        ] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        let names = |d: &Path| {
+            collect(d, &[], &[])
+                .unwrap()
+                .files
+                .into_iter()
+                .map(|f| f.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(d.path()), vec!["Containerfile", "custom.env", "sub"]);
+        std::fs::write(d.path().join(".dockerignore"), "!.env.bak\n!.env\n").unwrap();
+        assert_eq!(
+            names(d.path()),
+            vec![
+                ".dockerignore",
+                ".env.bak",
+                "Containerfile",
+                "custom.env",
+                "sub"
+            ],
+            "a negation brings a copy back (then scanned); .env itself never"
+        );
+    }
+
+    fn needles(v: &[&str]) -> Vec<Needle> {
+        v.iter()
+            .map(|s| Needle {
+                key: "TOK".into(),
+                bytes: zeroize::Zeroizing::new(s.as_bytes().to_vec()),
+            })
+            .collect()
+    }
+
+    /// Yields its data one byte per read: the worst case for a match that
+    /// spans reads.
+    struct Trickle<'a>(&'a [u8]);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.split_first() {
+                Some((b, rest)) if !out.is_empty() => {
+                    out[0] = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn scanning_stops_before_any_byte_of_a_secret_is_passed_on() {
+        use std::io::Read;
+        let secret = "canary-scan-0123456789";
+        let n = needles(&[secret, "shortval"]);
+        let mut data = vec![b'a'; 3 * CHUNK - 5];
+        data.extend_from_slice(secret.as_bytes());
+        data.extend_from_slice(b"after");
+        for trickle in [true, false] {
+            let inner: Box<dyn Read> = if trickle {
+                Box::new(Trickle(&data))
+            } else {
+                Box::new(&data[..])
+            };
+            let mut r = ScanReader::new(inner, "custom.env", &n);
+            let mut passed = Vec::new();
+            let mut buf = [0u8; 7000];
+            let err = loop {
+                match r.read(&mut buf) {
+                    Ok(0) => panic!("the secret was not found"),
+                    Ok(k) => passed.extend_from_slice(&buf[..k]),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(
+                secret_in_file(&err),
+                Some(SecretInFile {
+                    file: "custom.env".into(),
+                    key: "TOK".into()
+                })
+            );
+            assert!(
+                passed.len() <= 3 * CHUNK - 5,
+                "no byte of the value went out"
+            );
+            assert!(!err.to_string().contains(secret));
+        }
+        // A clean file passes whole, byte for byte.
+        let clean: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        ScanReader::new(Trickle(&clean), "f", &n)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, clean);
     }
 }

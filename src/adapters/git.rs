@@ -2,8 +2,13 @@
 //! argv or environment. Used to resolve app refs to commits and to read the
 //! project's own revision.
 
+use crate::secret::Secret;
 use std::path::Path;
 use std::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// (user, password) as sent to the remote; zeroed on drop.
+pub type Credentials = (Zeroizing<String>, Zeroizing<String>);
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +51,7 @@ pub enum RemoteError {
 /// Split credentials off a URL: (`url without userinfo`, `Some((user, pass))`).
 /// A lone `TOKEN@` is sent as user TOKEN with the token as password too, which
 /// GitHub, GitLab and Gitea accept for personal access tokens.
-pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+pub fn split_credentials(url: &str) -> (String, Option<Credentials>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_string(), None);
     };
@@ -67,9 +72,10 @@ pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
     (clean, Some(creds))
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> Zeroizing<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    // Never grows past its capacity: no unzeroed copy is left behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
@@ -82,11 +88,11 @@ fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Zeroizing::new(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Remove `secret` from a libgit2 message, in case it echoes a URL.
-fn scrub(msg: &str, creds: &Option<(String, String)>) -> String {
+fn scrub(msg: &str, creds: &Option<Credentials>) -> String {
     let mut m = crate::ui::output::redact::redact(msg);
     if let Some((u, p)) = creds {
         for s in [u, p] {
@@ -142,6 +148,7 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
             ));
         }
         match (&cb_creds, attempts) {
+            // libgit2 copies the pair and zeroes its copy when it frees it.
             (Some((u, p)), 1) => git2::Cred::userpass_plaintext(u, p),
             _ => Err(git2::Error::from_str("authentication failed")),
         }
@@ -212,7 +219,7 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
     })
 }
 
-fn classify(e: &git2::Error, creds: &Option<(String, String)>) -> RemoteError {
+fn classify(e: &git2::Error, creds: &Option<Credentials>) -> RemoteError {
     let msg = e.message().to_ascii_lowercase();
     if msg.contains("refusing to send credentials to another host") {
         return RemoteError::CrossHostRedirect;
@@ -244,16 +251,16 @@ fn classify(e: &git2::Error, creds: &Option<(String, String)>) -> RemoteError {
 
 /// Which commit `reference` (branch, tag or sha) is at on `url`, within `timeout`.
 pub fn resolve_remote(
-    url: &str,
+    url: &Secret,
     reference: &str,
     timeout: Duration,
 ) -> Result<RemoteRef, RemoteError> {
     let (tx, rx) = mpsc::channel();
-    let (url, reference) = (url.to_string(), reference.to_string());
+    let (url, reference) = (url.clone(), reference.to_string());
     // libgit2 has no per-call deadline: the query runs on its own thread and
     // is abandoned (left to finish in the background) when time is up.
     std::thread::spawn(move || {
-        let _ = tx.send(query(&url, &reference));
+        let _ = tx.send(query(url.expose(), &reference));
     });
     rx.recv_timeout(timeout)
         .unwrap_or(Err(RemoteError::Timeout))
@@ -261,7 +268,7 @@ pub fn resolve_remote(
 
 /// Resolve many (url, ref) pairs in parallel; results keep the input order.
 pub fn resolve_all(
-    items: &[(String, String)],
+    items: &[(Secret, String)],
     timeout: Duration,
 ) -> Vec<Result<RemoteRef, RemoteError>> {
     std::thread::scope(|s| {
@@ -393,12 +400,15 @@ mod tests {
             split_credentials("https://tok@h/o/a.git"),
             (
                 "https://h/o/a.git".into(),
-                Some(("tok".into(), "tok".into()))
+                Some((Zeroizing::new("tok".into()), Zeroizing::new("tok".into())))
             )
         );
         assert_eq!(
             split_credentials("https://u:p%40q@h/a"),
-            ("https://h/a".into(), Some(("u".into(), "p@q".into())))
+            (
+                "https://h/a".into(),
+                Some((Zeroizing::new("u".into()), Zeroizing::new("p@q".into())))
+            )
         );
         assert_eq!(
             split_credentials("/srv/repo.git"),

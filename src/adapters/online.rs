@@ -29,15 +29,10 @@ pub fn resolve_apps(
             timeout.as_secs()
         ),
     );
-    let items: Vec<(String, String)> = inputs
+    let items: Vec<(crate::secret::Secret, String)> = inputs
         .apps
         .iter()
-        .map(|a| {
-            (
-                inject_url(a, &inputs.env).expose().to_string(),
-                a.branch.clone(),
-            )
-        })
+        .map(|a| (inject_url(a, &inputs.env), a.branch.clone()))
         .collect();
     let results = git::resolve_all(&items, timeout);
     for (app, r) in inputs.apps.iter().zip(&results) {

@@ -3,7 +3,7 @@
 //! `DE_REGISTRY_PASSWORD`) go to the engine in the X-Registry-Auth header
 //! only; they are never logged or stored.
 
-use crate::adapters::engine::{describe, Engine};
+use crate::adapters::engine::{engine_error, Engine};
 use crate::config::envfile::EnvValues;
 use crate::error::{Error, Result};
 use crate::record::manifest::{Manifest, RegistryRecord};
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 /// `registry/image` for a release (e.g. `127.0.0.1:5000/acme/erpnext-custom`).
 pub fn repository(registry: &str, image: &str) -> String {
-    format!("{}/{}", registry.trim_end_matches('/'), image)
+    crate::util::registry_repository(registry, image)
 }
 
 pub fn credentials(env: &EnvValues, registry: &str) -> Option<DockerCredentials> {
@@ -45,9 +45,9 @@ pub async fn remote_digest(
         {
             Ok(None)
         }
-        Err(e) => Err(Error::engine(
+        Err(e) => Err(engine_error(
             format!("ask the registry about {reference}"),
-            describe(&e),
+            &e,
         )),
     }
 }
@@ -95,7 +95,7 @@ pub async fn push(
     );
     let mut digest = None;
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| Error::engine(format!("push {reference}"), describe(&e)))?;
+        let info = item.map_err(|e| engine_error(format!("push {reference}"), &e))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
             crate::ui::logfile::action(
                 &format!("engine push {reference}"),
@@ -153,8 +153,7 @@ pub async fn pull_by_digest(
         creds,
     );
     while let Some(item) = stream.next().await {
-        let info =
-            item.map_err(|e| Error::engine(format!("pull {}", r.digest_ref), describe(&e)))?;
+        let info = item.map_err(|e| engine_error(format!("pull {}", r.digest_ref), &e))?;
         if let Some(e) = info.error_detail.and_then(|d| d.message) {
             return Err(Error::engine(format!("pull {}", r.digest_ref), e));
         }

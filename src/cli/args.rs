@@ -31,6 +31,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options (before or after the command)")]
 pub struct Global {
     /// Project directory holding .env, de-example.env, apps.json and releases/.
     #[arg(
@@ -83,18 +84,26 @@ pub enum Command {
     )]
     Build(BuildArgs),
     /// Recorded releases: list, show, diff.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  de-build releases list\n  de-build releases show 1.2.0\n  de-build releases diff 1.1.0 1.2.0"
+    )]
     Releases(ReleasesCommand),
     /// Image tags of recorded releases.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  de-build tags repair --dry-run\n  de-build tags repair"
+    )]
     Tags(TagsCommand),
     /// Deploy a recorded release: lock, maintenance, backup, replace the stack, migrate, health gate.
     #[command(
         after_help = "Examples:\n  de-build deploy            # DE_SITE_VERSION\n  de-build deploy 1.2.0 --dry-run\n  de-build deploy --full-down\n\n\
-        With a release running: maintenance on, queued jobs drained, every site backed up, then\n\
-        every container recreated from the new image in one compose pass (--force-recreate,\n\
-        --renew-anon-volumes, --remove-orphans; anything older left is removed by label), or with\n\
-        --full-down a complete `down` with the compose file recorded at the last up, then `up`.\n\
+        With a release running and a schema change to migrate (DE_MIGRATE=auto compares the\n\
+        releases' schema fingerprints): maintenance on, queued jobs drained, every site backed up;\n\
+        then one compose pass recreates the services that run the release image (others, such as\n\
+        the database, keep running; anonymous volumes such as logs carry over; an old app container\n\
+        left behind is removed), or with --full-down a complete `down` with the compose file\n\
+        recorded at the last up, then `up`. Without a migrate there is no maintenance or backup.\n\
         Then every app container is checked to run the release's image, `bench --site <s> migrate`\n\
         runs in DE_BACKEND_SERVICE, and DE_HEALTH_URL must answer (2xx or the maintenance 503)\n\
         while still in maintenance; only then does maintenance go off and the URL must answer 2xx.\n\
@@ -144,6 +153,11 @@ pub enum Command {
     )]
     Release(ReleaseArgs),
     /// Push a recorded release to DE_REGISTRY and record its digest.
+    #[command(
+        after_help = "Examples:\n  de-build push            # DE_SITE_VERSION\n  de-build push 1.2.0\n\n\
+        Retries the push of a release whose `de-build release` could not push. A version already\n\
+        in the registry with another digest is refused: tags there are never overwritten."
+    )]
     Push(PushArgs),
     /// Remove old de-build images and dangling build cache; never a rollback target.
     #[command(
@@ -153,8 +167,37 @@ pub enum Command {
     )]
     Prune(PruneArgs),
     /// The deploy lock.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  de-build status           # who holds the lock\n  de-build lock release"
+    )]
     Lock(LockCommand),
+    /// Print a shell completion script for de-build.
+    #[command(
+        after_help = "Examples:\n  de-build completions bash > ~/.local/share/bash-completion/completions/de-build\n  \
+        de-build completions zsh > ~/.zfunc/_de-build      # with fpath+=(~/.zfunc) in ~/.zshrc\n  \
+        de-build completions fish > ~/.config/fish/completions/de-build.fish"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command into a directory.
+    #[command(
+        after_help = "Examples:\n  de-build man | man -l -\n  de-build man --dir /usr/local/share/man/man1"
+    )]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write de-build.1 and a de-build-<command>.1 per command into DIR instead of printing de-build.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -193,19 +236,40 @@ pub struct BuildArgs {
 #[derive(Debug, Subcommand)]
 pub enum ReleasesCommand {
     /// Every recorded release, newest first, and whether its image is present.
+    #[command(
+        after_help = "Examples:\n  de-build releases list\n  de-build --json releases list | jq '.releases[].version'"
+    )]
     List,
     /// One release's manifest.
+    #[command(
+        after_help = "Examples:\n  de-build releases show 1.2.0\n  de-build --json releases show 1.2.0 | jq .manifest.apps"
+    )]
     Show {
         /// The release version, e.g. 1.2.0.
         version: String,
     },
-    /// What changed between two releases: apps, commits, build-args.
-    Diff { from: String, to: String },
+    /// What changed between two releases: image, content, apps, commits, build-args, Containerfile.
+    #[command(
+        after_help = "Examples:\n  de-build releases diff 1.1.0 1.2.0\n  de-build --json releases diff 1.1.0 1.2.0 | jq .same_content\n\n\
+        The image ID differs for any two builds (labels hold the version and build time); the\n\
+        content digest (layers + runtime config) tells whether what runs changed. Same apps,\n\
+        build-args and Containerfile with other content: a file of the build context changed."
+    )]
+    Diff {
+        /// The older release, e.g. 1.1.0.
+        from: String,
+        /// The newer release, e.g. 1.2.0.
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TagsCommand {
     /// Put back version tags that recorded images lost (e.g. to a manual `docker build`).
+    #[command(
+        after_help = "Examples:\n  de-build tags repair --dry-run\n  de-build tags repair\n\n\
+        An image that took a recorded version's tag is kept as <version>-untracked-<id>."
+    )]
     Repair {
         /// Show what would be re-tagged and change nothing.
         #[arg(long)]
@@ -225,9 +289,11 @@ pub struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// DE_TARGET=swarm: the release needs no migration (no new patches):
-    /// no maintenance, drain, backup or migrate, only the rolling update,
-    /// so users are served throughout.
+    /// Migrate even if the schema fingerprint is unchanged (overrides DE_MIGRATE).
+    #[arg(long, conflicts_with = "no_migrate")]
+    pub migrate: bool,
+    /// Do not migrate (nor enter maintenance or back up), whatever changed
+    /// (overrides DE_MIGRATE).
     #[arg(long)]
     pub no_migrate: bool,
 }

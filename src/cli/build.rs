@@ -40,14 +40,27 @@ pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32
     Ok(EXIT_OK)
 }
 
+/// `--dry-run --json`: the plan itself, and its steps as data (each with the
+/// line the human form prints).
 pub fn plan_json(p: &BuildPlan) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = p
+        .steps()
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("text".into(), s.to_string().into());
+            }
+            v
+        })
+        .collect();
     json!({
         "command": "build", "ok": true, "dry_run": true,
-        "reference": p.reference, "context": config::display(&p.context_dir), "containerfile": p.containerfile,
-        "context_files": p.context_files, "context_bytes": p.context_bytes,
-        "build_args": p.build_args, "labels": p.labels, "apps": p.apps, "cache_key": p.cache_key,
+        // Kept at the top level for scripts written against earlier output.
+        "reference": p.reference, "context": config::display(&p.context_dir),
         "existing_image": p.existing.as_ref().map(|e| e.id.clone()),
-        "steps": p.steps().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "plan": p,
+        "steps": steps,
     })
 }
 

@@ -9,7 +9,9 @@ use crate::config::{self, Inputs};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::exec::image::ensure_release_image;
 use crate::exec::ports::{Real, World};
-use crate::plan::deploy::{self as planner, Action, DeployPlan, DeployRequest, Sites, StackSpec};
+use crate::plan::deploy::{
+    self as planner, Action, DeployPlan, DeployRequest, MigrateMode, Sites, StackSpec,
+};
 use crate::record::state::{self, Backup, Deployment, Outcome, State};
 use crate::ui::output::{self, Style};
 use serde_json::json;
@@ -56,7 +58,7 @@ pub fn stack_of(d: &Deployment) -> StackSpec {
         image_id: d.image_id.clone(),
         target: Target {
             project: d.project.clone(),
-            file: d.compose_file.clone(),
+            files: vec![d.compose_file.clone()],
             project_dir: d
                 .compose_source
                 .parent()
@@ -90,6 +92,18 @@ impl<'a> Session<'a> {
             world: Real {
                 engine,
                 compose: Compose::detect(),
+                secrets: inputs
+                    .schema
+                    .keys
+                    .iter()
+                    .filter(|k| k.secret)
+                    .filter_map(|k| {
+                        inputs
+                            .env
+                            .secret(&k.name)
+                            .map(|v| (k.name.clone(), v.clone()))
+                    })
+                    .collect(),
             },
             style: *style,
         })
@@ -122,6 +136,99 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// A stack of the project that runs although no deployment is recorded
+    /// (started by hand with `compose up`): the stack to protect (maintenance,
+    /// backup) and to bring back on failure, never one to take down
+    /// unprotected. Brought back with the current compose file and the image
+    /// its backend runs now.
+    async fn adopt(&self) -> Result<Option<StackSpec>> {
+        let project = required(self.inputs, "COMPOSE_PROJECT_NAME")?.to_string();
+        let service = required(self.inputs, "DE_BACKEND_SERVICE")?;
+        let containers = self.world.containers(&project).await?;
+        let Some(backend) = containers
+            .iter()
+            .find(|c| c.service == service && c.state == "running")
+        else {
+            if let Some(c) = containers.first() {
+                return Err(Error::refused(
+                    format!(
+                        "containers of compose project {project} exist ({} …) but no deployment is recorded and its {service} does not run",
+                        c.name
+                    ),
+                    format!("de-build will not replace a stack it cannot protect or bring back: start it (`docker compose -p {project} up -d`) so it can be adopted, or remove it"),
+                ));
+            }
+            return Ok(None);
+        };
+        let (repo, tag) = crate::adapters::engine::split_reference(&backend.image);
+        let Some(tag) = tag.filter(|t| !t.is_empty() && !backend.image.starts_with("sha256:"))
+        else {
+            return Err(Error::refused(
+                format!(
+                    "compose project {project} runs without a de-build record, and its {service} runs an untagged image ({})",
+                    crate::util::short_id(&backend.image_id)
+                ),
+                format!("tag it so the stack can be brought back if the deploy fails: `docker tag {} <repository>:<tag>`, recreate it with that tag, then deploy", crate::util::short_id(&backend.image_id)),
+            ));
+        };
+        let sources = self.compose_sources()?;
+        let mut env = compose_env(self.inputs, &project, tag);
+        env.insert("CUSTOM_IMAGE".into(), repo.to_string());
+        env.insert("DE_IMAGE".into(), repo.to_string());
+        output::progress(
+            &self.style,
+            &format!(
+                "note: adopting the running stack of {project} ({}, not recorded by de-build): it is put in maintenance, backed up, and brought back if the deploy fails",
+                backend.image
+            ),
+        );
+        Ok(Some(StackSpec {
+            version: tag.to_string(),
+            image_id: backend.image_id.clone(),
+            target: Target {
+                project,
+                project_dir: sources
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default(),
+                files: sources,
+                empty_env_file: compose::empty_env_file(&self.state.dir)?,
+            },
+            env,
+        }))
+    }
+
+    /// The one-shot services of the stack that the deploy waits for: those
+    /// the compose files show (others wait for them to complete, or they do
+    /// not restart), plus `DE_ONESHOT_SERVICES`.
+    fn oneshots(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .inputs
+            .compose
+            .as_ref()
+            .map(|c| c.one_shot_services())
+            .unwrap_or_default();
+        if let Some(v) = self.inputs.env.get("DE_ONESHOT_SERVICES") {
+            for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// `DE_COMPOSE_FILE`'s files, resolved.
+    fn compose_sources(&self) -> Result<Vec<std::path::PathBuf>> {
+        let mut out = Vec::new();
+        for f in config::compose::list(required(self.inputs, "DE_COMPOSE_FILE")?) {
+            let p = self.inputs.paths.project_dir.join(f);
+            out.push(std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))?);
+        }
+        Ok(out)
+    }
+
     async fn backend_running(&self, project: &str, service: &str) -> Result<bool> {
         Ok(self
             .world
@@ -129,6 +236,13 @@ impl<'a> Session<'a> {
             .await?
             .iter()
             .any(|c| c.service == service && c.state == "running"))
+    }
+
+    /// Where deployment `id` snapshots its compose files (absolute: compose
+    /// runs with another working directory).
+    fn snapshot_dir(&self, id: &str) -> Result<std::path::PathBuf> {
+        let d = self.state.compose_snapshot_dir(id);
+        std::path::absolute(&d).map_err(|e| Error::io("resolve", &d, e))
     }
 
     /// The request for a deploy/rollback to `version`, from inputs and records.
@@ -139,31 +253,29 @@ impl<'a> Session<'a> {
         version: &str,
         image_id: &str,
         previous: Option<StackSpec>,
-        migrate: bool,
+        migrate: (bool, String),
         restore: Vec<Backup>,
         full_down: bool,
     ) -> Result<DeployRequest> {
+        let (migrate, migrate_reason) = migrate;
         let inputs = self.inputs;
         let id = state::new_id();
         let backend_service = required(inputs, "DE_BACKEND_SERVICE")?.to_string();
         let project = required(inputs, "COMPOSE_PROJECT_NAME")?.to_string();
-        let compose_source = inputs
-            .paths
-            .project_dir
-            .join(required(inputs, "DE_COMPOSE_FILE")?);
-        let compose_source = std::fs::canonicalize(&compose_source)
-            .map_err(|e| Error::io("read", &compose_source, e))?;
-        let project_dir = compose_source
-            .parent()
+        let compose_sources = self.compose_sources()?;
+        // Compose's own default: the first file's directory.
+        let project_dir = compose_sources
+            .first()
+            .and_then(|p| p.parent())
             .map(|p| p.to_path_buf())
             .unwrap_or_default();
-        let snap = self.state.compose_snapshot_path(&id);
+        let snap = self.snapshot_dir(&id)?;
         let new = StackSpec {
             version: version.to_string(),
             image_id: image_id.to_string(),
             target: Target {
                 project: project.clone(),
-                file: std::path::absolute(&snap).map_err(|e| Error::io("resolve", &snap, e))?,
+                files: config::compose::snapshot_layout(&compose_sources, &snap),
                 project_dir,
                 empty_env_file: compose::empty_env_file(&self.state.dir)?,
             },
@@ -185,7 +297,7 @@ impl<'a> Session<'a> {
             version: version.to_string(),
             image_id: image_id.to_string(),
             new,
-            compose_source,
+            compose_sources,
             previous,
             previous_running,
             sites: Sites::parse(inputs.env.get("DE_SITES").unwrap_or("all")),
@@ -194,8 +306,10 @@ impl<'a> Session<'a> {
             drain_timeout_secs: secs(inputs, "DE_DRAIN_TIMEOUT", 60),
             health_timeout_secs: secs(inputs, "DE_HEALTH_TIMEOUT", 60),
             migrate,
+            migrate_reason,
             restore,
             full_down,
+            oneshots: self.oneshots(),
         })
     }
 }
@@ -256,23 +370,23 @@ pub async fn run_deploy(global: &Global, args: &DeployArgs, style: &Style) -> Re
         None => required(&inputs, "DE_SITE_VERSION")?.to_string(),
     };
     let started = Instant::now();
-    let swarm = crate::cli::swarm::is_swarm(&inputs)?;
-    if args.full_down && swarm {
-        return Err(Error::refused(
-            "--full-down is for one host (DE_TARGET=compose)",
-            "a swarm deploy rolls the services one task at a time",
-        ));
-    }
-    if args.no_migrate && !swarm {
-        return Err(Error::refused(
-            "--no-migrate is for DE_TARGET=swarm",
-            "on one host every deploy runs migrate in maintenance",
-        ));
-    }
-    let d = if swarm {
-        crate::cli::swarm::deploy(&inputs, style, &version, args.dry_run, args.no_migrate).await?
+    let mode = if args.migrate {
+        Some(MigrateMode::Always)
+    } else if args.no_migrate {
+        Some(MigrateMode::Never)
     } else {
-        deploy_version(&inputs, style, &version, args.dry_run, args.full_down).await?
+        None
+    };
+    let d = if crate::cli::swarm::is_swarm(&inputs)? {
+        if args.full_down {
+            return Err(Error::refused(
+                "--full-down is for one host (DE_TARGET=compose)",
+                "a swarm deploy rolls the services one task at a time",
+            ));
+        }
+        crate::cli::swarm::deploy(&inputs, style, &version, args.dry_run, mode).await?
+    } else {
+        deploy_version(&inputs, style, &version, args.dry_run, args.full_down, mode).await?
     };
     if let Some(d) = d {
         report(style, &d, started.elapsed(), None);
@@ -287,22 +401,60 @@ pub async fn deploy_version(
     version: &str,
     dry_run: bool,
     full_down: bool,
+    mode: Option<MigrateMode>,
 ) -> Result<Option<Deployment>> {
     if crate::cli::swarm::is_swarm(inputs)? {
-        return crate::cli::swarm::deploy(inputs, style, version, dry_run, false).await;
+        return crate::cli::swarm::deploy(inputs, style, version, dry_run, mode).await;
     }
     let s = Session::open(inputs, style).await?;
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;
     let release = ensure_release_image(&s.world.engine, inputs, style, version).await?;
-    let previous = state::current(&all).map(stack_of);
+    let previous = match state::current(&all) {
+        Some(d) => Some(stack_of(d)),
+        None => s.adopt().await?,
+    };
+    let mode = match mode {
+        Some(m) => m,
+        None => {
+            let v = inputs.env.get("DE_MIGRATE").unwrap_or("auto");
+            MigrateMode::parse(v).ok_or_else(|| {
+                Error::refused(
+                    format!("DE_MIGRATE is `{v}`"),
+                    "use auto (migrate when the schema fingerprint changed), always or never",
+                )
+            })?
+        }
+    };
+    // The fingerprint of what runs: its manifest's, if that manifest's image
+    // is the one running (an adopted stack may run anything).
+    let store = crate::record::manifest::Store::new(&inputs.paths.releases);
+    let running_schema = match &previous {
+        None => None,
+        Some(p) => {
+            let fp = store
+                .get(&p.version)
+                .ok()
+                .flatten()
+                .filter(|l| l.manifest.image.id == p.image_id)
+                .and_then(|l| l.manifest.schema.map(|s| s.sha256));
+            Some((p.version.clone(), fp))
+        }
+    };
+    let migrate = planner::decide_migrate(
+        mode,
+        running_schema
+            .as_ref()
+            .map(|(v, fp)| (v.as_str(), fp.as_deref())),
+        release.manifest.schema.as_ref().map(|s| s.sha256.as_str()),
+    );
     let req = s
         .request(
             Action::Deploy,
             version,
             &release.manifest.image.id,
             previous,
-            true,
+            migrate,
             Vec::new(),
             full_down,
         )
@@ -382,17 +534,22 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
             &target,
             &release.manifest.image.id,
             previous,
-            false,
+            (
+                false,
+                "a rollback never migrates (Frappe has no reverse migrations)".into(),
+            ),
             restore.clone(),
             args.full_down,
         )
         .await?;
-    // The exact compose file the target ran with, when it ran here before:
-    // the snapshot step copies that recorded file.
+    // The exact compose files the target ran with, when it ran here before:
+    // the snapshot step copies those recorded files.
     if let Some(d) = done.iter().rev().find(|d| d.version == target) {
         let st = stack_of(d);
-        if st.target.file.exists() {
-            req.compose_source = st.target.file.clone();
+        if !st.target.files.is_empty() && st.target.files.iter().all(|f| f.exists()) {
+            let snap = s.snapshot_dir(&req.id)?;
+            req.new.target.files = config::compose::snapshot_layout(&st.target.files, &snap);
+            req.compose_sources = st.target.files.clone();
             req.new.target.project_dir = st.target.project_dir.clone();
             req.new.env = st.env.clone();
         }

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod build;
 pub mod check;
+pub mod completions;
 pub mod deploy;
 pub mod lock;
 pub mod prune;
@@ -71,5 +72,7 @@ pub fn dispatch(cli: &args::Cli, paths: &Paths, style: &Style) -> Result<i32> {
                 lock::release(paths, style)
             }
         }
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(a, style),
     }
 }

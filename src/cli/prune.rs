@@ -102,12 +102,7 @@ pub async fn run(
             .docker
             .prune_build(None::<bollard::query_parameters::PruneBuildOptions>)
             .await
-            .map_err(|e| {
-                Error::engine(
-                    "prune the build cache",
-                    crate::adapters::engine::describe(&e),
-                )
-            })?;
+            .map_err(|e| crate::adapters::engine::engine_error("prune the build cache", &e))?;
         Some(r.space_reclaimed.unwrap_or(0))
     };
     if style.json {

@@ -127,6 +127,8 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
         records: &s.state,
         sink: &mut term,
         interrupted: Arc::new(AtomicBool::new(false)),
+        db_root_password: s.inputs.env.secret("DB_PASSWORD"),
+        sites: None,
     };
     let result = if all_done {
         // Only the final record write was missing: check, then close it.

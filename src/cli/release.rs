@@ -83,8 +83,8 @@ pub async fn run(global: &Global, args: &ReleaseArgs, style: &Style) -> Result<i
     let mut deployment = None;
     if args.deploy {
         let t = Instant::now();
-        let d =
-            crate::cli::deploy::deploy_version(&inputs, style, &m.version, false, false).await?;
+        let d = crate::cli::deploy::deploy_version(&inputs, style, &m.version, false, false, None)
+            .await?;
         phases.insert("deploy".into(), t.elapsed().as_secs_f64());
         deployment = d.map(|d| d.id);
     }

@@ -152,6 +152,9 @@ pub fn show(paths: &Paths, version: &str, style: &Style) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// One value on each side of a diff (`None`: not recorded on that side).
+pub type Change = (Option<String>, Option<String>);
+
 /// The differences between two manifests, as plain data.
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Diff {
@@ -162,6 +165,43 @@ pub struct Diff {
     /// (arg, from, to); a missing side is `None`.
     pub build_args_changed: Vec<(String, Option<String>, Option<String>)>,
     pub containerfile_changed: bool,
+    /// The Containerfile's sha256 on each side, when it changed.
+    pub containerfile: Option<Change>,
+    /// The image IDs, when they differ. Two builds differ here even with
+    /// identical content, as the labels carry the version and build time.
+    pub image_id: Option<Change>,
+    /// The content digests (layers + runtime config, labels excluded), when
+    /// they differ or one side has none: whether what runs changed.
+    pub content: Option<Change>,
+    /// The project's git revision at build time, when it differs.
+    pub project_revision: Option<Change>,
+}
+
+impl Diff {
+    /// The two images hold the same layers and runtime config.
+    pub fn same_content(&self) -> bool {
+        self.content.is_none()
+    }
+
+    /// Nothing recorded differs (same image, same inputs).
+    pub fn is_empty(&self) -> bool {
+        *self == Diff::default()
+    }
+
+    /// The content changed while apps, build-args and Containerfile did not:
+    /// the difference is in the other files of the build context.
+    pub fn context_only(&self) -> bool {
+        !self.same_content()
+            && self.apps_added.is_empty()
+            && self.apps_removed.is_empty()
+            && self.apps_changed.is_empty()
+            && self.build_args_changed.is_empty()
+            && !self.containerfile_changed
+    }
+}
+
+fn change<T: PartialEq + ToString>(a: Option<&T>, b: Option<&T>) -> Option<Change> {
+    (a != b).then(|| (a.map(T::to_string), b.map(T::to_string)))
 }
 
 pub fn diff_manifests(a: &Manifest, b: &Manifest) -> Diff {
@@ -201,8 +241,92 @@ pub fn diff_manifests(a: &Manifest, b: &Manifest) -> Diff {
                 .push((k.clone(), x.cloned(), y.cloned()));
         }
     }
-    d.containerfile_changed = a.containerfile.sha256 != b.containerfile.sha256;
+    d.containerfile = change(Some(&a.containerfile.sha256), Some(&b.containerfile.sha256));
+    d.containerfile_changed = d.containerfile.is_some();
+    d.image_id = change(Some(&a.image.id), Some(&b.image.id));
+    d.content = match (&a.smoke_test.content_digest, &b.smoke_test.content_digest) {
+        (Some(x), Some(y)) if x == y => None,
+        // The same image ID is the same content, recorded or not.
+        _ if d.image_id.is_none() => None,
+        (x, y) => Some((x.clone(), y.clone())),
+    };
+    d.project_revision = change(a.project_revision.as_ref(), b.project_revision.as_ref());
     d
+}
+
+/// A digest shortened for reading: `sha256:` dropped, 12 hex digits.
+fn short(v: &Option<String>) -> String {
+    match v {
+        None => "(not recorded)".into(),
+        Some(s) => {
+            let hex = s.strip_prefix("sha256:").unwrap_or(s);
+            hex[..hex.len().min(12)].to_string()
+        }
+    }
+}
+
+/// The human lines of a diff (after the `A -> B` title).
+pub fn diff_lines(d: &Diff) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((x, y)) = &d.image_id {
+        out.push(format!("  ~ image ID: {} -> {}", short(x), short(y)));
+    }
+    match &d.content {
+        None if d.image_id.is_some() => out.push(
+            "  = image content: identical layers and runtime config (only labels differ, e.g. version and build time)"
+                .into(),
+        ),
+        None => {}
+        Some((x, y)) => out.push(format!(
+            "  ~ image content (layers + runtime config): {} -> {}",
+            short(x),
+            short(y)
+        )),
+    }
+    for n in &d.apps_added {
+        out.push(format!("  + app {n}"));
+    }
+    for n in &d.apps_removed {
+        out.push(format!("  - app {n}"));
+    }
+    for (n, x, y) in &d.apps_changed {
+        out.push(format!("  ~ app {n}: {x} -> {y}"));
+    }
+    for (k, x, y) in &d.build_args_changed {
+        out.push(format!(
+            "  ~ build-arg {k}: {} -> {}",
+            x.as_deref().unwrap_or("(unset)"),
+            y.as_deref().unwrap_or("(unset)")
+        ));
+    }
+    if let Some((x, y)) = &d.containerfile {
+        out.push(format!(
+            "  ~ Containerfile: sha256 {} -> {}",
+            short(x),
+            short(y)
+        ));
+    }
+    if let Some((x, y)) = &d.project_revision {
+        out.push(format!(
+            "  ~ project revision: {} -> {}",
+            x.as_deref()
+                .map(|r| &r[..r.len().min(12)])
+                .unwrap_or("(none)"),
+            y.as_deref()
+                .map(|r| &r[..r.len().min(12)])
+                .unwrap_or("(none)")
+        ));
+    }
+    if d.context_only() {
+        out.push(
+            "  apps, build-args and Containerfile are the same: the change is in other files of the build context (e.g. a COPY source)"
+                .into(),
+        );
+    }
+    if d.is_empty() {
+        out.push("  no differences: the same image, built from the same inputs".into());
+    }
+    out
 }
 
 pub fn diff(paths: &Paths, a: &str, b: &str, style: &Style) -> Result<i32> {
@@ -210,32 +334,14 @@ pub fn diff(paths: &Paths, a: &str, b: &str, style: &Style) -> Result<i32> {
     let d = diff_manifests(&la.manifest, &lb.manifest);
     if style.json {
         output::json(
-            &json!({"command": "releases diff", "ok": true, "from": a, "to": b, "diff": d}),
+            &json!({"command": "releases diff", "ok": true, "from": a, "to": b,
+                             "same_content": d.same_content(), "diff": d}),
         );
         return Ok(EXIT_OK);
     }
     output::result(&format!("{a} -> {b}"));
-    for n in &d.apps_added {
-        output::result(&format!("  + app {n}"));
-    }
-    for n in &d.apps_removed {
-        output::result(&format!("  - app {n}"));
-    }
-    for (n, x, y) in &d.apps_changed {
-        output::result(&format!("  ~ app {n}: {x} -> {y}"));
-    }
-    for (k, x, y) in &d.build_args_changed {
-        output::result(&format!(
-            "  ~ build-arg {k}: {} -> {}",
-            x.as_deref().unwrap_or("(unset)"),
-            y.as_deref().unwrap_or("(unset)")
-        ));
-    }
-    if d.containerfile_changed {
-        output::result("  ~ Containerfile changed");
-    }
-    if d == Diff::default() {
-        output::result("  no differences in apps, build-args or Containerfile");
+    for l in diff_lines(&d) {
+        output::result(&l);
     }
     Ok(EXIT_OK)
 }
@@ -283,5 +389,64 @@ mod tests {
         );
         assert!(!d.containerfile_changed);
         assert_eq!(diff_manifests(&a, &a), Diff::default());
+    }
+
+    #[test]
+    fn diff_compares_images_and_containerfile() {
+        let mut a = sample("1.0.1");
+        let mut b = sample("1.0.2");
+        a.smoke_test.content_digest = Some("sha256:1111aaaa2222bbbb".into());
+        b.smoke_test.content_digest = Some("sha256:3333cccc4444dddd".into());
+        b.image.id = "sha256:99998888777766665555".into();
+        // Same apps, args and Containerfile, another image: a context file changed.
+        let d = diff_manifests(&a, &b);
+        assert_eq!(
+            d.image_id,
+            Some((
+                Some("sha256:0123".into()),
+                Some("sha256:99998888777766665555".into())
+            ))
+        );
+        assert!(!d.same_content() && d.context_only() && !d.is_empty());
+        let lines = diff_lines(&d);
+        assert!(
+            lines.contains(&"  ~ image ID: 0123 -> 999988887777".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"  ~ image content (layers + runtime config): 1111aaaa2222 -> 3333cccc4444"
+                    .to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("other files of the build context")));
+        assert!(!lines.iter().any(|l| l.contains("no differences")));
+
+        // Rebuilt with identical content: only the ID (labels) differs.
+        b.smoke_test.content_digest = a.smoke_test.content_digest.clone();
+        let d = diff_manifests(&a, &b);
+        assert!(d.same_content() && !d.context_only() && d.image_id.is_some());
+        assert!(diff_lines(&d)[1].starts_with("  = image content: identical"));
+
+        // Containerfile changed.
+        b.containerfile.sha256 = "fe".into();
+        let d = diff_manifests(&a, &b);
+        assert!(d.containerfile_changed);
+        assert_eq!(
+            d.containerfile,
+            Some((Some("ab".into()), Some("fe".into())))
+        );
+        assert!(diff_lines(&d).contains(&"  ~ Containerfile: sha256 ab -> fe".to_string()));
+
+        // A manifest without a content digest: unknown, so reported as changed.
+        a.smoke_test.content_digest = None;
+        let d = diff_manifests(&a, &b);
+        assert_eq!(
+            d.content,
+            Some((None, Some("sha256:1111aaaa2222bbbb".into())))
+        );
     }
 }

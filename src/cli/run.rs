@@ -17,15 +17,18 @@ use std::time::Instant;
 pub struct Terminal {
     style: Style,
     log: Option<std::fs::File>,
-    step_started: Option<String>,
+    /// The running step's live line (elapsed time, last output) on a terminal.
+    live: Option<crate::ui::live::Activity>,
 }
 
 impl Terminal {
     pub fn new(style: Style, log_path: &std::path::Path) -> Terminal {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path);
+        // Owner-only, like everything in the state directory.
+        let log = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(log_path);
         let log = match log {
             Ok(f) => Some(f),
             Err(e) => {
@@ -39,7 +42,7 @@ impl Terminal {
         Terminal {
             style,
             log,
-            step_started: None,
+            live: None,
         }
     }
 
@@ -58,10 +61,14 @@ impl Sink for Terminal {
         let line = format!("{} [{i}/{n}] {step}", self.style.bold("==>"));
         self.write_log(&line);
         output::progress(&self.style, &line);
-        self.step_started = Some(step.to_string());
+        self.live = Some(crate::ui::live::Activity::start(
+            &self.style,
+            &format!("[{i}/{n}] {step}"),
+        ));
     }
 
     fn step_done(&mut self, seconds: f64, ok: bool) {
+        self.live = None;
         let line = format!(
             "    {} {:.1}s",
             if ok {
@@ -77,6 +84,9 @@ impl Sink for Terminal {
 
     fn line(&mut self, l: &str) {
         self.write_log(l);
+        if let Some(live) = &self.live {
+            live.detail(l);
+        }
         output::progress(&self.style, &format!("   {} {l}", self.style.dim("│")));
     }
 
@@ -176,6 +186,8 @@ pub async fn execute(s: &Session<'_>, plan: &DeployPlan) -> Result<Deployment> {
         records: &s.state,
         sink: &mut term,
         interrupted: signals.flag.clone(),
+        db_root_password: s.inputs.env.secret("DB_PASSWORD"),
+        sites: None,
     }
     .run(plan)
     .await;

@@ -19,6 +19,7 @@ use crate::config::{self, Inputs};
 use crate::error::{Error, Result, EXIT_FAILURE, EXIT_OK};
 use crate::exec::deploy::Finished;
 use crate::exec::swarm::{self as executor, RealSwarm, SwarmExecutor, SwarmWorld};
+use crate::plan::deploy::MigrateMode;
 use crate::plan::swarm::{self as planner, PreviousRelease, SwarmPlan, SwarmRequest, SwarmStack};
 use crate::record::deploy::{Action, Gate, Sites};
 use crate::record::manifest::{Loaded, Store};
@@ -134,12 +135,21 @@ impl<'a> Session<'a> {
 
     /// The compose file resolved by compose itself (files merged, variables
     /// interpolated) with the release's image, parsed into the stack.
-    fn resolve(&self, version: &str, image: &str, source: &Path) -> Result<(String, SwarmStack)> {
+    fn resolve(
+        &self,
+        version: &str,
+        image: &str,
+        sources: &[PathBuf],
+    ) -> Result<(String, SwarmStack)> {
         let compose = Compose::detect();
+        let source = sources
+            .first()
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new("."));
         let project_dir = source.parent().map(Path::to_path_buf).unwrap_or_default();
         let t = Target {
             project: self.namespace.clone(),
-            file: source.to_path_buf(),
+            files: sources.to_vec(),
             project_dir,
             empty_env_file: crate::adapters::compose::empty_env_file(&self.state.dir)?,
         };
@@ -256,7 +266,7 @@ impl<'a> Session<'a> {
         id: String,
         new: SwarmStack,
         yaml: String,
-        source: PathBuf,
+        sources: Vec<PathBuf>,
         migrate: bool,
         maintenance: bool,
         restore: Vec<Backup>,
@@ -296,8 +306,8 @@ impl<'a> Session<'a> {
             );
         }
         let mut new = new;
-        new.file = std::path::absolute(self.state.compose_snapshot_path(&id))
-            .map_err(|e| Error::io("resolve", self.state.compose_snapshot_path(&id), e))?;
+        let snap = self.state.compose_snapshot_dir(&id).join("resolved.yaml");
+        new.file = std::path::absolute(&snap).map_err(|e| Error::io("resolve", &snap, e))?;
         let env = self.compose_env(&new.version, &new.image);
         Ok(SwarmRequest {
             id,
@@ -309,7 +319,7 @@ impl<'a> Session<'a> {
             previous,
             previous_specs,
             previous_running,
-            compose_source: source,
+            compose_sources: sources,
             env,
             sites: Sites::parse(self.inputs.env.get("DE_SITES").unwrap_or("all")),
             backend_service: required(self.inputs, "DE_BACKEND_SERVICE")?.to_string(),
@@ -321,6 +331,55 @@ impl<'a> Session<'a> {
             maintenance,
             restore,
         })
+    }
+
+    /// Migrate or not, as on one host: `DE_MIGRATE` (or the flag), and in
+    /// `auto` the schema fingerprints of the release the backend runs (its
+    /// manifest, when that release's digest is the one running) and the new one.
+    async fn decide_migrate(
+        &self,
+        mode: Option<MigrateMode>,
+        new: &Loaded,
+    ) -> Result<(bool, String)> {
+        let mode = match mode {
+            Some(m) => m,
+            None => {
+                let v = self.inputs.env.get("DE_MIGRATE").unwrap_or("auto");
+                MigrateMode::parse(v).ok_or_else(|| {
+                    Error::refused(
+                        format!("DE_MIGRATE is `{v}`"),
+                        "use auto (migrate when the schema fingerprint changed), always or never",
+                    )
+                })?
+            }
+        };
+        let running = match self.swarm.service(&self.backend_name()?).await? {
+            None => None,
+            Some(b) => {
+                let version = b
+                    .label("de-build.version")
+                    .unwrap_or_else(|| "the running release".into());
+                let image = b.image();
+                let fp = Store::new(&self.inputs.paths.releases)
+                    .get(&version)
+                    .ok()
+                    .flatten()
+                    .filter(|l| {
+                        l.manifest
+                            .registry
+                            .as_ref()
+                            .and_then(|r| r.digest_ref.split_once('@').map(|(_, d)| d.to_string()))
+                            .is_some_and(|d| image.ends_with(&format!("@{d}")))
+                    })
+                    .and_then(|l| l.manifest.schema.map(|s| s.sha256));
+                Some((version, fp))
+            }
+        };
+        Ok(crate::plan::deploy::decide_migrate(
+            mode,
+            running.as_ref().map(|(v, fp)| (v.as_str(), fp.as_deref())),
+            new.manifest.schema.as_ref().map(|s| s.sha256.as_str()),
+        ))
     }
 
     fn holder(&self, command: &str, version: &str, deployment: &str) -> Value {
@@ -391,12 +450,15 @@ fn digest_only(image: &str) -> String {
     }
 }
 
-fn compose_source(inputs: &Inputs) -> Result<PathBuf> {
-    let p = inputs
-        .paths
-        .project_dir
-        .join(required(inputs, "DE_COMPOSE_FILE")?);
-    std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))
+/// `DE_COMPOSE_FILE`: one file or several, merged in order by compose.
+fn compose_sources(inputs: &Inputs) -> Result<Vec<PathBuf>> {
+    config::compose::list(required(inputs, "DE_COMPOSE_FILE")?)
+        .iter()
+        .map(|f| {
+            let p = inputs.paths.project_dir.join(f);
+            std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))
+        })
+        .collect()
 }
 
 fn print_plan(style: &Style, plan: &SwarmPlan) {
@@ -418,7 +480,7 @@ pub async fn deploy(
     style: &Style,
     version: &str,
     dry_run: bool,
-    no_migrate: bool,
+    mode: Option<MigrateMode>,
 ) -> Result<Option<Deployment>> {
     let s = Session::open(inputs, style).await?;
     let all = swarm_records(&s.state.deployments_checked()?);
@@ -426,18 +488,23 @@ pub async fn deploy(
     let l = manifest(inputs, version)?;
     let image = release_image(inputs, &l);
     s.swarm.registry_has(&digest_only(&image)).await?;
-    let source = compose_source(inputs)?;
-    let (yaml, mut new) = s.resolve(version, &image, &source)?;
+    let sources = compose_sources(inputs)?;
+    let (yaml, mut new) = s.resolve(version, &image, &sources)?;
     new.image_id = l.manifest.image.id.clone();
+    let (migrate, why) = s.decide_migrate(mode, &l).await?;
+    output::progress(
+        style,
+        &format!("migrate: {} ({why})", if migrate { "yes" } else { "no" }),
+    );
     let req = s
         .request(
             Action::Deploy,
             state::new_id(),
             new,
             yaml,
-            source,
-            !no_migrate,
-            !no_migrate,
+            sources,
+            migrate,
+            migrate,
             Vec::new(),
         )
         .await?;
@@ -504,7 +571,7 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
             Some((
                 text,
                 run.plan.new.file.clone(),
-                run.plan.compose_source.clone(),
+                run.plan.compose_sources.clone(),
             ))
         });
     let (yaml, mut new, source) = match recorded {
@@ -513,9 +580,9 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
             (text, st, source)
         }
         None => {
-            let source = compose_source(inputs)?;
-            let (y, st) = s.resolve(&target, &image, &source)?;
-            (y, st, source)
+            let sources = compose_sources(inputs)?;
+            let (y, st) = s.resolve(&target, &image, &sources)?;
+            (y, st, sources)
         }
     };
     new.image_id = l.manifest.image.id.clone();

@@ -59,7 +59,10 @@ pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
         };
         let name = &after[..end];
         if !crate::config::envfile::parse::valid_key(name) {
-            return Err(format!("`${{{name}}}` is not a valid placeholder name"));
+            // Not quoted: what sits between the braces may be a pasted token.
+            return Err(
+                "a `${...}` placeholder must hold a key name (ASCII letters, digits, _)".into(),
+            );
         }
         out.push(name.to_string());
         rest = &after[end + 1..];
@@ -67,9 +70,17 @@ pub fn placeholders(template: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// App name as bench derives it: last path segment without `.git`.
+/// App name as bench derives it: last path segment without `.git`. The
+/// credential is removed first: `https://TOKEN@host` has no path, and its
+/// "last segment" would be the token.
 pub fn app_name(url: &str) -> String {
-    let trimmed = url.trim_end_matches('/');
+    let clean = strip_userinfo(url);
+    let clean = match clean.split_once("://") {
+        Some(_) => clean.as_str(),
+        // scp-like `user@host:path`: the user is left of the last `@`.
+        None => clean.rsplit('@').next().unwrap_or(&clean),
+    };
+    let trimmed = clean.trim_end_matches('/');
     let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
     last.strip_suffix(".git").unwrap_or(last).to_string()
 }
@@ -77,6 +88,15 @@ pub fn app_name(url: &str) -> String {
 pub use crate::util::{breaks_userinfo, percent_encode_userinfo};
 
 const KNOWN_FIELDS: [&str; 2] = ["url", "branch"];
+
+/// A field name as messages may show it: a short lowercase word, as JSON
+/// fields are named (`brnch`, `tag`); anything longer may be a pasted token.
+fn field_name_shown(k: &str) -> Option<&str> {
+    (k.len() <= 12
+        && k.chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-'))
+    .then_some(k)
+}
 
 /// Parse and check apps.json. `display` is the path shown in problems.
 pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
@@ -158,9 +178,16 @@ pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
                     None => "frappe_docker's format knows only \"url\" and \"branch\"".into(),
                 };
                 problems.push(
-                    Problem::new(display, "unknown-field", format!("unknown field \"{k}\""))
-                        .entry(&label)
-                        .hint(hint),
+                    Problem::new(
+                        display,
+                        "unknown-field",
+                        match field_name_shown(k) {
+                            Some(k) => format!("unknown field \"{k}\""),
+                            None => "an unknown field (its name is not shown)".to_string(),
+                        },
+                    )
+                    .entry(&label)
+                    .hint(hint),
                 );
             }
         }
@@ -178,9 +205,9 @@ pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
         if !url.is_empty() {
             if let Err(msg) = placeholders(url) {
                 problems.push(Problem::new(display, "bad-placeholder", msg).entry(&label));
-            } else if !url_shape_ok(url) {
-                problems.push(Problem::new(display, "bad-url", format!("\"{}\" is not a git URL", strip_userinfo(url))).entry(&label)
-                    .hint("use https://host/org/app.git (credentials as ${TOKEN}@), ssh://, git@host:org/app.git, file:// or an absolute path"));
+            } else if let Some(why) = url_problem(url) {
+                problems.push(Problem::new(display, "bad-url", format!("\"url\" is not a git URL bench can clone: it {why}")).entry(&label)
+                    .hint("use https://host/org/app.git (credentials as ${TOKEN}@), ssh://, git:// or git@host:org/app.git; bench clones inside the build, where local paths and file:// do not exist"));
             }
         }
         if let Some((_, prev)) = seen.iter().find(|(n, _)| *n == name && name != "?") {
@@ -219,19 +246,64 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-fn url_shape_ok(url: &str) -> bool {
-    if url.starts_with('/') {
-        return true;
+/// A URL bench can clone inside the build: https, http, ssh or git with a
+/// host and a path, or scp-like `user@host:path`. Local paths and `file://`
+/// name the host's disk, which the build does not see.
+pub fn url_shape_ok(url: &str) -> bool {
+    url_problem(url).is_none()
+}
+
+/// What is wrong with a URL, without quoting it (it may hold a token).
+pub fn url_problem(url: &str) -> Option<String> {
+    if let Some(i) = url
+        .chars()
+        .position(|c| c.is_whitespace() || c.is_control())
+    {
+        return Some(format!(
+            "has a blank or control character at column {}",
+            i + 1
+        ));
     }
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let host = strip_userinfo(url);
-        let host = host.split_once("://").map(|(_, r)| r).unwrap_or("");
-        return matches!(scheme, "https" | "http" | "ssh" | "git" | "file")
-            && !rest.is_empty()
-            && (scheme == "file" || !host.split('/').next().unwrap_or("").is_empty());
+    if let Some((scheme, _)) = url.split_once("://") {
+        if !matches!(scheme, "https" | "http" | "ssh" | "git") {
+            let shown = scheme.len() <= 10
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c));
+            return Some(if shown {
+                format!("`{scheme}://` is not a scheme bench clones (https, http, ssh, git)")
+            } else {
+                "the scheme is not one bench clones (https, http, ssh, git)".into()
+            });
+        }
+        let clean = strip_userinfo(url);
+        let rest = clean.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() {
+            return Some("has no host".into());
+        }
+        if path.trim_matches('/').is_empty() {
+            return Some("names no repository (nothing after the host)".into());
+        }
+        return None;
     }
     // scp-like: git@github.com:org/app.git
-    url.contains('@') && url.contains(':')
+    let scp = url.split_once('@').and_then(|(user, rest)| {
+        let (host, path) = rest.split_once(':')?;
+        (!user.is_empty()
+            && !user.contains('/')
+            && !host.is_empty()
+            && !host.contains('/')
+            && !path.is_empty())
+        .then_some(())
+    });
+    match scp {
+        Some(()) => None,
+        None => Some(
+            "is neither scheme://host/path nor user@host:path (a local path is not cloned inside the build)"
+                .into(),
+        ),
+    }
 }
 
 /// Check placeholders against the env: each must name a secret key with a
@@ -245,6 +317,10 @@ pub fn check_placeholders(
     let mut problems = Vec::new();
     for app in apps {
         for name in app.placeholders() {
+            if env.declares_secret(&name) && !env.is_secret(&name) {
+                // Declared but missing: the env check reports it, once.
+                continue;
+            }
             if env.secret(&name).is_some() || env.get(&name).is_some() || env.is_secret(&name) {
                 if !env.is_secret(&name) {
                     problems.push(Problem::new(display, "placeholder-not-secret", format!("${{{name}}} names {name}, which is not marked secret"))
@@ -277,11 +353,18 @@ pub fn check_placeholders(
                         .hint("check the token was pasted whole; if the character is real, percent-encode it (e.g. @ as %40)"));
                 }
             } else {
-                problems.push(Problem::new(display, "unknown-placeholder", format!("${{{name}}} does not name a key of the env"))
+                let declared: Vec<String> = env.entries().map(|(k, _)| k.clone()).collect();
+                let shown = crate::config::envfile::parse::shown_key(&name, &declared)
+                    .map(|n| format!("${{{n}}}"))
+                    .unwrap_or_else(|| "a `${...}` placeholder".into());
+                problems.push(Problem::new(display, "unknown-placeholder", format!("{shown} does not name a key of the env"))
                     .entry(app.label())
                     .hint(match crate::config::envfile::did_you_mean(&name, env.entries().map(|(k, _)| k.as_str())) {
                         Some(s) => format!("did you mean ${{{s}}}?"),
-                        None => format!("declare {name} as `# @secret` in the example file and set it in .env"),
+                        None => match crate::config::envfile::parse::shown_key(&name, &declared) {
+                            Some(n) => format!("declare {n} as `# @secret` in the example file and set it in .env"),
+                            None => "a placeholder names a `# @secret` key of the example file, in UPPER_CASE".into(),
+                        },
                     }));
             }
         }
@@ -298,24 +381,43 @@ pub struct InjectedApp<'a> {
 }
 
 pub fn inject_url(app: &App, env: &EnvValues) -> Secret {
-    let mut url = app.url_template.clone();
-    for name in app.placeholders() {
-        let value = env
-            .secret(&name)
-            .map(|s| s.expose().to_string())
-            .unwrap_or_default();
-        url = url.replace(&format!("${{{name}}}"), &value);
+    // Built in a buffer that zeroes what it leaves behind: no plain copy of
+    // the token stays in freed memory.
+    let mut url = crate::secret::ZeroBuf::with_capacity(app.url_template.len() + 128);
+    let mut rest = app.url_template.as_str();
+    while let Some(i) = rest.find("${") {
+        let Some(end) = rest[i..].find('}').map(|e| i + e) else {
+            break;
+        };
+        url.push(&rest.as_bytes()[..i]);
+        if let Some(v) = env.secret(&rest[i + 2..end]) {
+            url.push(v.expose().as_bytes());
+        }
+        rest = &rest[end + 1..];
     }
-    Secret::derived(url)
+    url.push(rest.as_bytes());
+    url.into_secret()
 }
 
 /// The apps.json BuildKit receives: tokens filled in, in memory only.
 pub fn inject(apps: &[App], env: &EnvValues) -> Secret {
-    let list: Vec<serde_json::Value> = apps
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        url: &'a str,
+        branch: &'a str,
+    }
+    let urls: Vec<Secret> = apps.iter().map(|a| inject_url(a, env)).collect();
+    let list: Vec<Entry> = apps
         .iter()
-        .map(|a| serde_json::json!({"url": inject_url(a, env).expose(), "branch": a.branch}))
+        .zip(&urls)
+        .map(|(a, u)| Entry {
+            url: u.expose(),
+            branch: &a.branch,
+        })
         .collect();
-    Secret::derived(serde_json::to_string(&list).unwrap_or_default())
+    let mut out = crate::secret::ZeroBuf::with_capacity(1024);
+    let _ = serde_json::to_writer(&mut out, &list);
+    out.into_secret()
 }
 
 /// The redacted apps.json (credentials removed): what manifests hash and show.
@@ -400,6 +502,23 @@ mod tests {
             ".env",
         );
         assert_eq!(p[0].code, "placeholder-not-secret");
+    }
+
+    #[test]
+    fn a_declared_secret_that_is_missing_is_reported_once_by_the_env_check() {
+        let (schema, _) = Schema::from_example("ex", "# @secret\nTOK=<t>\nPLAIN=x\n");
+        let none = |_: &str| None;
+        let (e, env_problems) = validate(
+            &schema,
+            &EnvInput {
+                file: Some((".env", "PLAIN=y\n")),
+                lookup_env: &none,
+                project_dir: Path::new("/"),
+            },
+        );
+        assert_eq!(env_problems[0].code, "missing-key");
+        let (apps, _) = parse("apps.json", GOOD);
+        assert!(check_placeholders("apps.json", &apps, &e, ".env").is_empty());
     }
 
     #[test]

@@ -12,10 +12,19 @@ pub fn containerfile_problems(shown: &str, text: &str) -> Vec<Problem> {
         .iter()
         .position(|l| l.contains("--mount=type=secret") && l.contains("id=apps_json"));
     let Some(mount) = mount else {
-        problems.push(
-            Problem::new(shown, "no-apps-secret", "no RUN mounts the BuildKit secret apps_json")
-                .hint("de-build hands apps.json to the build only as `RUN --mount=type=secret,id=apps_json,...`"),
+        // frappe_docker's Containerfiles before the secret read apps.json from
+        // a base64 build-arg, which `docker history` keeps.
+        let legacy = lines.iter().position(|l| l.contains("APPS_JSON_BASE64"));
+        let mut p = Problem::new(
+            shown,
+            "no-apps-secret",
+            "no RUN mounts the BuildKit secret apps_json",
         );
+        p = match legacy {
+            Some(i) => p.line(i + 1).hint("this Containerfile reads APPS_JSON_BASE64, a build-arg that leaks the token into `docker history`; frappe_docker moved apps.json to the BuildKit secret `apps_json`: take its current images/custom/Containerfile (`RUN --mount=type=secret,id=apps_json,target=/opt/frappe/apps.json ...`)"),
+            None => p.hint("de-build hands apps.json to the build only as `RUN --mount=type=secret,id=apps_json,...`"),
+        };
+        problems.push(p);
         return problems;
     };
     let arg = lines[..mount]
@@ -62,6 +71,16 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(codes("FROM scratch\nRUN true\n"), vec!["no-apps-secret"]);
+        let old = containerfile_problems(
+            "cf",
+            "FROM scratch\nARG APPS_JSON_BASE64\nRUN echo ${APPS_JSON_BASE64} | base64 -d\n",
+        );
+        assert_eq!(old[0].line, Some(2));
+        assert!(old[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("moved apps.json to the BuildKit secret"));
         assert_eq!(
             codes("FROM scratch\nRUN --mount=type=secret,id=apps_json true\n"),
             vec!["no-cache-bust"]

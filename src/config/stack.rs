@@ -17,10 +17,16 @@ use std::collections::BTreeMap;
 /// Parse the resolved compose YAML. `web` names the web tier (updated first,
 /// start-first); every problem is returned at once.
 pub fn parse(yaml: &str, namespace: &str, web: &[String]) -> Result<StackDef, Vec<String>> {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(yaml).map_err(|e| vec![format!("not YAML: {e}")])?;
-    let doc: Value =
-        serde_json::to_value(doc).map_err(|e| vec![format!("unexpected YAML: {e}")])?;
+    let doc = match crate::config::compose::yaml::parse(yaml) {
+        Ok(Some(node)) => json_of(&node),
+        Ok(None) => Value::Null,
+        Err(e) => {
+            return Err(vec![format!(
+                "not YAML (line {}, column {}): {}",
+                e.line, e.col, e.message
+            )])
+        }
+    };
     let mut p = Problems::default();
     let top = doc.as_object().cloned().unwrap_or_default();
     for k in top.keys() {
@@ -144,6 +150,23 @@ pub fn parse(yaml: &str, namespace: &str, web: &[String]) -> Result<StackDef, Ve
         })
     } else {
         Err(p.0)
+    }
+}
+
+/// The YAML tree as JSON; every scalar stays a string (as written), which
+/// the readers below accept for numbers and booleans too.
+fn json_of(n: &crate::config::compose::yaml::Node) -> Value {
+    use crate::config::compose::yaml::Value as Y;
+    match &n.value {
+        Y::Null => Value::Null,
+        Y::Str(s) => Value::String(s.clone()),
+        Y::Seq(items) => Value::Array(items.iter().map(json_of).collect()),
+        Y::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), json_of(v)))
+                .collect(),
+        ),
     }
 }
 

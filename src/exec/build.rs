@@ -186,7 +186,7 @@ pub async fn prepare(
             "point DE_CONTAINERFILE at a file inside the context, or pass --context",
         )
     })?;
-    let cf_bytes = std::fs::read(&containerfile_path)
+    let cf_bytes = config::read_capped(&containerfile_path)
         .map_err(|e| Error::io("read", &containerfile_path, e))?;
 
     let existing = match engine.image(&reference).await? {
@@ -321,6 +321,7 @@ pub async fn execute(
     let mut content_digest = None;
     let mut reused_from = None;
     let mut recorded: Option<(Manifest, std::path::PathBuf)> = None;
+    let mut schema: Option<manifest::SchemaFingerprint> = None;
     let (engine_version, api_version) = engine.version().await?;
     for step in plan.steps() {
         let started = Instant::now();
@@ -348,10 +349,8 @@ pub async fn execute(
                         .iter()
                         .map(|f| (f.path.clone(), f.name.clone()))
                         .collect(),
-                    secrets: vec![(
-                        "apps_json".to_string(),
-                        injected.expose().as_bytes().to_vec(),
-                    )],
+                    secrets: vec![("apps_json".to_string(), injected)],
+                    forbidden: forbidden_values(inputs),
                 };
                 let mut progress = Progress::new(*style);
                 let result = buildkit::build(&api_version, req, |ev| progress.on_event(ev)).await;
@@ -360,7 +359,11 @@ pub async fn execute(
                     &format!("buildkit build {reference}"),
                     result.is_ok(),
                     started.elapsed(),
-                    result.as_ref().err().map(String::as_str).unwrap_or(""),
+                    &result
+                        .as_ref()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default(),
                 );
                 match result {
                     Ok(id) => {
@@ -374,6 +377,19 @@ pub async fn execute(
                                 progress.cached
                             ),
                         );
+                    }
+                    Err(buildkit::BuildFailure::SecretInContext(found)) => {
+                        undo_supersede(engine, &superseded).await;
+                        return Err(Error::refused(
+                            format!(
+                                "the build context file {} holds the value of the secret {}; the build stopped before any of it was sent",
+                                found.file, found.key
+                            ),
+                            format!(
+                                "remove the file from {} or list it in .dockerignore; secrets reach the build only as the apps_json secret",
+                                config::display(&plan.context_dir)
+                            ),
+                        ));
                     }
                     Err(e) => {
                         for l in progress.failure_report() {
@@ -407,6 +423,10 @@ pub async fn execute(
                 }) {
                     output::progress(style, &format!("smoke test passed for release {} with identical layers and config; not run again", prev.manifest.version));
                     reused_from = Some(prev.manifest.version.clone());
+                    schema = match &prev.manifest.schema {
+                        Some(s) => Some(s.clone()),
+                        None => fingerprint(engine, reference, &info, style).await,
+                    };
                     continue;
                 }
                 if let Err(e) = smoke_test(engine, reference, &info, command, apps).await {
@@ -416,6 +436,7 @@ pub async fn execute(
                         hint: Some(format!("nothing was recorded; the image is kept as {kept} for inspection, and the tag was put back as it was")),
                     });
                 }
+                schema = fingerprint(engine, reference, &info, style).await;
                 durations.insert("smoke_test".into(), started.elapsed().as_secs_f64());
             }
             Step::WriteManifest { path } => {
@@ -453,6 +474,7 @@ pub async fn execute(
                         reused_from: reused_from.clone(),
                     },
                     registry: None,
+                    schema: schema.clone(),
                 };
                 let written = Store::new(&inputs.paths.releases).write(&m)?;
                 debug_assert_eq!(&written, path);
@@ -481,6 +503,78 @@ fn warn_undo(what: &str, r: Result<()>) {
             "warning: could not {what}: {e}; `de-build tags repair` fixes recorded tags"
         ));
     }
+}
+
+/// The files of every app that make `bench migrate` do work, hashed in a
+/// container of the image. None (said) when the image cannot tell: a deploy
+/// then migrates, as it must when it does not know.
+async fn fingerprint(
+    engine: &Engine,
+    reference: &str,
+    info: &crate::adapters::engine::ImageInfo,
+    style: &Style,
+) -> Option<manifest::SchemaFingerprint> {
+    let bench = if info.working_dir.is_empty() {
+        "/home/frappe/frappe-bench".to_string()
+    } else {
+        info.working_dir.trim_end_matches("/sites").to_string()
+    };
+    let cmd: Vec<String> = vec!["sh".into(), "-c".into(), schema_script(&bench)];
+    match engine.run_once(reference, &cmd, None).await {
+        Ok((out, _)) if out.exit_code == 0 => {
+            let lines: Vec<&str> = out.output.lines().filter(|l| l.len() > 66).collect();
+            Some(manifest::SchemaFingerprint {
+                sha256: crate::util::sha256_hex(lines.join("\n").as_bytes()),
+                files: lines.len(),
+            })
+        }
+        Ok((out, _)) => {
+            output::progress(style, &format!("warning: no schema fingerprint (exit {}): deploys of this release always migrate", out.exit_code));
+            None
+        }
+        Err(e) => {
+            output::progress(
+                style,
+                &format!(
+                    "warning: no schema fingerprint ({e}): deploys of this release always migrate"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// sha256sum of each migrate-relevant file under `<bench>/apps`, sorted by
+/// path: a POSIX `find`, present in Frappe's Debian images and in busybox.
+pub fn schema_script(bench: &str) -> String {
+    format!(
+        "cd '{bench}/apps' && find . -type f \\( -name patches.txt -o -name hooks.py \
+         -o -path '*/doctype/*.json' -o -path '*/fixtures/*' -o -path '*/custom/*.json' \
+         -o -path '*/report/*.json' -o -path '*/workspace/*.json' \\) \
+         -not -path '*/node_modules/*' -not -path '*/.git/*' | LC_ALL=C sort | while read -r f; do sha256sum \"$f\"; done"
+    )
+}
+
+/// Every secret value of the env, in the forms it may be written in, with
+/// the key it belongs to: no context file may hold one.
+fn forbidden_values(inputs: &Inputs) -> Vec<context::Needle> {
+    let mut out = Vec::new();
+    for (key, v) in inputs.env.entries() {
+        let crate::config::envfile::Text::Secret(s) = &v.text else {
+            continue;
+        };
+        // As short as the redactor goes: shorter would match by chance.
+        if s.expose().len() < 4 {
+            continue;
+        }
+        for form in crate::ui::output::redact::forms(s.expose()) {
+            out.push(context::Needle {
+                key: key.clone(),
+                bytes: zeroize::Zeroizing::new(form.into_bytes()),
+            });
+        }
+    }
+    out
 }
 
 async fn undo_supersede(engine: &Engine, superseded: &Option<manifest::Superseded>) {

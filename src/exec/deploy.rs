@@ -15,6 +15,7 @@ use crate::plan::deploy::{
     self as planner, DeployPlan, Progress, Recovery, RecoveryStep, StackSpec, Step,
 };
 use crate::record::state::{self, Backup, Deployment, Outcome, StepRecord};
+use crate::secret::Secret;
 use crate::util::short_id;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,11 @@ pub struct Executor<'a, W: World, R: Records, S: Sink> {
     pub sink: &'a mut S,
     /// Set by the first SIGINT/SIGTERM/SIGHUP: stop after the running step.
     pub interrupted: Arc<AtomicBool>,
+    /// The database root password `bench restore` asks for (frappe_docker
+    /// stores none in the sites): handed to it on stdin, never in argv.
+    pub db_root_password: Option<&'a Secret>,
+    /// `DE_SITES=all` resolved to the sites of the bench, once.
+    pub sites: Option<Vec<String>>,
 }
 
 /// A new record for `plan`, before anything runs.
@@ -52,8 +58,8 @@ pub fn new_record(plan: &DeployPlan) -> Deployment {
         image_id: plan.image_id.clone(),
         previous_version: plan.previous.as_ref().map(|p| p.version.clone()),
         project: plan.new.target.project.clone(),
-        compose_file: plan.new.target.file.clone(),
-        compose_source: plan.compose_source.clone(),
+        compose_file: plan.new.target.main_file().to_path_buf(),
+        compose_source: plan.compose_sources.first().cloned().unwrap_or_default(),
         env: plan.new.env.clone(),
         backups: Vec::new(),
         started: state::now(),
@@ -292,7 +298,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         record: &mut Deployment,
     ) -> Result<()> {
         match step {
-            Step::Snapshot { source, to } => self.world.snapshot(source, to),
+            Step::Snapshot { sources, to } => sources
+                .iter()
+                .zip(to)
+                .try_for_each(|(from, to)| self.world.snapshot(from, to)),
             Step::MaintenanceOn { project } => self.maintenance(plan, project, true).await,
             Step::Drain {
                 project,
@@ -300,7 +309,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             } => self.drain(plan, project, *timeout_secs).await,
             Step::Backup { project } => {
                 let c = self.backend(plan, project).await?;
-                for site in plan.sites.args() {
+                for site in self.site_list(plan, &c).await? {
                     let out = self
                         .bench(&c, &bench::site_args(&site, &["backup"]))
                         .await?;
@@ -315,8 +324,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
                 Ok(())
             }
-            Step::Replace { to, .. } => {
-                let removed = self.replace(to).await?;
+            Step::Replace { from, to } => {
+                let removed = self.replace(from, to).await?;
                 if !removed.is_empty() {
                     self.sink.note(&format!(
                         "removed old containers compose left behind: {}",
@@ -341,9 +350,14 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                     .await
             }
             Step::VerifyImage { stack } => self.verify_image(stack).await,
+            Step::WaitOneshots {
+                project,
+                services,
+                timeout_secs,
+            } => self.wait_oneshots(project, services, *timeout_secs).await,
             Step::Migrate { project } => {
                 let c = self.backend(plan, project).await?;
-                for site in plan.sites.args() {
+                for site in self.site_list(plan, &c).await? {
                     self.bench(&c, &bench::site_args(&site, &["migrate"]))
                         .await?;
                 }
@@ -399,16 +413,103 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         c: &ContainerInfo,
         cmd: &[String],
     ) -> Result<crate::adapters::engine::RunOutput> {
+        self.bench_input(c, cmd, None).await
+    }
+
+    async fn bench_input(
+        &mut self,
+        c: &ContainerInfo,
+        cmd: &[String],
+        stdin: Option<&Secret>,
+    ) -> Result<crate::adapters::engine::RunOutput> {
         self.sink.line(&format!("$ {}", cmd.join(" ")));
         let sink = &mut *self.sink;
         let mut on_line = |l: &str| sink.line(l);
-        self.world.exec(&c.id, cmd, &mut on_line).await
+        self.world.exec(&c.id, cmd, stdin, &mut on_line).await
+    }
+
+    /// The sites bench commands address, one by one: real bench's
+    /// `--site all` reaches only the first site for most commands
+    /// (`set-maintenance-mode` among them), so `all` is expanded into the
+    /// sites that have a `site_config.json`.
+    async fn site_list(&mut self, plan: &DeployPlan, c: &ContainerInfo) -> Result<Vec<String>> {
+        if let crate::plan::deploy::Sites::List(l) = &plan.sites {
+            return Ok(l.clone());
+        }
+        if let Some(s) = &self.sites {
+            return Ok(s.clone());
+        }
+        let cmd: Vec<String> = [
+            "sh",
+            "-c",
+            "cd /home/frappe/frappe-bench/sites && for f in */site_config.json; do [ -f \"$f\" ] && echo \"${f%/site_config.json}\"; done; true",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut quiet = |_: &str| {};
+        let out = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
+        let sites: Vec<String> = out
+            .output
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if sites.is_empty() {
+            return Err(Error::Failed {
+                message: format!(
+                    "DE_SITES is `all` but {} holds no site (no sites/*/site_config.json)",
+                    c.name
+                ),
+                hint: Some("name the sites in DE_SITES, or create the site first".into()),
+            });
+        }
+        self.sink.note(&format!("sites: {}", sites.join(", ")));
+        self.sites = Some(sites.clone());
+        Ok(sites)
+    }
+
+    async fn wait_oneshots(
+        &mut self,
+        project: &str,
+        services: &[String],
+        timeout_secs: u64,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let states = self.world.service_states(project, services).await?;
+            if let Some(bad) = states.iter().find(|s| !s.running && s.exit_code != 0) {
+                return Err(Error::Failed {
+                    message: format!(
+                        "the one-shot service {} exited with {} ({})",
+                        bad.service, bad.exit_code, bad.name
+                    ),
+                    hint: Some(format!("its output: `docker logs {}`", bad.name)),
+                });
+            }
+            let waiting: Vec<&str> = states
+                .iter()
+                .filter(|s| s.running)
+                .map(|s| s.service.as_str())
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed().as_secs() >= timeout_secs {
+                return Err(Error::failed(format!(
+                    "{} still running after {timeout_secs}s",
+                    waiting.join(", ")
+                )));
+            }
+            self.world.sleep(Duration::from_millis(500)).await;
+        }
     }
 
     async fn maintenance(&mut self, plan: &DeployPlan, project: &str, on: bool) -> Result<()> {
         let c = self.backend(plan, project).await?;
         let state = if on { "on" } else { "off" };
-        for site in plan.sites.args() {
+        for site in self.site_list(plan, &c).await? {
             self.bench(
                 &c,
                 &bench::site_args(&site, &["set-maintenance-mode", state]),
@@ -421,7 +522,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     async fn drain(&mut self, plan: &DeployPlan, project: &str, timeout_secs: u64) -> Result<()> {
         let c = self.backend(plan, project).await?;
         let started = Instant::now();
-        for site in plan.sites.args() {
+        for site in self.site_list(plan, &c).await? {
             loop {
                 let cmd = bench::site_args(&site, &["ready-for-migration"]);
                 let out = self.bench_raw(&c, &cmd).await?;
@@ -446,6 +547,9 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
+    /// `bench restore` asks for the database root password unless the sites
+    /// hold it; it gets it on stdin (then end-of-file), so it never waits on
+    /// a prompt and the password is in no argv, record or log.
     async fn restore(
         &mut self,
         plan: &DeployPlan,
@@ -454,8 +558,28 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     ) -> Result<()> {
         let c = self.backend(plan, project).await?;
         for b in backups {
-            self.bench(&c, &bench::site_args(&b.site, &["restore", &b.path]))
-                .await?;
+            let cmd = bench::site_args(&b.site, &["restore", &b.path]);
+            let pw = self.db_root_password;
+            let out = self.bench_input(&c, &cmd, pw).await?;
+            if out.exit_code != 0 {
+                let asked = out.output.to_ascii_lowercase().contains("password");
+                return Err(Error::Failed {
+                    message: format!(
+                        "`{}` exited with {} in {}",
+                        cmd.join(" "),
+                        out.exit_code,
+                        c.name
+                    ),
+                    hint: asked.then(|| {
+                        if pw.is_some() {
+                            "bench rejected the database root password: check DB_PASSWORD"
+                                .to_string()
+                        } else {
+                            "bench asked for the database root password: set DB_PASSWORD (the MariaDB root password, a @secret key) so a recovery can restore".to_string()
+                        }
+                    }),
+                });
+            }
         }
         Ok(())
     }
@@ -528,24 +652,34 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(removed)
     }
 
-    /// Replace the running stack by `to` in one compose pass, then prove the
-    /// guarantee of a full down: no container that existed before survives.
-    async fn replace(&self, to: &StackSpec) -> Result<Vec<String>> {
-        let before = self.world.containers(&to.target.project).await?;
-        let before_ids: Vec<String> = before.iter().map(|c| c.id.clone()).collect();
-        let anon = self.world.anonymous_volumes(&before_ids).await?;
+    /// Replace the running stack by `to` in one compose pass: compose
+    /// recreates the containers whose configuration changed — every service
+    /// that runs the release image, since its tag changed — carrying their
+    /// anonymous volumes (frappe_docker's `logs`) over, and leaves the others
+    /// (database, redis) running. An old app container compose left behind
+    /// (a renamed service) is removed.
+    async fn replace(&self, from: &StackSpec, to: &StackSpec) -> Result<Vec<String>> {
+        let project = &to.target.project;
+        let before = self.world.containers(project).await?;
         self.world
             .compose(&ComposeCall::Replace(to.target.clone()), &to.env)
             .await?;
+        let after: Vec<String> = self
+            .world
+            .containers(project)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         let mut removed = Vec::new();
-        for c in self.world.containers(&to.target.project).await? {
-            if before_ids.contains(&c.id) {
+        for c in before.iter().filter(|c| after.contains(&c.id)) {
+            let old_app = !from.image_id.is_empty()
+                && c.image_id == from.image_id
+                && from.image_id != to.image_id;
+            if old_app {
                 self.world.remove_container(&c.id).await?;
                 removed.push(format!("{} ({})", c.name, c.service));
             }
-        }
-        for v in anon {
-            self.world.remove_volume(&v).await?;
         }
         Ok(removed)
     }
@@ -557,7 +691,8 @@ fn write_failure(e: Error) -> Error {
 
 /// What is left after recovery step `rest[0]` failed with `e`, as commands.
 fn left_to_do(plan: &DeployPlan, rest: &[RecoveryStep], e: &Error) -> String {
-    let mut out = vec![format!("{} failed ({e})", rest[0])];
+    let hint = e.hint().map(|h| format!(": {h}")).unwrap_or_default();
+    let mut out = vec![format!("{} failed ({e}){hint}", rest[0])];
     for s in rest {
         out.push(match s {
             RecoveryStep::TakeDown { stack } => format!(
@@ -589,11 +724,11 @@ fn left_to_do(plan: &DeployPlan, rest: &[RecoveryStep], e: &Error) -> String {
             ),
         });
     }
-    out.push(format!(
-        "or run `de-build recover` to retry (deployment {})",
+    format!(
+        "{}; or run `de-build recover` to retry (deployment {})",
+        out.join("; then "),
         plan.id
-    ));
-    out.join("; then ")
+    )
 }
 
 fn manual_compose(s: &StackSpec, tail: &str) -> String {
@@ -601,11 +736,17 @@ fn manual_compose(s: &StackSpec, tail: &str) -> String {
         .iter()
         .filter_map(|k| s.env.get(*k).map(|v| format!("{k}={v}")))
         .collect();
+    let files: Vec<String> = s
+        .target
+        .files
+        .iter()
+        .map(|f| format!("-f {}", f.display()))
+        .collect();
     format!(
-        "{} docker compose -p {} -f {} --project-directory {} {tail}",
+        "{} docker compose -p {} {} --project-directory {} {tail}",
         vars.join(" "),
         s.target.project,
-        s.target.file.display(),
+        files.join(" "),
         s.target.project_dir.display()
     )
 }

@@ -95,6 +95,7 @@ impl World for Fake {
         &self,
         _container: &str,
         cmd: &[String],
+        _stdin: Option<&crate::secret::Secret>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RunOutput> {
         let line = cmd.join(" ");
@@ -171,6 +172,25 @@ impl World for Fake {
             m.running.insert(project.clone(), run);
         }
         Ok(())
+    }
+
+    async fn service_states(
+        &self,
+        project: &str,
+        services: &[String],
+    ) -> Result<Vec<crate::adapters::engine::Oneshot>> {
+        self.call(format!("oneshots {project}"))?;
+        let up = self.m().running.contains_key(project);
+        Ok(services
+            .iter()
+            .filter(|_| up)
+            .map(|s| crate::adapters::engine::Oneshot {
+                name: format!("{project}-{s}-1"),
+                service: s.clone(),
+                running: false,
+                exit_code: 0,
+            })
+            .collect())
     }
 
     async fn anonymous_volumes(&self, _c: &[String]) -> Result<Vec<String>> {
@@ -254,7 +274,7 @@ fn stack(v: &str) -> StackSpec {
         image_id: format!("sha256:{v}"),
         target: Target {
             project: "p".into(),
-            file: format!("/s/{v}.yaml").into(),
+            files: vec![format!("/s/{v}.yaml").into()],
             project_dir: "/p".into(),
             empty_env_file: "/s/compose.env".into(),
         },
@@ -269,7 +289,7 @@ fn upgrade() -> DeployPlan {
         version: "2.0.0".into(),
         image_id: "sha256:2.0.0".into(),
         new: stack("2.0.0"),
-        compose_source: "/p/compose.yaml".into(),
+        compose_sources: vec!["/p/compose.yaml".into()],
         previous: Some(stack("1.0.0")),
         previous_running: true,
         sites: Sites::parse("a.local"),
@@ -278,8 +298,10 @@ fn upgrade() -> DeployPlan {
         drain_timeout_secs: 1,
         health_timeout_secs: 1,
         migrate: true,
+        migrate_reason: String::new(),
         restore: vec![],
         full_down: false,
+        oneshots: vec!["create-site".into()],
     })
 }
 
@@ -300,7 +322,7 @@ fn request_of(p: &DeployPlan) -> DeployRequest {
         version: p.version.clone(),
         image_id: p.image_id.clone(),
         new: p.new.clone(),
-        compose_source: p.compose_source.clone(),
+        compose_sources: p.compose_sources.clone(),
         previous: p.previous.clone(),
         previous_running: p.previous_running,
         sites: p.sites.clone(),
@@ -309,8 +331,10 @@ fn request_of(p: &DeployPlan) -> DeployRequest {
         drain_timeout_secs: 1,
         health_timeout_secs: 1,
         migrate: true,
+        migrate_reason: String::new(),
         restore: vec![],
         full_down: false,
+        oneshots: vec!["create-site".into()],
     }
 }
 
@@ -325,6 +349,8 @@ fn run(world: &Fake, records: &Mem, plan: &DeployPlan) -> (Finished, Vec<String>
             records,
             sink: &mut sink,
             interrupted: Arc::new(AtomicBool::new(false)),
+            db_root_password: None,
+            sites: None,
         }
         .run(plan)
         .await
@@ -372,6 +398,7 @@ fn failing_call(step: &str) -> &'static str {
         "replace" => "compose replace 2.0.0",
         "up" => "compose up 2.0.0",
         "verify-image" => "VERIFY",
+        "wait-oneshots" => "oneshots p",
         "migrate" => "bench migrate",
         "health-gate-sealed" => "health sealed",
         "maintenance-off" => "bench set-maintenance-mode off",
@@ -585,9 +612,17 @@ fn a_signal_stops_after_the_step_and_recovers() {
             &self,
             c: &str,
             cmd: &[String],
+            i: Option<&crate::secret::Secret>,
             l: &mut (dyn FnMut(&str) + Send),
         ) -> Result<RunOutput> {
-            self.0.exec(c, cmd, l).await
+            self.0.exec(c, cmd, i, l).await
+        }
+        async fn service_states(
+            &self,
+            p: &str,
+            s: &[String],
+        ) -> Result<Vec<crate::adapters::engine::Oneshot>> {
+            self.0.service_states(p, s).await
         }
         async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()> {
             let r = self.0.compose(call, env).await;
@@ -620,6 +655,8 @@ fn a_signal_stops_after_the_step_and_recovers() {
             records: &r,
             sink: &mut sink,
             interrupted: flag.clone(),
+            db_root_password: None,
+            sites: None,
         }
         .run(&p)
         .await
@@ -686,6 +723,8 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
                     records: &r,
                     sink: &mut sink,
                     interrupted: Arc::new(AtomicBool::new(false)),
+                    db_root_password: None,
+                    sites: None,
                 };
                 for (i, s) in p.steps.iter().enumerate() {
                     planner::starting(&mut rec.progress, &s.step);

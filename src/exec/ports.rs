@@ -8,10 +8,11 @@
 #![allow(async_fn_in_trait)]
 
 use crate::adapters::compose::{Compose, Target};
-use crate::adapters::engine::{ContainerInfo, Engine, RunOutput};
+use crate::adapters::engine::{ContainerInfo, Engine, Oneshot, RunOutput};
 use crate::error::{Error, Result};
 use crate::record::deploy::Gate;
 use crate::record::state::{Deployment, State};
+use crate::secret::Secret;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComposeCall {
     Up(Target),
-    /// `up --force-recreate --renew-anon-volumes --remove-orphans`
+    /// `up --remove-orphans` over a running stack: compose recreates what changed
     Replace(Target),
     Down(Target),
 }
@@ -36,13 +37,17 @@ impl ComposeCall {
 pub trait World {
     /// Containers of a compose project (found by label), running or not.
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>>;
-    /// Run a command in a running container, no TTY, stdin closed.
+    /// Run a command in a running container, no TTY; its stdin is `stdin`
+    /// then end-of-file.
     async fn exec(
         &self,
         container: &str,
         cmd: &[String],
+        stdin: Option<&Secret>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RunOutput>;
+    /// The containers of these services: name, whether still running, exit code.
+    async fn service_states(&self, project: &str, services: &[String]) -> Result<Vec<Oneshot>>;
     async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()>;
     async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>>;
     async fn remove_container(&self, id: &str) -> Result<()>;
@@ -69,6 +74,26 @@ impl Records for State {
 pub struct Real {
     pub engine: Engine,
     pub compose: Compose,
+    /// The `@secret` keys of the schema. Compose gets only those its files
+    /// reference (`${DB_PASSWORD}` for MariaDB), at the call, never in a
+    /// record or a snapshot.
+    pub secrets: Vec<(String, Secret)>,
+}
+
+/// Does compose file text use variable `key` (`$KEY`, `${KEY}`, `${KEY:-…}`…)?
+pub fn references(text: &str, key: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for pat in [format!("${{{key}"), format!("${key}")] {
+        let mut rest = text;
+        while let Some(i) = rest.find(&pat) {
+            let after = &rest[i + pat.len()..];
+            if !after.chars().next().is_some_and(ident) {
+                return true;
+            }
+            rest = after;
+        }
+    }
+    false
 }
 
 impl World for Real {
@@ -80,9 +105,14 @@ impl World for Real {
         &self,
         container: &str,
         cmd: &[String],
+        stdin: Option<&Secret>,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RunOutput> {
-        self.engine.exec(container, cmd, on_line).await
+        self.engine.exec(container, cmd, stdin, on_line).await
+    }
+
+    async fn service_states(&self, project: &str, services: &[String]) -> Result<Vec<Oneshot>> {
+        self.engine.service_states(project, services).await
     }
 
     async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()> {
@@ -91,7 +121,18 @@ impl World for Real {
             ComposeCall::Replace(t) => self.compose.replace_args(t),
             ComposeCall::Down(t) => self.compose.down_args(t),
         };
-        tokio::task::block_in_place(|| self.compose.run(&args, env)).map(|_| ())
+        let mut text = String::new();
+        for f in &call.target().files {
+            text.push_str(&std::fs::read_to_string(f).map_err(|e| Error::io("read", f, e))?);
+        }
+        let mut env = env.clone();
+        for (k, v) in &self.secrets {
+            if references(&text, k) {
+                // The value leaves its type here, into compose's environment only.
+                env.insert(k.clone(), v.expose().to_string());
+            }
+        }
+        tokio::task::block_in_place(|| self.compose.run(&args, &env)).map(|_| ())
     }
 
     async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>> {
@@ -131,11 +172,28 @@ impl World for Real {
     fn snapshot(&self, from: &Path, to: &Path) -> Result<()> {
         let data = std::fs::read(from).map_err(|e| Error::io("read", from, e))?;
         if let Some(d) = to.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .create(d)
-                .map_err(|e| Error::io("create", d, e))?;
+            // Inside the state directory: the owner's only, like the rest.
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(d)
+            .map_err(|e| Error::io("create", d, e))?;
         }
         crate::record::state::write_private(to, &data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_variable_is_referenced_only_by_its_whole_name() {
+        use super::references;
+        assert!(references("x: ${DB_PASSWORD:-123}", "DB_PASSWORD"));
+        assert!(references("x: $DB_PASSWORD\n", "DB_PASSWORD"));
+        assert!(references("x: ${DB_PASSWORD}", "DB_PASSWORD"));
+        assert!(!references("x: ${DB_PASSWORD_FILE}", "DB_PASSWORD"));
+        assert!(!references("x: ${DE_MACRS_PAT_X}", "DE_MACRS_PAT"));
+        assert!(!references("nothing", "DB_PASSWORD"));
     }
 }

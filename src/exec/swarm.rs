@@ -161,7 +161,7 @@ pub fn new_record(plan: &SwarmPlan) -> Deployment {
         previous_version: plan.previous.as_ref().map(|p| p.version.clone()),
         project: plan.new.namespace.clone(),
         compose_file: plan.new.file.clone(),
-        compose_source: plan.compose_source.clone(),
+        compose_source: plan.compose_sources.first().cloned().unwrap_or_default(),
         env: plan.env.clone(),
         backups: Vec::new(),
         started: state::now(),

@@ -186,7 +186,7 @@ fn upgrade() -> SwarmPlan {
             ),
         ]),
         previous_running: true,
-        compose_source: "/p/compose.yaml".into(),
+        compose_sources: vec!["/p/compose.yaml".into()],
         env: BTreeMap::new(),
         sites: Sites::parse("a.local"),
         backend_service: "backend".into(),

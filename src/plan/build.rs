@@ -2,18 +2,19 @@
 //! `build --dry-run` prints them; `build` executes them step by step.
 
 use crate::record::manifest::{AppRecord, CacheKey};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 /// The image that already holds the tag we are about to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Existing {
     pub id: String,
     pub manifest: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildPlan {
     pub version: String,
     pub repository: String,
@@ -36,7 +37,8 @@ pub struct BuildPlan {
 }
 
 /// One action of a build, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Keep the image that holds the tag under a recovery tag first (`--replace`).
     Supersede {

@@ -18,9 +18,10 @@ pub struct DeployRequest {
     pub action: Action,
     pub version: String,
     pub image_id: String,
-    /// The stack to bring up (its file is the snapshot path to write).
+    /// The stack to bring up (its files are the snapshot paths to write).
     pub new: StackSpec,
-    pub compose_source: PathBuf,
+    /// The compose files to snapshot, in the order of `new.target.files`.
+    pub compose_sources: Vec<PathBuf>,
     pub previous: Option<StackSpec>,
     pub previous_running: bool,
     pub sites: Sites,
@@ -29,8 +30,57 @@ pub struct DeployRequest {
     pub drain_timeout_secs: u64,
     pub health_timeout_secs: u64,
     pub migrate: bool,
+    /// Why (or why not) it migrates, for the plan and the record.
+    pub migrate_reason: String,
     pub restore: Vec<Backup>,
     pub full_down: bool,
+    /// One-shot services of the stack to wait for after it is up.
+    pub oneshots: Vec<String>,
+}
+
+/// `DE_MIGRATE` / `--migrate` / `--no-migrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateMode {
+    Auto,
+    Always,
+    Never,
+}
+
+impl MigrateMode {
+    pub fn parse(v: &str) -> Option<MigrateMode> {
+        match v.trim() {
+            "" | "auto" => Some(MigrateMode::Auto),
+            "always" => Some(MigrateMode::Always),
+            "never" => Some(MigrateMode::Never),
+            _ => None,
+        }
+    }
+}
+
+/// Decide whether a deploy migrates: pure. `running` is the schema
+/// fingerprint of the release up now (None: unknown or nothing up), `new`
+/// the deployed release's.
+pub fn decide_migrate(
+    mode: MigrateMode,
+    running: Option<(&str, Option<&str>)>,
+    new: Option<&str>,
+) -> (bool, String) {
+    match mode {
+        MigrateMode::Always => (true, "DE_MIGRATE=always".into()),
+        MigrateMode::Never => (false, "DE_MIGRATE=never".into()),
+        MigrateMode::Auto => match (running, new) {
+            (None, _) => (true, "nothing recorded runs: a first deploy migrates".into()),
+            (Some((v, None)), _) => (true, format!("{v} has no schema fingerprint")),
+            (_, None) => (true, "the new release has no schema fingerprint".into()),
+            (Some((v, Some(a))), Some(b)) if a == b => (
+                false,
+                format!("schema unchanged since {v} (patches, hooks, DocTypes, fixtures): no migrate, no maintenance"),
+            ),
+            (Some((v, Some(_))), Some(_)) => {
+                (true, format!("schema changed since {v}"))
+            }
+        },
+    }
 }
 
 /// Compute the plan: pure.
@@ -42,10 +92,12 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         .map(|p| p.target.project.clone())
         .unwrap_or_else(|| new_project.clone());
     let mut steps = vec![Step::Snapshot {
-        source: r.compose_source.clone(),
-        to: r.new.target.file.clone(),
+        sources: r.compose_sources.clone(),
+        to: r.new.target.files.clone(),
     }];
-    if r.previous_running {
+    // Only a database change needs the site closed and a backup first.
+    let changes_db = r.migrate || !r.restore.is_empty();
+    if r.previous_running && changes_db {
         steps.push(Step::MaintenanceOn {
             project: old_project.clone(),
         });
@@ -75,6 +127,13 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         (None, _) => steps.push(Step::Up {
             stack: r.new.clone(),
         }),
+    }
+    if !r.oneshots.is_empty() {
+        steps.push(Step::WaitOneshots {
+            project: new_project.clone(),
+            services: r.oneshots.clone(),
+            timeout_secs: r.health_timeout_secs,
+        });
     }
     steps.push(Step::VerifyImage {
         stack: r.new.clone(),
@@ -111,9 +170,10 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         new: r.new,
         previous: r.previous,
         previous_running: r.previous_running,
-        compose_source: r.compose_source,
+        compose_sources: r.compose_sources,
         sites: r.sites,
         backend_service: r.backend_service,
+        migrate_reason: r.migrate_reason,
         steps: Vec::new(),
     };
     // What a failure in each step leads to: the progress as it stands when
@@ -240,6 +300,9 @@ impl fmt::Display for DeployPlan {
             self.backend_service,
             self.sites.args().join(",")
         )?;
+        if !self.migrate_reason.is_empty() {
+            writeln!(f, "  migrate: {}", self.migrate_reason)?;
+        }
         writeln!(f, "  0. take the deploy lock")?;
         let mut last_failure: Option<&Recovery> = None;
         for (i, s) in self.steps.iter().enumerate() {
@@ -284,7 +347,7 @@ mod tests {
             image_id: format!("sha256:{v}"),
             target: Target {
                 project: "p".into(),
-                file: format!("/s/{v}.yaml").into(),
+                files: vec![format!("/s/{v}.yaml").into()],
                 project_dir: "/p".into(),
                 empty_env_file: "/s/compose.env".into(),
             },
@@ -299,7 +362,7 @@ mod tests {
             version: "2.0.0".into(),
             image_id: "sha256:2.0.0".into(),
             new: stack("2.0.0"),
-            compose_source: "/p/compose.yaml".into(),
+            compose_sources: vec!["/p/compose.yaml".into()],
             previous: previous.map(stack),
             previous_running: running,
             sites: Sites::parse("a.local"),
@@ -308,8 +371,10 @@ mod tests {
             drain_timeout_secs: 60,
             health_timeout_secs: 60,
             migrate: true,
+            migrate_reason: String::new(),
             restore: vec![],
             full_down: false,
+            oneshots: vec![],
         }
     }
 
@@ -457,6 +522,32 @@ mod tests {
         assert_eq!(v["steps"][4]["on_failure"]["outcome"], "recovered");
         let back: DeployPlan = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn an_unchanged_schema_skips_migrate_and_maintenance() {
+        let mut r = request(Some("1.0.0"), true);
+        let (m, why) = decide_migrate(MigrateMode::Auto, Some(("1.0.0", Some("a"))), Some("a"));
+        assert!(!m, "{why}");
+        r.migrate = m;
+        let names: Vec<&str> = plan(r).steps.iter().map(|s| s.step.name()).collect();
+        assert!(!names.contains(&"migrate"));
+        assert!(!names.contains(&"maintenance-on"));
+        assert!(!names.contains(&"backup"));
+        assert!(names.contains(&"replace"));
+    }
+
+    #[test]
+    fn migrate_decisions() {
+        use MigrateMode::*;
+        let d = |m, run, new| decide_migrate(m, run, new).0;
+        assert!(d(Auto, Some(("1", Some("a"))), Some("b")), "changed");
+        assert!(d(Auto, Some(("1", None)), Some("b")), "unknown running");
+        assert!(d(Auto, Some(("1", Some("a"))), None), "unknown new");
+        assert!(d(Auto, None, Some("a")), "first deploy");
+        assert!(d(Always, Some(("1", Some("a"))), Some("a")));
+        assert!(!d(Never, Some(("1", Some("a"))), Some("b")));
+        assert_eq!(MigrateMode::parse("sometimes"), None);
     }
 
     #[test]

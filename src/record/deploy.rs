@@ -8,15 +8,42 @@ use crate::util::short_id;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Which compose file, project and directory an invocation works on.
+/// Which compose files, project and directory an invocation works on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub project: String,
-    pub file: PathBuf,
+    /// In `-f` order. Records written before lists were supported hold one
+    /// `file`.
+    #[serde(alias = "file", deserialize_with = "one_or_many")]
+    pub files: Vec<PathBuf>,
     pub project_dir: PathBuf,
     pub empty_env_file: PathBuf,
+}
+
+impl Target {
+    /// The first file: the one a record names as "the compose file".
+    pub fn main_file(&self) -> &Path {
+        self.files
+            .first()
+            .map(PathBuf::as_path)
+            .unwrap_or(Path::new(""))
+    }
+}
+
+/// A path or a list of paths (records from before compose file lists).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,11 +126,14 @@ pub enum Gate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    /// Copy the compose file as it is now; the deployment brings the copy up,
-    /// so a later edit of the file cannot change what `down` addresses.
+    /// Copy the compose files as they are now (`sources[i]` to `to[i]`); the
+    /// deployment brings the copies up, so a later edit of the files cannot
+    /// change what `down` addresses.
     Snapshot {
-        source: PathBuf,
-        to: PathBuf,
+        #[serde(alias = "source", deserialize_with = "one_or_many")]
+        sources: Vec<PathBuf>,
+        #[serde(deserialize_with = "one_or_many")]
+        to: Vec<PathBuf>,
     },
     MaintenanceOn {
         project: String,
@@ -127,6 +157,13 @@ pub enum Step {
     Replace {
         from: StackSpec,
         to: StackSpec,
+    },
+    /// One-shot services (frappe_docker's `configurator`, `create-site`)
+    /// have exited 0: migrate must not race them.
+    WaitOneshots {
+        project: String,
+        services: Vec<String>,
+        timeout_secs: u64,
     },
     /// Every app container runs exactly the release's image.
     VerifyImage {
@@ -160,6 +197,7 @@ impl Step {
             Step::Down { .. } => "down",
             Step::Up { .. } => "up",
             Step::Replace { .. } => "replace",
+            Step::WaitOneshots { .. } => "wait-oneshots",
             Step::VerifyImage { .. } => "verify-image",
             Step::Migrate { .. } => "migrate",
             Step::Restore { .. } => "restore",
@@ -177,8 +215,9 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::Snapshot { source, .. } => {
-                write!(f, "snapshot {}", source.display())
+            Step::Snapshot { sources, .. } => {
+                let names: Vec<String> = sources.iter().map(|s| s.display().to_string()).collect();
+                write!(f, "snapshot {}", names.join(", "))
             }
             Step::MaintenanceOn { .. } => write!(f, "maintenance mode on"),
             Step::Drain { timeout_secs, .. } => write!(
@@ -197,6 +236,15 @@ impl fmt::Display for Step {
                 from.version, to.version
             ),
             Step::Up { stack } => write!(f, "compose up {}", stack.version),
+            Step::WaitOneshots {
+                services,
+                timeout_secs,
+                ..
+            } => write!(
+                f,
+                "wait until {} exited 0 (at most {timeout_secs}s)",
+                services.join(", ")
+            ),
             Step::VerifyImage { stack } => write!(
                 f,
                 "verify every app container runs image {}",
@@ -298,8 +346,42 @@ pub struct DeployPlan {
     /// Whether that stack's backend runs (a stopped one has nothing to put in
     /// maintenance or back up).
     pub previous_running: bool,
-    pub compose_source: PathBuf,
+    /// The compose files the snapshot was copied from, in `-f` order.
+    #[serde(alias = "compose_source", deserialize_with = "one_or_many")]
+    pub compose_sources: Vec<PathBuf>,
     pub sites: Sites,
     pub backend_service: String,
+    /// Whether this deployment migrates, and why (`DE_MIGRATE`, the schema
+    /// fingerprints).
+    #[serde(default)]
+    pub migrate_reason: String,
     pub steps: Vec<PlannedStep>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_file_lists_still_read() {
+        let t: Target = serde_json::from_str(
+            r#"{"project":"p","file":"/s/1.yaml","project_dir":"/p","empty_env_file":"/s/e"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.files, [PathBuf::from("/s/1.yaml")]);
+        let s: Step = serde_json::from_str(
+            r#"{"step":"snapshot","source":"/p/compose.yaml","to":"/s/1.yaml"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Step::Snapshot {
+                sources: vec!["/p/compose.yaml".into()],
+                to: vec!["/s/1.yaml".into()]
+            }
+        );
+        // And what is written now reads back the same.
+        let again: Target = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(again, t);
+    }
 }

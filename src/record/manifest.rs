@@ -35,6 +35,21 @@ pub struct Manifest {
     /// Set once the image was pushed to a registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryRecord>,
+    /// What makes `bench migrate` do work in this image; equal fingerprints
+    /// mean a deploy between the two releases needs no migrate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaFingerprint>,
+}
+
+/// A sha256 over the files that make `bench migrate` do work, app by app:
+/// `patches.txt`, `hooks.py`, DocType and other module JSON, fixtures,
+/// `custom/` (the rules Frappe Cloud uses to decide whether an update needs a
+/// migrate, in `press`'s app release difference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaFingerprint {
+    pub sha256: String,
+    /// How many files it covers.
+    pub files: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,9 +177,10 @@ impl Store {
     }
 
     fn read(path: &Path) -> std::result::Result<Loaded, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        let bytes = crate::secret::read_capped(path)
+            .map_err(|e| format!("cannot read: {}", crate::error::io_reason(&e)))?;
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("not a release manifest: {e}"))?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("not a release manifest: {e}"))?;
         if manifest.schema_version > SCHEMA_VERSION {
             return Err(format!(
                 "schema_version {} is newer than this de-build understands ({SCHEMA_VERSION}); upgrade de-build",
@@ -180,7 +196,17 @@ impl Store {
         })
     }
 
+    /// The manifest of `version`. A version is semver or refused (exit 2):
+    /// it comes from the command line and names a file, which must stay in
+    /// `releases/` (`releases show ../../evil` reads nothing).
     pub fn get(&self, version: &str) -> Result<Option<Loaded>> {
+        if semver::Version::parse(version).is_err() {
+            let shown = crate::ui::output::fit(version, 40);
+            return Err(Error::refused(
+                format!("`{shown}` is not a release version"),
+                "versions are semantic versions as in releases/: MAJOR.MINOR.PATCH, e.g. 1.2.0 (see `de-build releases list`)",
+            ));
+        }
         let path = self.path_for(version);
         if !path.exists() {
             return Ok(None);
@@ -215,6 +241,28 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 #[cfg(test)]
 pub mod tests {
+
+    #[test]
+    fn versions_from_the_command_line_stay_in_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("releases"));
+        std::fs::write(dir.path().join("evil.json"), "{}").unwrap();
+        for bad in [
+            "../evil",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "1.0",
+            "",
+            "1.0.0/../../evil",
+        ] {
+            match store.get(bad) {
+                Err(e) => assert_eq!(e.exit_code(), 2, "{bad}"),
+                Ok(_) => panic!("{bad} accepted"),
+            }
+        }
+        assert!(store.get("1.0.0").unwrap().is_none());
+    }
+
     use super::*;
 
     pub fn sample(version: &str) -> Manifest {
@@ -258,6 +306,7 @@ pub mod tests {
                 reused_from: None,
             },
             registry: None,
+            schema: None,
         }
     }
 

@@ -283,8 +283,9 @@ impl State {
         self.dir.join("deployments")
     }
 
-    pub fn compose_snapshot_path(&self, id: &str) -> PathBuf {
-        self.dir.join("compose").join(format!("{id}.yaml"))
+    /// Where deployment `id` keeps its copy of the compose files.
+    pub fn compose_snapshot_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("compose").join(id)
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {

@@ -470,9 +470,9 @@ pub struct SwarmPlan {
     pub previous_specs: BTreeMap<String, serde_json::Value>,
     /// The previous release's backend has a running task.
     pub previous_running: bool,
-    /// The compose file the stack was resolved from, and the non-secret
-    /// variables compose resolved it with.
-    pub compose_source: PathBuf,
+    /// The compose files the stack was resolved from (in `-f` order), and
+    /// the non-secret variables compose resolved them with.
+    pub compose_sources: Vec<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub sites: Sites,
     pub backend_service: String,

@@ -2,13 +2,15 @@
 //! the command, each engine / compose / git action with its result and
 //! duration, and errors. Tokens are redacted. At 10 MB the file is rotated:
 //! `de-build.log.1.gz` (newest) … `.3.gz`; older generations are dropped.
+//! The state directory is created 0700 and the log files 0600: the log names
+//! hosts, images and commands, which are nobody else's business.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-const DEFAULT_MAX: u64 = 10 * 1024 * 1024;
+const MAX_BYTES: u64 = 10 * 1024 * 1024;
 const GENERATIONS: usize = 3;
 
 struct Sink {
@@ -20,12 +22,35 @@ fn sink() -> &'static Mutex<Option<Sink>> {
     S.get_or_init(|| Mutex::new(None))
 }
 
-fn max_bytes() -> u64 {
-    // Overridable so the rotation can be tested without writing 10 MB.
-    std::env::var("DE_LOG_MAX_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX)
+/// Create (or open for appending) a file only its owner can read.
+fn private_file(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)?;
+    // A file created by an older de-build (0644) is tightened too.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// Create the state directory 0700 (as record::state does); one created
+/// by an older de-build (0755) is tightened too.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -47,26 +72,22 @@ pub fn rotate_if_needed(path: &Path, limit: u64) -> std::io::Result<bool> {
         }
     }
     let mut input = std::fs::File::open(path)?;
-    let out = std::fs::File::create(gen(1))?;
+    let out = private_file(&gen(1), false)?;
     let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     std::io::copy(&mut input, &mut enc)?;
     enc.finish()?.sync_all()?;
-    std::fs::File::create(path)?; // truncate
+    private_file(path, false)?; // truncate
     Ok(true)
 }
 
 /// Open the log for this invocation (best effort: logging never fails a command).
 pub fn open(state_dir: &Path, argv: &[String]) {
-    if std::fs::create_dir_all(state_dir).is_err() {
+    if private_dir(state_dir).is_err() {
         return;
     }
     let path = path_in(state_dir);
-    let _ = rotate_if_needed(&path, max_bytes());
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
+    let _ = rotate_if_needed(&path, MAX_BYTES);
+    if let Ok(file) = private_file(&path, true) {
         *sink().lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink { file });
         line(&format!(
             "start pid={} argv={}",
@@ -156,5 +177,13 @@ mod tests {
         .unwrap();
         assert!(text.starts_with("round 4"), "newest generation first");
         assert!(!rotate_if_needed(&p, 100).unwrap(), "small files stay");
+        use std::os::unix::fs::PermissionsExt;
+        for n in ["de-build.log", "de-build.log.1.gz"] {
+            let mode = std::fs::metadata(d.path().join(n))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{n}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! What people see: human or `--json` output, redaction, build progress,
-//! the log file.
+//! live lines with elapsed time, the log file.
 
+pub mod live;
 pub mod logfile;
 pub mod output;
 pub mod problems;

@@ -1,14 +1,15 @@
 //! Live build progress from BuildKit's status stream.
 //!
-//! On a terminal: one line per finished step, plus a transient line showing
-//! the running step's latest output. Otherwise: plain lines as steps start and
+//! On a terminal: one line per finished step, plus a live line per running
+//! step with its elapsed time and latest output ([`crate::ui::live`]).
+//! Otherwise (a pipe, `CI`, `NO_COLOR`): plain lines as steps start and
 //! finish. `-v` prints every log line. Whatever the mode, the last lines of
 //! each step are kept so a failure shows the step's own output (the `git
 //! clone` error, not just "exit code 1"). Every line passes the redactor.
 
+use crate::ui::live::Activity;
 use crate::ui::output::{self, Style};
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::time::Duration;
 
 const TAIL: usize = 40;
@@ -38,16 +39,39 @@ struct StepState {
     tail: VecDeque<String>,
     partial: String,
     done: bool,
+    /// The live line while the step runs (terminal only).
+    live: Option<Activity>,
 }
 
 pub struct Progress {
     style: Style,
     steps: HashMap<String, StepState>,
     order: Vec<String>,
-    transient: bool,
     failed: Vec<String>,
+    /// Containerfile steps that came from the cache.
     pub cached: usize,
+    /// Containerfile steps that ran.
     pub executed: usize,
+}
+
+/// A step of the Containerfile: BuildKit names them `[n/m] INSTRUCTION` (or
+/// `[stage n/m] ...` in a multi-stage build). Only these are counted in the
+/// summary; the context transfer (`copy /context /`) and BuildKit's own
+/// bookkeeping are not steps the user wrote.
+fn containerfile_step(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('[') else {
+        return false;
+    };
+    let Some((inside, _)) = rest.split_once(']') else {
+        return false;
+    };
+    let counter = inside.rsplit(' ').next().unwrap_or(inside);
+    counter.split_once('/').is_some_and(|(n, m)| {
+        !n.is_empty()
+            && !m.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && m.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// BuildKit's own bookkeeping steps are noise unless asked for.
@@ -64,32 +88,22 @@ impl Progress {
             style,
             steps: HashMap::new(),
             order: Vec::new(),
-            transient: false,
             failed: Vec::new(),
             cached: 0,
             executed: 0,
         }
     }
 
-    fn clear_transient(&mut self) {
-        if self.transient {
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[K");
-            self.transient = false;
-        }
-    }
-
     fn line(&mut self, text: &str) {
-        self.clear_transient();
         output::progress(&self.style, text);
     }
 
     /// A step name fit for one line: blanks folded (RUN continuations), and
-    /// cut on a terminal so a line never wraps.
+    /// cut on a terminal so a line never wraps (secrets masked before the cut).
     fn shown(&self, name: &str) -> String {
         let folded = name.split_whitespace().collect::<Vec<_>>().join(" ");
-        if self.style.interactive && folded.chars().count() > 110 {
-            folded.chars().take(109).collect::<String>() + "…"
+        if self.style.interactive {
+            output::fit(&folded, 110)
         } else {
             folded
         }
@@ -99,11 +113,16 @@ impl Progress {
         match ev {
             Event::Started { id, name } => {
                 let name = self.shown(&name);
+                let shown = !internal(&name) || self.style.verbose;
+                let style = self.style;
                 let st = self.steps.entry(id.clone()).or_default();
                 st.name = name.clone();
+                if st.live.is_none() && !st.done && shown && style.interactive {
+                    st.live = Some(Activity::start(&style, &name));
+                }
                 if !self.order.contains(&id) {
                     self.order.push(id);
-                    if !self.style.interactive && (!internal(&name) || self.style.verbose) {
+                    if !style.interactive && shown {
                         self.line(&format!("{} {name}", self.style.dim("=>")));
                     }
                 }
@@ -121,6 +140,7 @@ impl Progress {
                     return;
                 }
                 st.done = true;
+                st.live = None;
                 if !st.partial.is_empty() {
                     let rest = std::mem::take(&mut st.partial);
                     push_tail(&mut st.tail, rest);
@@ -137,10 +157,14 @@ impl Progress {
                 let text = if error.is_some() {
                     format!("{} {name}{took}", self.style.red("FAILED"))
                 } else if cached {
-                    self.cached += 1;
+                    if containerfile_step(&name) {
+                        self.cached += 1;
+                    }
                     format!("{} {name}", self.style.dim("CACHED"))
                 } else {
-                    self.executed += 1;
+                    if containerfile_step(&name) {
+                        self.executed += 1;
+                    }
                     format!("{} {name}{took}", self.style.green("DONE  "))
                 };
                 self.line(&text);
@@ -157,22 +181,14 @@ impl Progress {
                     push_tail(&mut st.tail, l.clone());
                     complete.push(l);
                 }
-                let name = st.name.clone();
-                for l in complete {
-                    if verbose {
-                        self.line(&format!("   {} {l}", self.style.dim("│")));
-                    } else if self.style.interactive && !self.style.quiet {
-                        let shown: String = format!("{name}: {l}").chars().take(100).collect();
-                        self.clear_transient();
-                        let mut e = std::io::stderr().lock();
-                        let _ = write!(
-                            e,
-                            "{}",
-                            crate::ui::output::redact::redact(&self.style.dim(&shown))
-                        );
-                        let _ = e.flush();
-                        self.transient = true;
+                if !verbose {
+                    if let (Some(live), Some(last)) = (st.live.as_ref(), complete.last()) {
+                        live.detail(last);
                     }
+                    return;
+                }
+                for l in complete {
+                    self.line(&format!("   {} {l}", self.style.dim("│")));
                 }
             }
         }
@@ -181,7 +197,7 @@ impl Progress {
     /// The output tail of the failed step (or, if BuildKit named none, of the
     /// last step that printed anything), for the error report.
     pub fn failure_report(&mut self) -> Vec<String> {
-        self.clear_transient();
+        self.finish();
         let chosen = self
             .failed
             .iter()
@@ -204,8 +220,11 @@ impl Progress {
         out
     }
 
+    /// Clear every live line (the build ended).
     pub fn finish(&mut self) {
-        self.clear_transient();
+        for st in self.steps.values_mut() {
+            st.live = None;
+        }
     }
 }
 
@@ -214,4 +233,88 @@ fn push_tail(tail: &mut VecDeque<String>, line: String) {
         tail.pop_front();
     }
     tail.push_back(line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> Style {
+        Style {
+            json: false,
+            color: false,
+            verbose: false,
+            quiet: true,
+            interactive: false,
+        }
+    }
+
+    fn step(p: &mut Progress, id: &str, name: &str, cached: bool) {
+        p.on_event(Event::Started {
+            id: id.into(),
+            name: name.into(),
+        });
+        p.on_event(Event::Finished {
+            id: id.into(),
+            name: name.into(),
+            cached,
+            duration: Some(Duration::from_millis(100)),
+            error: None,
+        });
+    }
+
+    #[test]
+    fn only_containerfile_steps_are_counted() {
+        let mut p = Progress::new(plain());
+        step(
+            &mut p,
+            "a",
+            "[internal] load build definition from Containerfile",
+            false,
+        );
+        step(&mut p, "b", "copy /context /", false);
+        step(&mut p, "c", "[1/6] COPY rootfs/busybox /bin/busybox", true);
+        for (i, id) in ["d", "e", "f", "g", "h"].iter().enumerate() {
+            step(&mut p, id, &format!("[{}/6] RUN step {i}", i + 2), false);
+        }
+        step(&mut p, "i", "exporting to image", false);
+        // BuildKit repeats a finished vertex in later status messages.
+        step(&mut p, "d", "[2/6] RUN step 0", false);
+        assert_eq!((p.executed, p.cached), (5, 1));
+    }
+
+    #[test]
+    fn step_names() {
+        assert!(containerfile_step("[1/6] COPY a b"));
+        assert!(containerfile_step("[builder 12/30] RUN make"));
+        assert!(!containerfile_step("[internal] load metadata"));
+        assert!(!containerfile_step("copy /context /"));
+        assert!(!containerfile_step("[auth] sharing credentials"));
+        assert!(!containerfile_step("[/6] RUN"));
+    }
+
+    #[test]
+    fn a_failed_step_shows_its_own_output() {
+        let mut p = Progress::new(plain());
+        p.on_event(Event::Started {
+            id: "x".into(),
+            name: "[5/6] RUN git clone".into(),
+        });
+        p.on_event(Event::Log {
+            id: "x".into(),
+            data: b"fatal: repository not found\npartial".to_vec(),
+        });
+        p.on_event(Event::Finished {
+            id: "x".into(),
+            name: "[5/6] RUN git clone".into(),
+            cached: false,
+            duration: None,
+            error: Some("exit code: 128".into()),
+        });
+        let r = p.failure_report();
+        assert_eq!(r[0], "output of [5/6] RUN git clone:");
+        assert!(r.contains(&"  fatal: repository not found".to_string()));
+        assert!(r.contains(&"  partial".to_string()));
+        assert_eq!((p.executed, p.cached), (0, 0));
+    }
 }

@@ -95,7 +95,8 @@ impl Repo {
 }
 
 /// Serves bare repositories over smart HTTP on 127.0.0.1, requiring `token`
-/// as the Basic-auth user or password. Stops when dropped.
+/// as the Basic-auth user or password (none when `token` is empty). Stops
+/// when dropped.
 pub struct GitHttp {
     pub port: u16,
     stop: Arc<AtomicBool>,
@@ -148,6 +149,10 @@ impl Drop for GitHttp {
 
 fn authorized(header: Option<&str>, token: &str) -> bool {
     use base64::Engine as _;
+    // Started with no token: a public server (as for erpnext on GitHub).
+    if token.is_empty() {
+        return true;
+    }
     let Some(v) = header.and_then(|h| h.strip_prefix("Basic ")) else {
         return false;
     };

@@ -183,6 +183,7 @@ impl From<Output> for Done {
 }
 
 impl Done {
+    #[track_caller]
     pub fn code(&self, want: i32) -> &Self {
         assert_eq!(
             self.code, want,
@@ -191,6 +192,7 @@ impl Done {
         );
         self
     }
+    #[track_caller]
     pub fn stderr_has(&self, s: &str) -> &Self {
         assert!(
             self.stderr.contains(s),
@@ -199,6 +201,7 @@ impl Done {
         );
         self
     }
+    #[track_caller]
     pub fn stdout_has(&self, s: &str) -> &Self {
         assert!(
             self.stdout.contains(s),
@@ -207,10 +210,20 @@ impl Done {
         );
         self
     }
+    #[track_caller]
+    pub fn stdout_lacks(&self, s: &str) -> &Self {
+        assert!(
+            !self.stdout.contains(s),
+            "stdout has {s:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
+    #[track_caller]
     pub fn no_leak(&self, secret: &str) -> &Self {
         assert!(
             !self.stdout.contains(secret),
@@ -225,6 +238,7 @@ impl Done {
         self
     }
     /// Never a panic or a Rust Debug dump in front of the user.
+    #[track_caller]
     pub fn clean(&self) -> &Self {
         for bad in [
             "panicked",

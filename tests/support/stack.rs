@@ -9,6 +9,9 @@ pub struct Stack {
     pub p: Project,
     pub project: String,
     pub port: u16,
+    /// `DE_COMPOSE` for this stack's commands (None: de-build's detection,
+    /// the v2 plugin when installed).
+    pub compose: Option<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -35,15 +38,56 @@ impl Stack {
             p,
             project,
             port,
+            compose: None,
         }
     }
 
     pub fn run(&self, args: &[&str]) -> super::Done {
-        self.p
-            .run()
-            .env("DEMO_HTTP_PORT", &self.port.to_string())
+        let mut r = self.p.run().env("DEMO_HTTP_PORT", &self.port.to_string());
+        if let Some(c) = &self.compose {
+            r = r.env("DE_COMPOSE", c);
+        }
+        r.args(args).output()
+    }
+
+    /// de-build in the background, output piped (for signal and race tests).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"));
+        cmd.arg("--project-dir")
+            .arg(self.p.path())
             .args(args)
-            .output()
+            .env("DEMO_HTTP_PORT", self.port.to_string())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(c) = &self.compose {
+            cmd.env("DE_COMPOSE", c);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    /// Wait (bounded) until the record of a deployment of `version` holds
+    /// `"field": true` in its progress.
+    pub fn wait_progress(&self, version: &str, field: &str) {
+        let dir = self.p.path().join(".de-build/deployments");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (v, f) = (
+            format!("\"version\": \"{version}\""),
+            format!("\"{field}\": true"),
+        );
+        while std::time::Instant::now() < deadline {
+            let hit = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .any(|t| t.contains(&v) && t.contains(&f));
+            if hit {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50)); // polling a condition, bounded by the deadline
+        }
+        panic!("no deployment of {version} reached {field} within 60s");
     }
 
     pub fn build(&self, version: &str) {

@@ -7,22 +7,17 @@
 //!
 //! 1. `POST /session` upgraded to h2c: de-build is the gRPC *server* on that
 //!    connection, offering the Secrets service (apps.json, from memory) and
-//!    Health, which the engine checks.
+//!    Health, which the engine checks (see [`super::session`]).
 //! 2. `POST /build?version=2&session=<id>`: the context is a tar streamed as
 //!    the request body (produced file by file on a blocking thread, behind a
 //!    small bounded channel), and the response is BuildKit's status stream:
 //!    `moby.buildkit.trace` messages carrying a base64 protobuf
 //!    `StatusResponse` (steps, logs), then the image ID.
 
+use super::session::{self, pb::StatusResponse};
+use crate::adapters::context::{secret_in_file, Needle, ScanReader, SecretInFile};
+use crate::secret::Secret;
 use crate::ui::progress::Event;
-use bollard_buildkit_proto::health::health_check_response::ServingStatus;
-use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
-use bollard_buildkit_proto::health::{
-    HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
-};
-use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
-use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
-use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -30,9 +25,8 @@ use hyper_util::rt::TokioIo;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub struct BuildRequest {
     pub tag: String,
@@ -44,7 +38,27 @@ pub struct BuildRequest {
     /// (file on disk, name in the context)
     pub context_files: Vec<(PathBuf, String)>,
     /// (secret id, value); held in memory only.
-    pub secrets: Vec<(String, Vec<u8>)>,
+    pub secrets: Vec<(String, Secret)>,
+    /// Values no context file may contain (see [`ScanReader`]).
+    pub forbidden: Vec<Needle>,
+}
+
+/// Why a build did not produce an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildFailure {
+    /// A context file holds a secret value; nothing of it was sent.
+    SecretInContext(SecretInFile),
+    /// The engine, BuildKit or the connection said no.
+    Failed(String),
+}
+
+impl std::fmt::Display for BuildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildFailure::SecretInContext(s) => write!(f, "{s}"),
+            BuildFailure::Failed(m) => f.write_str(m),
+        }
+    }
 }
 
 /// Where the engine listens, as the docker CLI reads it from DOCKER_HOST.
@@ -109,102 +123,12 @@ fn path(api: &str, p: &str) -> String {
     format!("/v{api}{p}")
 }
 
-struct SecretStore(HashMap<String, Vec<u8>>);
-
-#[tonic::async_trait]
-impl Secrets for SecretStore {
-    async fn get_secret(
-        &self,
-        req: tonic::Request<GetSecretRequest>,
-    ) -> Result<tonic::Response<GetSecretResponse>, tonic::Status> {
-        match self.0.get(&req.get_ref().id) {
-            Some(v) => Ok(tonic::Response::new(GetSecretResponse { data: v.clone() })),
-            None => Err(tonic::Status::not_found(format!(
-                "secret {} not provided",
-                req.get_ref().id
-            ))),
-        }
-    }
-}
-
-struct Healthy;
-
-#[tonic::async_trait]
-impl Health for Healthy {
-    async fn check(
-        &self,
-        _: tonic::Request<HealthCheckRequest>,
-    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(HealthCheckResponse {
-            status: ServingStatus::Serving as i32,
-        }))
-    }
-
-    type WatchStream = Pin<
-        Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>,
-    >;
-
-    async fn watch(
-        &self,
-        _: tonic::Request<HealthCheckRequest>,
-    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("watch is not offered"))
-    }
-
-    async fn list(
-        &self,
-        _: tonic::Request<HealthListRequest>,
-    ) -> Result<tonic::Response<HealthListResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("list is not offered"))
-    }
-}
-
-/// The hijacked session connection, as tonic's server wants it.
-struct SessionConn(TokioIo<hyper::upgrade::Upgraded>);
-
-impl tonic::transport::server::Connected for SessionConn {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for SessionConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SessionConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-const METHODS: [&str; 3] = [
-    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-];
-
 /// Open the session and serve it in the background until the handle is dropped.
 async fn start_session(
     host: &Host,
     api: &str,
     id: &str,
-    secrets: HashMap<String, Vec<u8>>,
+    secrets: HashMap<String, Secret>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let io = connect(host).await?;
     let (mut sender, conn) =
@@ -221,7 +145,7 @@ async fn start_session(
         .header("X-Docker-Expose-Session-Uuid", id)
         .header("X-Docker-Expose-Session-Name", "de-build")
         .header("X-Docker-Expose-Session-Sharedkey", id);
-    for m in METHODS {
+    for m in session::METHODS {
         req = req.header("X-Docker-Expose-Session-Grpc-Method", m);
     }
     let req = req
@@ -247,23 +171,21 @@ async fn start_session(
     let upgraded = hyper::upgrade::on(resp)
         .await
         .map_err(|e| format!("session upgrade: {e}"))?;
-    let conn = SessionConn(TokioIo::new(upgraded));
-    Ok(tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(HealthServer::new(Healthy))
-            .add_service(SecretsServer::new(SecretStore(secrets)))
-            .serve_with_incoming(futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
-                conn,
-            )]))
-            .await;
-    }))
+    Ok(tokio::spawn(session::serve(upgraded, secrets)))
 }
 
 type FrameStream =
     Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send>>;
 
 /// Stream the context as tar, chunk by chunk, without holding it whole.
-fn tar_stream(files: Vec<(PathBuf, String)>) -> StreamBody<FrameStream> {
+/// Regular files are read through a [`ScanReader`]: one holding a secret
+/// value stops the stream before the value is written, and `refused` says
+/// which.
+fn tar_stream(
+    files: Vec<(PathBuf, String)>,
+    forbidden: Vec<Needle>,
+    refused: std::sync::Arc<std::sync::Mutex<Option<SecretInFile>>>,
+) -> StreamBody<FrameStream> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         struct ChanWriter {
@@ -303,12 +225,23 @@ fn tar_stream(files: Vec<(PathBuf, String)>) -> StreamBody<FrameStream> {
         builder.mode(tar::HeaderMode::Deterministic);
         let result = (|| -> std::io::Result<()> {
             for (p, name) in &files {
-                builder.append_path_with_name(p, name)?;
+                let meta = std::fs::symlink_metadata(p)?;
+                if meta.is_file() {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+                    let f = std::fs::File::open(p)?;
+                    builder.append_data(&mut header, name, ScanReader::new(f, name, &forbidden))?;
+                } else {
+                    builder.append_path_with_name(p, name)?;
+                }
             }
             builder.finish()?;
             std::io::Write::flush(builder.get_mut())
         })();
         if let Err(e) = result {
+            if let Some(found) = secret_in_file(&e) {
+                *refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+            }
             let _ = tx_err.blocking_send(Err(e));
         }
     });
@@ -395,17 +328,32 @@ fn events_from(status: StatusResponse, started: &mut HashSet<String>, out: &mut 
 pub async fn build(
     api_version: &str,
     req: BuildRequest,
+    on_event: impl FnMut(Event),
+) -> Result<String, BuildFailure> {
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let result = run_build(api_version, req, on_event, refused.clone()).await;
+    // The stream stopped on a secret: whatever the engine made of the cut
+    // request, that is the reason.
+    if let Some(found) = refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(BuildFailure::SecretInContext(found));
+    }
+    result.map_err(BuildFailure::Failed)
+}
+
+async fn run_build(
+    api_version: &str,
+    req: BuildRequest,
     mut on_event: impl FnMut(Event),
+    refused: std::sync::Arc<std::sync::Mutex<Option<SecretInFile>>>,
 ) -> Result<String, String> {
     use base64::Engine as _;
-    use prost::Message as _;
     let host = Host::from_env()?;
     let session_id = format!(
         "de-build-{}-{}",
         std::process::id(),
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
-    let secrets: HashMap<String, Vec<u8>> = req.secrets.iter().cloned().collect();
+    let secrets: HashMap<String, Secret> = req.secrets.iter().cloned().collect();
     let session = start_session(&host, api_version, &session_id, secrets).await?;
 
     let io = connect(&host).await?;
@@ -421,7 +369,7 @@ pub async fn build(
     let http_req = hyper::Request::post(uri)
         .header("Host", host_header(&host))
         .header("Content-Type", "application/x-tar")
-        .body(tar_stream(req.context_files))
+        .body(tar_stream(req.context_files, req.forbidden, refused))
         .map_err(|e| e.to_string())?;
     let resp = sender
         .send_request(http_req)
@@ -468,7 +416,7 @@ pub async fn build(
                     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(aux) else {
                         continue;
                     };
-                    if let Ok(st) = StatusResponse::decode(raw.as_slice()) {
+                    if let Ok(st) = StatusResponse::decode(&raw) {
                         let mut evs = Vec::new();
                         events_from(st, &mut started, &mut evs);
                         evs.into_iter().for_each(&mut on_event);
@@ -530,7 +478,8 @@ mod tests {
             labels: BTreeMap::new(),
             no_cache: false,
             context_files: vec![],
-            secrets: vec![("apps_json".into(), b"canary-in-secret".to_vec())],
+            secrets: vec![("apps_json".into(), Secret::derived("canary-in-secret"))],
+            forbidden: vec![],
         };
         let q = query_string(&req, "sid");
         assert!(

@@ -2,6 +2,7 @@
 //! exec. The BuildKit build itself lives in [`buildkit`].
 
 pub mod buildkit;
+pub mod session;
 
 use crate::error::{Error, Result};
 use bollard::query_parameters as q;
@@ -35,6 +36,15 @@ pub struct ContainerInfo {
     pub state: String,
 }
 
+/// A one-shot service's container as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oneshot {
+    pub name: String,
+    pub service: String,
+    pub running: bool,
+    pub exit_code: i64,
+}
+
 /// Exit code and combined output of a finished container or exec.
 #[derive(Debug, Clone)]
 pub struct RunOutput {
@@ -63,6 +73,26 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// A bollard error as ours: answered by the engine, or no answer at all
+/// (only then the "is it running?" hint).
+pub fn engine_error(action: impl Into<String>, e: &bollard::errors::Error) -> Error {
+    use bollard::errors::Error as B;
+    let no_answer = matches!(
+        e,
+        B::IOError { .. }
+            | B::HyperResponseError { .. }
+            | B::HyperLegacyError { .. }
+            | B::HttpClientError { .. }
+            | B::RequestTimeoutError
+            | B::SocketNotFoundError(_)
+    );
+    if no_answer {
+        Error::engine_unreachable(action, describe(e))
+    } else {
+        Error::engine(action, describe(e))
+    }
+}
+
 /// bollard's error text without its Debug-style wrapping.
 pub fn describe(e: &bollard::errors::Error) -> String {
     match e {
@@ -78,22 +108,19 @@ impl Engine {
     /// Connect as the docker CLI would (DOCKER_HOST, else the local socket)
     /// and agree on an API version: bollard's default is newer than 20.10's 1.41.
     pub async fn connect() -> Result<Engine> {
-        let unreachable = |e: &dyn std::fmt::Display| Error::Engine {
-            action: format!("connect to {}", host_hint()),
-            message: e.to_string(),
-        };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+        let action = || format!("connect to {}", host_hint());
+        let docker = Docker::connect_with_defaults().map_err(|e| engine_error(action(), &e))?;
         let docker = tokio::time::timeout(
             std::time::Duration::from_secs(15),
             docker.negotiate_version(),
         )
         .await
-        .map_err(|_| unreachable(&"no answer within 15 s"))?
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|_| Error::engine_unreachable(action(), "no answer within 15 s"))?
+        .map_err(|e| engine_error(action(), &e))?;
         // One request proves the engine answers and tells its version.
         let v = crate::ui::logfile::timed("engine version", docker.version())
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| engine_error(action(), &e))?;
         let versions = (
             v.version.unwrap_or_default(),
             v.api_version.unwrap_or_default(),
@@ -131,10 +158,7 @@ impl Engine {
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(Error::engine(
-                format!("inspect image {reference}"),
-                describe(&e),
-            )),
+            Err(e) => Err(engine_error(format!("inspect image {reference}"), &e)),
         }
     }
 
@@ -149,7 +173,7 @@ impl Engine {
             self.docker.tag_image(source, Some(opts)),
         )
         .await
-        .map_err(|e| Error::engine(format!("tag {source} as {repo}:{tag}"), describe(&e)))
+        .map_err(|e| engine_error(format!("tag {source} as {repo}:{tag}"), &e))
     }
 
     /// Remove one tag; the image stays while it has other tags (noprune).
@@ -165,7 +189,7 @@ impl Engine {
         )
         .await
         .map(|_| ())
-        .map_err(|e| Error::engine(format!("remove tag {reference}"), describe(&e)))
+        .map_err(|e| engine_error(format!("remove tag {reference}"), &e))
     }
 
     /// Delete an image by ID (it must carry no tag another caller relies on).
@@ -183,7 +207,7 @@ impl Engine {
         {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::engine(format!("remove image {id}"), describe(&e))),
+            Err(e) => Err(engine_error(format!("remove image {id}"), &e)),
         }
     }
 
@@ -200,7 +224,7 @@ impl Engine {
             .docker
             .list_images(Some(opts))
             .await
-            .map_err(|e| Error::engine("list images", describe(&e)))?;
+            .map_err(|e| engine_error("list images", &e))?;
         Ok(list
             .into_iter()
             .map(|s| {
@@ -242,12 +266,7 @@ impl Engine {
             .docker
             .create_container(None::<q::CreateContainerOptions>, body)
             .await
-            .map_err(|e| {
-                Error::engine(
-                    format!("create a smoke-test container from {image}"),
-                    describe(&e),
-                )
-            })?;
+            .map_err(|e| engine_error(format!("create a smoke-test container from {image}"), &e))?;
         let id = created.id;
         let result = crate::ui::logfile::timed(
             &format!("engine run {image} {}", cmd.join(" ")),
@@ -283,7 +302,7 @@ impl Engine {
         self.docker
             .start_container(id, None::<q::StartContainerOptions>)
             .await
-            .map_err(|e| Error::engine("start the smoke-test container", describe(&e)))?;
+            .map_err(|e| engine_error("start the smoke-test container", &e))?;
         let mut wait = self
             .docker
             .wait_container(id, None::<q::WaitContainerOptions>);
@@ -291,12 +310,7 @@ impl Engine {
             Some(Ok(r)) => r.status_code,
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(e)) => {
-                return Err(Error::engine(
-                    "wait for the smoke-test container",
-                    describe(&e),
-                ))
-            }
+            Some(Err(e)) => return Err(engine_error("wait for the smoke-test container", &e)),
             None => -1,
         };
         let mut logs = self.docker.logs(
@@ -331,12 +345,7 @@ impl Engine {
             match chunk {
                 Ok(b) => tar_bytes.extend_from_slice(&b),
                 Err(e) if is_not_found(&e) => return Ok(vec![]),
-                Err(e) => {
-                    return Err(Error::engine(
-                        format!("read {path} from the container"),
-                        describe(&e),
-                    ))
-                }
+                Err(e) => return Err(engine_error(format!("read {path} from the container"), &e)),
             }
         }
         let mut names = std::collections::BTreeSet::new();
@@ -368,12 +377,11 @@ impl Engine {
             filters: Some(filters),
             ..Default::default()
         };
-        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| {
-            Error::engine(
-                format!("list containers of project {project}"),
-                describe(&e),
-            )
-        })?;
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| engine_error(format!("list containers of project {project}"), &e))?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -398,6 +406,37 @@ impl Engine {
             .collect())
     }
 
+    /// The containers of these services of a project, with their run state
+    /// and exit code (compose's one-shot services: frappe_docker's
+    /// `configurator`, `create-site`).
+    pub async fn service_states(&self, project: &str, services: &[String]) -> Result<Vec<Oneshot>> {
+        let mut out = Vec::new();
+        for c in self.project_containers(project).await? {
+            if !services.contains(&c.service) {
+                continue;
+            }
+            let i = match self
+                .docker
+                .inspect_container(&c.id, None::<q::InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(Error::engine(format!("inspect {}", c.name), describe(&e))),
+            };
+            let st = i.state.unwrap_or_default();
+            out.push(Oneshot {
+                name: c.name,
+                service: c.service,
+                running: st.running.unwrap_or(false)
+                    || st.restarting.unwrap_or(false)
+                    || c.state == "created",
+                exit_code: st.exit_code.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
     /// Anonymous volumes (64-hex names) mounted by these containers.
     pub async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -409,12 +448,7 @@ impl Engine {
             {
                 Ok(c) => c,
                 Err(e) if is_not_found(&e) => continue,
-                Err(e) => {
-                    return Err(Error::engine(
-                        format!("inspect container {id}"),
-                        describe(&e),
-                    ))
-                }
+                Err(e) => return Err(engine_error(format!("inspect container {id}"), &e)),
             };
             for m in c.mounts.unwrap_or_default() {
                 let name = m.name.unwrap_or_default();
@@ -437,7 +471,7 @@ impl Engine {
         {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(Error::engine(format!("remove volume {name}"), describe(&e))),
+            Err(e) => Err(engine_error(format!("remove volume {name}"), &e)),
         }
     }
 
@@ -452,18 +486,22 @@ impl Engine {
             self.docker.remove_container(id, Some(opts)),
         )
         .await
-        .map_err(|e| Error::engine(format!("remove container {id}"), describe(&e)))
+        .map_err(|e| engine_error(format!("remove container {id}"), &e))
     }
 
-    /// Run `cmd` in a running container, streaming each output line to
-    /// `on_line`; returns the exit code and the whole output.
+    /// Run `cmd` in a running container, no TTY, streaming each output line
+    /// to `on_line`; returns the exit code and the whole output. Its stdin is
+    /// `stdin` then end-of-file (or nothing at all): a command that prompts
+    /// fails at once instead of hanging.
     pub async fn exec(
         &self,
         container: &str,
         cmd: &[String],
+        stdin: Option<&crate::secret::Secret>,
         mut on_line: impl FnMut(&str),
     ) -> Result<RunOutput> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
+        use tokio::io::AsyncWriteExt;
         let created = self
             .docker
             .create_exec(
@@ -472,25 +510,38 @@ impl Engine {
                     cmd: Some(cmd.to_vec()),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
+                    attach_stdin: Some(true),
+                    tty: Some(false),
                     ..Default::default()
                 },
             )
             .await
-            .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?;
+            .map_err(|e| engine_error(format!("exec `{}`", cmd.join(" ")), &e))?;
         let mut output = String::new();
         let mut pending = String::new();
         if let StartExecResults::Attached {
-            output: mut stream, ..
+            output: mut stream,
+            mut input,
         } = self
             .docker
             .start_exec(&created.id, None)
             .await
-            .map_err(|e| Error::engine(format!("exec `{}`", cmd.join(" ")), describe(&e)))?
+            .map_err(|e| engine_error(format!("exec `{}`", cmd.join(" ")), &e))?
         {
+            // The secret leaves its type only here, straight into the pipe.
+            let fed = async {
+                if let Some(s) = stdin {
+                    input.write_all(s.expose().as_bytes()).await?;
+                    input.write_all(b"\n").await?;
+                }
+                input.shutdown().await
+            };
+            fed.await.map_err(|e| {
+                Error::engine(format!("write to the stdin of `{}`", cmd.join(" ")), e)
+            })?;
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    Error::engine(format!("read output of `{}`", cmd.join(" ")), describe(&e))
-                })?;
+                let chunk = chunk
+                    .map_err(|e| engine_error(format!("read output of `{}`", cmd.join(" ")), &e))?;
                 let text = String::from_utf8_lossy(&chunk.into_bytes()).to_string();
                 output.push_str(&text);
                 pending.push_str(&text);
@@ -513,7 +564,7 @@ impl Engine {
             .docker
             .inspect_exec(&created.id)
             .await
-            .map_err(|e| Error::engine("read the exec's exit code", describe(&e)))?;
+            .map_err(|e| engine_error("read the exec's exit code", &e))?;
         Ok(RunOutput {
             exit_code: info.exit_code.unwrap_or(-1),
             output,

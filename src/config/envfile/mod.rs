@@ -13,6 +13,7 @@ use crate::secret::Secret;
 use schema::{Schema, ValueType};
 use std::collections::BTreeMap;
 use std::path::Path;
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -40,6 +41,8 @@ pub struct Value {
 #[derive(Debug, Clone, Default)]
 pub struct EnvValues {
     values: BTreeMap<String, Value>,
+    /// Keys the schema marks `@secret`, set or not.
+    secret_keys: std::collections::BTreeSet<String>,
 }
 
 impl EnvValues {
@@ -60,6 +63,11 @@ impl EnvValues {
 
     pub fn source(&self, key: &str) -> Option<&Source> {
         self.values.get(key).map(|v| &v.source)
+    }
+
+    /// The schema declares `key` as a secret (whether or not it has a value).
+    pub fn declares_secret(&self, key: &str) -> bool {
+        self.secret_keys.contains(key)
     }
 
     pub fn is_secret(&self, key: &str) -> bool {
@@ -105,37 +113,43 @@ pub struct EnvInput<'a> {
 pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) {
     let mut problems = Vec::new();
     let display = input.file.map(|f| f.0).unwrap_or(".env");
-    let mut from_file: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut from_file: BTreeMap<String, (Zeroizing<String>, usize)> = BTreeMap::new();
 
     if let Some((display, text)) = input.file {
-        let parsed = parse::parse(text);
+        let declared: Vec<String> = schema.keys.iter().map(|k| k.name.clone()).collect();
+        let parsed = parse::parse_with(text, &declared);
         for i in &parsed.issues {
             let mut p = Problem::new(display, i.code, i.message.clone()).line(i.line);
+            p.column = i.column;
+            p.key = i.key.clone();
             p.hint = i.hint.clone();
             problems.push(p);
         }
         for e in parsed.entries {
+            let shown = parse::shown_key(&e.key, &declared);
             if let Some((_, first)) = from_file.get(&e.key) {
-                problems.push(
-                    Problem::new(
-                        display,
-                        "duplicate-key",
-                        format!("{} is set twice (first on line {first})", e.key),
-                    )
-                    .line(e.line)
-                    .key(&e.key)
-                    .hint("keep one line: tools disagree on which one wins"),
-                );
+                let mut p = Problem::new(
+                    display,
+                    "duplicate-key",
+                    format!(
+                        "{} is set twice (first on line {first})",
+                        shown.unwrap_or("a key")
+                    ),
+                )
+                .line(e.line)
+                .hint("keep one line: tools disagree on which one wins");
+                p.key = shown.map(str::to_string);
+                problems.push(p);
                 continue;
             }
             if schema.get(&e.key).is_none() {
-                let mut p = Problem::new(
-                    display,
-                    "unknown-key",
-                    format!("{} is not declared in the example file", e.key),
-                )
-                .line(e.line)
-                .key(&e.key);
+                let message = match shown {
+                    Some(k) => format!("{k} is not declared in the example file"),
+                    // A lower-case "key" may be a token that ended in `=`.
+                    None => "a key that is not declared in the example file (its name is not shown: it is not in UPPER_CASE and may be a secret)".to_string(),
+                };
+                let mut p = Problem::new(display, "unknown-key", message).line(e.line);
+                p.key = shown.map(str::to_string);
                 p.hint = Some(
                     match did_you_mean(&e.key, schema.keys.iter().map(|k| k.name.as_str())) {
                         Some(s) => format!("did you mean {s}?"),
@@ -144,15 +158,24 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
                 );
                 problems.push(p);
             }
-            from_file.insert(e.key.clone(), (e.value, e.line));
+            let key = e.key.clone();
+            from_file.insert(key, (e.value.clone(), e.line));
         }
     }
 
-    let mut values = EnvValues::default();
+    let mut values = EnvValues {
+        values: BTreeMap::new(),
+        secret_keys: schema
+            .keys
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name.clone())
+            .collect(),
+    };
     for spec in &schema.keys {
         let file_val = from_file.get(&spec.name);
         let env_val = (input.lookup_env)(&spec.name);
-        let (raw, source, overrides_line) = match (env_val, file_val) {
+        let (raw, source, overrides_line) = match (env_val.map(Zeroizing::new), file_val) {
             (Some(v), f) => (v, Source::Environment, f.map(|(_, l)| *l)),
             (None, Some((v, l))) => (v.clone(), Source::File { line: *l }, None),
             (None, None) => {
@@ -215,7 +238,7 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
                     spec.doc.clone()
                 })));
             }
-        } else if spec.example_is_placeholder() && raw == spec.example {
+        } else if spec.example_is_placeholder() && *raw == spec.example {
             problems.push(at(Problem::new(
                 file_for,
                 "placeholder",
@@ -230,7 +253,7 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
             let shown = if spec.secret {
                 String::new()
             } else {
-                format!(" `{}`", shorten(&raw))
+                format!(" `{}`", crate::ui::output::fit(&raw, 60))
             };
             problems.push(at(Problem::new(
                 file_for,
@@ -240,9 +263,9 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
             .key(&spec.name)));
         }
         let text = if spec.secret {
-            Text::Secret(Secret::new(raw))
+            Text::Secret(Secret::new(raw.as_str()))
         } else {
-            Text::Plain(raw)
+            Text::Plain(raw.to_string())
         };
         values.values.insert(
             spec.name.clone(),
@@ -254,14 +277,6 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
         );
     }
     (values, problems)
-}
-
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(60).collect();
-    if s.chars().count() > 60 {
-        out.push('…');
-    }
-    out
 }
 
 /// Check one value against its declared type; the message says what was expected.
@@ -300,11 +315,19 @@ pub fn check_type(ty: ValueType, v: &str, project_dir: &Path) -> Result<(), Stri
             let p = project_dir.join(v);
             match std::fs::metadata(&p) {
                 Ok(m) if m.is_file() => Ok(()),
-                Ok(_) => Err(format!(
-                    "{} is a directory, a file was expected",
-                    p.display()
+                Ok(m) => Err(format!(
+                    "{} is {}, a regular file was expected",
+                    p.display(),
+                    crate::config::kind_of(&m)
                 )),
-                Err(_) => Err(format!("file {} does not exist", p.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(format!("file {} does not exist", p.display()))
+                }
+                Err(e) => Err(format!(
+                    "cannot read {}: {}",
+                    p.display(),
+                    crate::error::io_reason(&e)
+                )),
             }
         }
     }

@@ -11,11 +11,19 @@
 //! - a UTF-8 byte-order mark or CRLF line endings are reported, not silently
 //!   accepted: the same file is read by compose and shell scripts, which keep
 //!   the stray bytes in the first key or in every value.
+//!
+//! A line that does not parse is never quoted back: it may be a pasted token
+//! (`ghp_…` alone, `DE_MACRS_PAT: ghp_…`, `'tok'rest`). Issues name the line,
+//! the column and what was expected, and show a key only if it is declared
+//! or named like a variable ([`shown_key`]).
+
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub key: String,
-    pub value: String,
+    /// Zeroed on drop: the value may be a token.
+    pub value: Zeroizing<String>,
     pub line: usize,
     /// Comment lines directly above the entry (without `#`), for schemas.
     pub comments: Vec<(usize, String)>,
@@ -24,6 +32,9 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseIssue {
     pub line: usize,
+    pub column: Option<usize>,
+    /// The key the line assigns, when it may be shown.
+    pub key: Option<String>,
     pub code: &'static str,
     pub message: String,
     pub hint: Option<String>,
@@ -38,6 +49,8 @@ pub struct Parsed {
 fn issue(line: usize, code: &'static str, message: String, hint: Option<&str>) -> ParseIssue {
     ParseIssue {
         line,
+        column: None,
+        key: None,
         code,
         message,
         hint: hint.map(str::to_string),
@@ -50,7 +63,27 @@ pub fn valid_key(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+fn key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// A key as a message may show it: one of the `declared` names, or a name in
+/// UPPER_CASE as variables are written. Anything else may be a token pasted
+/// where a key was expected (`ghp_…` alone on a line, a base64 value ending
+/// in `=`), so it is not shown.
+pub fn shown_key<'a>(key: &'a str, declared: &[String]) -> Option<&'a str> {
+    let upper = valid_key(key) && key.len() <= 64 && !key.chars().any(|c| c.is_ascii_lowercase());
+    (upper || declared.iter().any(|d| d == key)).then_some(key)
+}
+
+/// Parse with no declared names (the example file itself).
 pub fn parse(text: &str) -> Parsed {
+    parse_with(text, &[])
+}
+
+/// Parse an env file; `declared` are the schema's keys, which messages may
+/// name and suggest.
+pub fn parse_with(text: &str, declared: &[String]) -> Parsed {
     let mut out = Parsed::default();
     let mut text = text;
     if let Some(rest) = text.strip_prefix('\u{feff}') {
@@ -62,6 +95,11 @@ pub fn parse(text: &str) -> Parsed {
         ));
         text = rest;
     }
+    let suggest = |near: &str| {
+        super::did_you_mean(near, declared.iter().map(String::as_str))
+            .map(|s| format!("did you mean {s}? "))
+            .unwrap_or_default()
+    };
     let mut crlf_reported = false;
     let mut comments: Vec<(usize, String)> = Vec::new();
     for (idx, raw) in text.split('\n').enumerate() {
@@ -90,36 +128,66 @@ pub fn parse(text: &str) -> Parsed {
             comments.push((lineno, c.strip_prefix(' ').unwrap_or(c).to_string()));
             continue;
         }
+        // Columns count characters of the line as written, from 1.
+        let indent = line.chars().count() - line.trim_start().chars().count();
         let body = trimmed
             .strip_prefix("export ")
             .map(str::trim_start)
             .unwrap_or(trimmed);
+        let body_col = indent + 1 + (trimmed.chars().count() - body.chars().count());
         let Some((key, rest)) = body.split_once('=') else {
-            let hint = if valid_key(body) {
-                format!("write `{body}=` followed by the value")
-            } else {
-                "each line must be KEY=value, a # comment, or blank".into()
-            };
-            out.issues.push(issue(
-                lineno,
-                "syntax",
-                format!("expected KEY=value, found `{}`", shorten(trimmed)),
-                Some(&hint),
-            ));
+            let name: String = body.chars().take_while(|c| key_char(*c)).collect();
+            let column = body_col + name.chars().count();
+            let mut i = issue(lineno, "syntax", String::new(), None);
+            i.column = Some(column);
+            match shown_key(&name, declared).filter(|_| valid_key(&name)) {
+                Some(k) => {
+                    let found = match body[name.len()..].chars().next() {
+                        None => "the line ends".to_string(),
+                        Some(c) if c.is_whitespace() => "a blank".to_string(),
+                        Some(c) if c.is_ascii_punctuation() => format!("`{c}`"),
+                        Some(_) => "another character".to_string(),
+                    };
+                    i.message = format!("{k}: expected `=` after the key, found {found}");
+                    i.hint = Some(format!("write `{k}=` followed by the value"));
+                    i.key = Some(k.to_string());
+                }
+                None => {
+                    i.message =
+                        "expected KEY=value; the line's text is not shown (it may be a secret)"
+                            .into();
+                    i.hint = Some(format!(
+                        "{}each line must be KEY=value, a # comment, or blank",
+                        suggest(&name)
+                    ));
+                }
+            }
+            out.issues.push(i);
             comments.clear();
             continue;
         };
         let key = key.trim_end();
         if !valid_key(key) {
-            out.issues.push(issue(
+            let bad = key.chars().position(|c| !key_char(c)).unwrap_or(0);
+            let mut i = issue(
                 lineno,
                 "bad-key",
-                format!("`{}` is not a valid variable name", shorten(key)),
-                Some("names use ASCII letters, digits and _ and do not start with a digit"),
+                "the name before `=` is not a valid variable name".into(),
+                None,
+            );
+            i.column = Some(body_col + bad);
+            i.hint = Some(format!(
+                "{}names use ASCII letters, digits and _ and do not start with a digit",
+                suggest(key)
             ));
+            out.issues.push(i);
             comments.clear();
             continue;
         }
+        let value_col = body_col + key.chars().count() + 1 + {
+            let r = rest.chars().count();
+            r - rest.trim_start().chars().count()
+        };
         match parse_value(rest.trim_start()) {
             Ok(value) => out.entries.push(Entry {
                 key: key.to_string(),
@@ -127,9 +195,17 @@ pub fn parse(text: &str) -> Parsed {
                 line: lineno,
                 comments: std::mem::take(&mut comments),
             }),
-            Err((code, msg, hint)) => {
-                out.issues
-                    .push(issue(lineno, code, format!("{key}: {msg}"), Some(hint)));
+            Err((code, msg, at, hint)) => {
+                let mut i = issue(lineno, code, String::new(), Some(hint));
+                i.column = Some(value_col + at);
+                i.message = match shown_key(key, declared) {
+                    Some(k) => {
+                        i.key = Some(k.to_string());
+                        format!("{k}: {msg}")
+                    }
+                    None => msg,
+                };
+                out.issues.push(i);
                 comments.clear();
             }
         }
@@ -137,9 +213,10 @@ pub fn parse(text: &str) -> Parsed {
     out
 }
 
-type ValueError = (&'static str, String, &'static str);
+/// (code, what is wrong, column offset inside the value, hint)
+type ValueError = (&'static str, String, usize, &'static str);
 
-fn parse_value(v: &str) -> Result<String, ValueError> {
+fn parse_value(v: &str) -> Result<Zeroizing<String>, ValueError> {
     let quote_hint = "close the quote on the same line, or remove it";
     match v.chars().next() {
         Some('\'') => {
@@ -148,19 +225,22 @@ fn parse_value(v: &str) -> Result<String, ValueError> {
                 return Err((
                     "unterminated-quote",
                     "single quote is never closed".into(),
+                    0,
                     quote_hint,
                 ));
             };
-            trailing(&inner[end + 1..])?;
-            Ok(inner[..end].to_string())
+            trailing(&inner[end + 1..], 1 + inner[..end].chars().count() + 1)?;
+            Ok(Zeroizing::new(inner[..end].to_string()))
         }
         Some('"') => {
-            let mut out = String::new();
+            // Never grows: no unzeroed copy of a partial value is left behind.
+            let mut out = Zeroizing::new(String::with_capacity(v.len()));
             let mut chars = v[1..].char_indices();
             while let Some((i, c)) = chars.next() {
                 match c {
                     '"' => {
-                        trailing(&v[1 + i + 1..])?;
+                        let rest = &v[1 + i + 1..];
+                        trailing(rest, v[..1 + i + 1].chars().count())?;
                         return Ok(out);
                     }
                     '\\' => match chars.next() {
@@ -181,6 +261,7 @@ fn parse_value(v: &str) -> Result<String, ValueError> {
             Err((
                 "unterminated-quote",
                 "double quote is never closed".into(),
+                0,
                 quote_hint,
             ))
         }
@@ -194,34 +275,26 @@ fn parse_value(v: &str) -> Result<String, ValueError> {
                     break;
                 }
             }
-            Ok(v[..end].trim_end().to_string())
+            Ok(Zeroizing::new(v[..end].trim_end().to_string()))
         }
     }
 }
 
-fn trailing(rest: &str) -> Result<(), ValueError> {
+/// After a closing quote only a comment may follow. `at` is the column
+/// offset (inside the value) just past the quote.
+fn trailing(rest: &str, at: usize) -> Result<(), ValueError> {
+    let skipped = rest.chars().count() - rest.trim_start().chars().count();
     let rest = rest.trim_start();
     if rest.is_empty() || rest.starts_with('#') {
         Ok(())
     } else {
         Err((
             "syntax",
-            format!(
-                "unexpected text after the closing quote: `{}`",
-                shorten(rest)
-            ),
+            "unexpected text after the closing quote (not shown)".into(),
+            at + skipped,
             "put a comment after ` #`, or quote the whole value",
         ))
     }
-}
-
-/// Keep messages readable and never dump a whole long line.
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if s.chars().count() > 40 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -232,7 +305,7 @@ mod tests {
         let p = parse(text);
         assert!(p.issues.is_empty(), "{:?}", p.issues);
         assert_eq!(p.entries.len(), 1);
-        (p.entries[0].key.clone(), p.entries[0].value.clone())
+        (p.entries[0].key.clone(), p.entries[0].value.to_string())
     }
 
     #[test]
@@ -262,16 +335,20 @@ mod tests {
     }
 
     #[test]
-    fn bad_lines_are_reported_with_their_line() {
-        let p = parse("A=1\nnot a line\n1X=2\nB='open\nC=\"x\" y\n");
-        let got: Vec<_> = p.issues.iter().map(|i| (i.line, i.code)).collect();
+    fn bad_lines_are_reported_with_their_line_and_column() {
+        let p = parse("A=1\nnot a line\n1X=2\nB='open\n  C=\"x\" y\n");
+        let got: Vec<_> = p
+            .issues
+            .iter()
+            .map(|i| (i.line, i.column, i.code))
+            .collect();
         assert_eq!(
             got,
             vec![
-                (2, "syntax"),
-                (3, "bad-key"),
-                (4, "unterminated-quote"),
-                (5, "syntax")
+                (2, Some(4), "syntax"),
+                (3, Some(1), "bad-key"),
+                (4, Some(3), "unterminated-quote"),
+                (5, Some(9), "syntax")
             ]
         );
         assert_eq!(p.entries.len(), 1);
@@ -282,6 +359,56 @@ mod tests {
         let p = parse("\u{feff}A=1\r\nB=2\r\n");
         let codes: Vec<_> = p.issues.iter().map(|i| i.code).collect();
         assert_eq!(codes, vec!["bom", "crlf"]);
-        assert_eq!(p.entries[1].value, "2");
+        assert_eq!(p.entries[1].value.as_str(), "2");
+    }
+
+    /// Lines that do not parse are never echoed: a token pasted alone, after
+    /// a colon, after a closing quote, or where a key belongs.
+    #[test]
+    fn unparsable_lines_are_never_echoed() {
+        let tok = "ghp_x9Qz7Lm2Vb8Kc4Rt6Yw1Np3Hs5Jd0Fg2Ae4Ui";
+        let declared = vec!["DE_MACRS_PAT".to_string(), "DE_IMAGE".to_string()];
+        let lines = [
+            tok.to_string(),
+            format!("DE_MACRS_PAT: {tok}"),
+            format!("'{tok}'rest"),
+            format!("DE_MACRS_PAT='ok'{tok}"),
+            format!("DE_MACRS_PAT=\"ok\" {tok}"),
+            format!("DE_MACRS_PAT='{tok}"),
+            format!("{tok}: x"),
+            format!("export {tok}"),
+            format!("{tok}-x=1"),
+            format!("x{tok}é=1"),
+            format!("DE_IMAGE {tok}"),
+        ];
+        for l in &lines {
+            let p = parse_with(&format!("{l}\n"), &declared);
+            assert_eq!(p.issues.len(), 1, "{l}: {:?}", p.issues);
+            let i = &p.issues[0];
+            let text = format!("{} {:?} {:?}", i.message, i.hint, i.key);
+            for w in tok.as_bytes().windows(4) {
+                let w = std::str::from_utf8(w).unwrap();
+                assert!(!text.contains(w), "{l} -> {text}");
+            }
+            assert!(i.column.is_some(), "{l}");
+        }
+        let p = parse_with(&format!("DE_MACRS_PAT: {tok}\n"), &declared);
+        assert_eq!(
+            p.issues[0].message,
+            "DE_MACRS_PAT: expected `=` after the key, found `:`"
+        );
+        assert_eq!(p.issues[0].column, Some(13));
+        let p = parse_with("DE_IMAG\n", &declared);
+        assert_eq!(
+            p.issues[0].message,
+            "DE_IMAG: expected `=` after the key, found the line ends"
+        );
+        let p = parse_with("DÉ_IMAGE=x\n", &declared);
+        assert_eq!(p.issues[0].column, Some(2));
+        assert!(p.issues[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .starts_with("did you mean DE_IMAGE?"));
     }
 }

@@ -91,7 +91,8 @@ impl Schema {
             .issues
             .iter()
             .map(|i| {
-                let p = Problem::new(display, i.code, i.message.clone()).line(i.line);
+                let mut p = Problem::new(display, i.code, i.message.clone()).line(i.line);
+                p.column = i.column;
                 match &i.hint {
                     Some(h) => p.hint(h.clone()),
                     None => p,
@@ -140,7 +141,7 @@ fn spec_from(entry: &Entry) -> Result<KeySpec, (usize, String)> {
         ty: ValueType::String,
         optional: false,
         secret: false,
-        example: entry.value.clone(),
+        example: entry.value.to_string(),
         doc: String::new(),
         line: entry.line,
     };
