@@ -715,15 +715,20 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
         .find(|i| !busy.lines().any(|n| n == format!("n{i}")))
         .expect("a node without a web replica");
     let node = &c.nodes[idle - 1];
-    let reg_host = c.registry_nodes.split(':').next().unwrap();
-    support::cluster::docker_ok(&[
-        "exec",
-        node,
-        "sh",
-        "-c",
-        &format!("cp /etc/hosts /tmp/hosts.orig && echo '10.255.255.1 {reg_host}' >> /etc/hosts"),
+    // Packets to the registry rejected (an idle keep-alive connection of
+    // the node's engine included), as if its network to it were down.
+    let reg_ip = support::cluster::docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        c.registry_nodes.split(':').next().unwrap(),
     ]);
-    struct Heal<'a>(&'a str);
+    let rule = format!(
+        "OUTPUT -d {} -p tcp --dport 5000 -j REJECT --reject-with tcp-reset",
+        reg_ip.trim()
+    );
+    support::cluster::docker_ok(&["exec", node, "sh", "-c", &format!("iptables -I {rule}")]);
+    struct Heal<'a>(&'a str, String);
     impl Drop for Heal<'_> {
         fn drop(&mut self) {
             support::cluster::sh(
@@ -733,12 +738,18 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
                     self.0,
                     "sh",
                     "-c",
-                    "cat /tmp/hosts.orig > /etc/hosts",
+                    &format!("iptables -D {}", self.1),
                 ],
             );
         }
     }
-    let _heal = Heal(node);
+    let _heal = Heal(node, rule);
+    // No one-off job before the web update (the file's create-site could
+    // land on that node first): the site exists already.
+    let compose = s.p.read("compose.swarm.yaml");
+    let (head, rest) = compose.split_once("  # One-off:").unwrap();
+    let (_, tail) = rest.split_once("  backend:").unwrap();
+    s.p.write("compose.swarm.yaml", &format!("{head}  backend:{tail}"));
 
     let out = s.swarm(&["deploy", "1.0.1", "--no-migrate"]);
     out.code(3).clean();

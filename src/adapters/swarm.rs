@@ -465,11 +465,17 @@ impl Swarm {
                 .filter(|(_, at, _)| at.is_some_and(|t| t >= since));
             if let Some((state, _, msg)) = fresh_update {
                 if state == "paused" || state.starts_with("rollback") {
-                    let failed: Vec<String> = tasks
+                    let mut failed: Vec<String> = Vec::new();
+                    for d in tasks
                         .iter()
                         .filter(|t| t.state == "failed" || t.state == "rejected")
                         .map(TaskState::describe)
-                        .collect();
+                    {
+                        // A slot retried on the same node fails the same way.
+                        if !failed.contains(&d) {
+                            failed.push(d);
+                        }
+                    }
                     return Err(Error::failed(format!(
                         "the update of {name} stopped ({state}: {msg}){}",
                         if failed.is_empty() {
