@@ -10,3 +10,4 @@ pub mod git;
 pub mod health;
 pub mod online;
 pub mod registry;
+pub mod swarm;

@@ -377,9 +377,18 @@ pub async fn run_deploy(global: &Global, args: &DeployArgs, style: &Style) -> Re
     } else {
         None
     };
-    if let Some(d) =
+    let d = if crate::cli::swarm::is_swarm(&inputs)? {
+        if args.full_down {
+            return Err(Error::refused(
+                "--full-down is for one host (DE_TARGET=compose)",
+                "a swarm deploy rolls the services one task at a time",
+            ));
+        }
+        crate::cli::swarm::deploy(&inputs, style, &version, args.dry_run, mode).await?
+    } else {
         deploy_version(&inputs, style, &version, args.dry_run, args.full_down, mode).await?
-    {
+    };
+    if let Some(d) = d {
         report(style, &d, started.elapsed(), None);
     }
     Ok(EXIT_OK)
@@ -394,6 +403,9 @@ pub async fn deploy_version(
     full_down: bool,
     mode: Option<MigrateMode>,
 ) -> Result<Option<Deployment>> {
+    if crate::cli::swarm::is_swarm(inputs)? {
+        return crate::cli::swarm::deploy(inputs, style, version, dry_run, mode).await;
+    }
     let s = Session::open(inputs, style).await?;
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;
@@ -462,6 +474,9 @@ pub async fn deploy_version(
 pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
     let inputs = config::load_checked(&crate::cli::paths(global))?;
+    if crate::cli::swarm::is_swarm(&inputs)? {
+        return crate::cli::swarm::rollback(&inputs, args, style).await;
+    }
     let s = Session::open(&inputs, style).await?;
     let all = s.state.deployments_checked()?;
     s.refuse_over_interrupted(&all)?;

@@ -14,6 +14,7 @@ pub mod release;
 pub mod releases;
 pub mod run;
 pub mod status;
+pub mod swarm;
 pub mod tags;
 
 use crate::block_on;
@@ -63,7 +64,14 @@ pub fn dispatch(cli: &args::Cli, paths: &Paths, style: &Style) -> Result<i32> {
         Command::Prune(a) => crate::config::load_checked(paths).and_then(|inputs| {
             block_on(prune::run(&inputs, a.keep, a.dry_run, a.build_cache, style))
         }),
-        Command::Lock(LockCommand::Release) => lock::release(paths, style),
+        Command::Lock(LockCommand::Release) => {
+            let inputs = crate::config::load(paths);
+            if swarm::is_swarm(&inputs)? {
+                block_on(swarm::lock_release(&inputs, style))
+            } else {
+                lock::release(paths, style)
+            }
+        }
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(a, style),
     }

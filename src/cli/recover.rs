@@ -19,6 +19,9 @@ use std::time::Duration;
 /// `de-build recover`.
 pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> Result<i32> {
     let inputs = config::load(&crate::cli::paths(global));
+    if crate::cli::swarm::is_swarm(&inputs)? {
+        return crate::cli::swarm::recover(&inputs, args, style).await;
+    }
     let st = State::new(&inputs.paths.state);
     let (all, bad) = st.deployments();
     for b in &bad {

@@ -100,13 +100,13 @@ impl Sink for Terminal {
 /// recovery runs); a second marks the record interrupted and exits at once.
 /// Installed before the lock is taken, so no signal can leave a lock behind
 /// unnoticed (the OS lock dies with the process anyway).
-struct Signals {
-    flag: Arc<AtomicBool>,
+pub(crate) struct Signals {
+    pub(crate) flag: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Signals {
-    fn install(state: &State, id: &str) -> Result<Signals> {
+    pub(crate) fn install(state: &State, id: &str) -> Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt())
             .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;

@@ -148,6 +148,9 @@ pub fn findings(
 
 pub async fn run(paths: &Paths, style: &Style) -> Result<i32> {
     let inputs = config::load(paths);
+    if crate::cli::swarm::is_swarm(&inputs)? {
+        return crate::cli::swarm::status(&inputs, style).await;
+    }
     let st = State::new(&paths.state);
     let (all, unreadable) = st.deployments();
     let lock = st.lock_status();

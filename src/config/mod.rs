@@ -5,6 +5,7 @@ pub mod compose;
 pub mod containerfile;
 pub mod envfile;
 pub mod rules;
+pub mod stack;
 pub mod version;
 
 // Input files are read capped and zeroed; the reader lives with `Secret`.

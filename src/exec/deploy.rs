@@ -74,6 +74,7 @@ pub fn new_record(plan: &DeployPlan) -> Deployment {
         pid: std::process::id(),
         plan: Some(plan.clone()),
         progress: Progress::default(),
+        swarm: None,
     }
 }
 

@@ -5,3 +5,4 @@ pub mod build;
 pub mod deploy;
 pub mod image;
 pub mod ports;
+pub mod swarm;

@@ -5,4 +5,5 @@
 pub mod build;
 pub mod deploy;
 pub mod prune;
+pub mod swarm;
 pub mod tags;

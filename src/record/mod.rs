@@ -4,3 +4,4 @@
 pub mod deploy;
 pub mod manifest;
 pub mod state;
+pub mod swarm;

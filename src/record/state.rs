@@ -509,6 +509,9 @@ pub struct Deployment {
     pub plan: Option<DeployPlan>,
     #[serde(default)]
     pub progress: Progress,
+    /// A deployment to a swarm (`DE_TARGET=swarm`): its plan and progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<crate::record::swarm::SwarmRun>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

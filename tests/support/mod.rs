@@ -2,6 +2,7 @@
 //! in the manner of just's test harness.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod stack;
 
 use std::path::{Path, PathBuf};

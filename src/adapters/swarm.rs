@@ -1,0 +1,1219 @@
+//! Docker Swarm through the manager's Engine API (bollard): services made
+//! from the stack's definitions, one-off jobs for bench, convergence, tasks
+//! per node, and the deploy lock kept on the swarm itself.
+//!
+//! Service specs are written as the Engine API's JSON (what the docker CLI
+//! sends) and read into bollard's types: one place that says what a stack
+//! service is. Names and labels follow `docker stack deploy`
+//! (`<namespace>_<service>`, `com.docker.stack.namespace`), so `docker stack
+//! ps` and `docker stack services` show de-build's stacks too.
+
+use crate::adapters::engine::{describe, Engine};
+use crate::error::{Error, Result};
+use crate::record::swarm::{
+    JobRecord, ModeDef, MountKind, Role, ServiceDef, SwarmStack, TaskState,
+};
+use bollard::auth::DockerCredentials;
+use bollard::models::{ConfigSpec, NetworkCreateRequest, ServiceSpec};
+use bollard::query_parameters as q;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// The manager's view of one service.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub id: String,
+    pub name: String,
+    pub version: u64,
+    pub spec: ServiceSpec,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `updating`, `paused`, `completed`, `rollback_*`, with when it started.
+    pub update_state: Option<(String, Option<chrono::DateTime<chrono::Utc>>, String)>,
+}
+
+impl ServiceView {
+    pub fn image(&self) -> String {
+        self.spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn label(&self, k: &str) -> Option<String> {
+        self.spec.labels.as_ref().and_then(|l| l.get(k).cloned())
+    }
+
+    pub fn replicas(&self) -> Option<u64> {
+        let mode = self.spec.mode.as_ref()?;
+        mode.replicated
+            .as_ref()
+            .and_then(|r| r.replicas)
+            .map(|r| r.max(0) as u64)
+    }
+
+    pub fn is_global(&self) -> bool {
+        self.spec.mode.as_ref().is_some_and(|m| m.global.is_some())
+    }
+
+    pub fn is_job(&self) -> bool {
+        self.spec
+            .mode
+            .as_ref()
+            .is_some_and(|m| m.replicated_job.is_some() || m.global_job.is_some())
+    }
+}
+
+/// The deploy lock: a swarm config object per stack. Creating it is atomic
+/// in the swarm's store (a second create of the name fails), so two
+/// operators on two machines cannot both hold it; the holder refreshes a
+/// label every few seconds, and the manager's own clock tells its age.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SwarmLock {
+    Free,
+    Held {
+        id: String,
+        holder: Value,
+        age_secs: i64,
+    },
+    /// No heartbeat for longer than the staleness limit: its process is gone
+    /// (or cut off from the manager).
+    Stale {
+        id: String,
+        holder: Value,
+        age_secs: i64,
+    },
+}
+
+impl SwarmLock {
+    pub fn describe(&self) -> String {
+        let who = |h: &Value| {
+            format!(
+                "{}@{} (pid {}, `{}` of {}, deployment {}, since {})",
+                h["user"].as_str().unwrap_or("?"),
+                h["host"].as_str().unwrap_or("?"),
+                h["pid"],
+                h["command"].as_str().unwrap_or("?"),
+                h["version"].as_str().unwrap_or("?"),
+                h["deployment"].as_str().unwrap_or("?"),
+                h["since"].as_str().unwrap_or("?")
+            )
+        };
+        match self {
+            SwarmLock::Free => "free".into(),
+            SwarmLock::Held {
+                holder, age_secs, ..
+            } => format!(
+                "held on the swarm by {} (last heartbeat {age_secs}s ago)",
+                who(holder)
+            ),
+            SwarmLock::Stale {
+                holder, age_secs, ..
+            } => format!(
+                "left on the swarm by {}: no heartbeat for {age_secs}s, its process is gone",
+                who(holder)
+            ),
+        }
+    }
+}
+
+/// A one-off job to run.
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    pub step: String,
+    pub name: String,
+    pub spec: Value,
+    pub command: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Swarm {
+    pub engine: Engine,
+    pub creds: Option<DockerCredentials>,
+}
+
+impl Swarm {
+    pub fn new(engine: Engine, creds: Option<DockerCredentials>) -> Swarm {
+        Swarm { engine, creds }
+    }
+
+    /// The engine must be a swarm manager: only managers answer for the swarm.
+    pub async fn check_manager(&self) -> Result<()> {
+        self.engine.docker.inspect_swarm().await.map(|_| ()).map_err(|e| Error::Refused {
+            message: format!(
+                "the engine at {} is not a swarm manager: {}",
+                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the local socket".into()),
+                describe(&e)
+            ),
+            hint: Some("DE_TARGET=swarm talks to a manager only: set DOCKER_HOST to a manager's engine (e.g. ssh://admin@manager1 or tcp://manager1:2376 with TLS)".into()),
+        })
+    }
+
+    /// Does the registry hold `image` as the manager sees it (it resolves
+    /// the digest the same way the nodes will)?
+    pub async fn registry_has(&self, image: &str) -> Result<()> {
+        self.engine
+            .docker
+            .inspect_registry_image(image, self.creds.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Failed {
+                message: format!(
+                    "the swarm manager cannot find {image} in its registry: {}",
+                    describe(&e)
+                ),
+                hint: Some("push the release first (`de-build push VERSION`); the nodes must reach DE_SWARM_REGISTRY (or DE_REGISTRY)".into()),
+            })
+    }
+
+    async fn node_names(&self) -> Result<HashMap<String, (String, String)>> {
+        let nodes = self
+            .engine
+            .docker
+            .list_nodes(None::<q::ListNodesOptions>)
+            .await
+            .map_err(|e| Error::engine("list the swarm's nodes", describe(&e)))?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| {
+                let host = n.description.and_then(|d| d.hostname).unwrap_or_default();
+                let state = n
+                    .status
+                    .and_then(|s| s.state)
+                    .map(|s| enum_str(&s))
+                    .unwrap_or_default();
+                (n.id.unwrap_or_default(), (host, state))
+            })
+            .collect())
+    }
+
+    fn view(s: bollard::models::Service) -> ServiceView {
+        let spec = s.spec.unwrap_or_default();
+        ServiceView {
+            id: s.id.unwrap_or_default(),
+            name: spec.name.clone().unwrap_or_default(),
+            version: s.version.and_then(|v| v.index).unwrap_or(0),
+            spec,
+            updated_at: s.updated_at,
+            update_state: s.update_status.map(|u| {
+                (
+                    u.state.map(|s| enum_str(&s)).unwrap_or_default(),
+                    u.started_at,
+                    u.message.unwrap_or_default(),
+                )
+            }),
+        }
+    }
+
+    pub async fn service(&self, name: &str) -> Result<Option<ServiceView>> {
+        match self
+            .engine
+            .docker
+            .inspect_service(name, None::<q::InspectServiceOptions>)
+            .await
+        {
+            Ok(s) => Ok(Some(Self::view(s))),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(Error::engine(
+                format!("inspect service {name}"),
+                describe(&e),
+            )),
+        }
+    }
+
+    /// The namespace's services (de-build's own bench jobs excluded).
+    pub async fn services(&self, namespace: &str) -> Result<Vec<ServiceView>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{NAMESPACE_LABEL}={namespace}")],
+        )]);
+        let list = self
+            .engine
+            .docker
+            .list_services(Some(q::ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| {
+                Error::engine(
+                    format!("list the services of stack {namespace}"),
+                    describe(&e),
+                )
+            })?;
+        let mut out: Vec<ServiceView> = list
+            .into_iter()
+            .map(Self::view)
+            .filter(|v| v.label("de-build.job").is_none())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Remove the one-off jobs a deployment left (its process died while
+    /// one ran): their tasks stop with them. Returns their names.
+    pub async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("de-build.job={deployment}")],
+        )]);
+        let list = self
+            .engine
+            .docker
+            .list_services(Some(q::ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| Error::engine("list the deployment's jobs", describe(&e)))?;
+        let mut out = Vec::new();
+        for s in list.into_iter().map(Self::view) {
+            self.remove(&s.id).await?;
+            out.push(s.name);
+        }
+        Ok(out)
+    }
+
+    /// Tasks of these services (by ID), with node names and states.
+    pub async fn tasks(&self, services: &[ServiceView]) -> Result<Vec<TaskState>> {
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: HashMap<String, String> = services
+            .iter()
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect();
+        let filters = HashMap::from([(
+            "service".to_string(),
+            services.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        )]);
+        let tasks = self
+            .engine
+            .docker
+            .list_tasks(Some(q::ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| Error::engine("list tasks", describe(&e)))?;
+        let nodes = self.node_names().await?;
+        let mut out: Vec<(Option<chrono::DateTime<chrono::Utc>>, TaskState)> = tasks
+            .into_iter()
+            .map(|t| {
+                let (node, node_state) = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|n| nodes.get(n).cloned())
+                    .unwrap_or_else(|| ("(unassigned)".into(), String::new()));
+                let status = t.status.clone().unwrap_or_default();
+                let err = status.err.clone().filter(|e| !e.is_empty()).or_else(|| {
+                    // A failed task's message says why when `err` does not.
+                    let st = status.state.as_ref().map(enum_str).unwrap_or_default();
+                    (st == "failed" || st == "rejected")
+                        .then(|| status.message.clone())
+                        .flatten()
+                });
+                (
+                    t.created_at,
+                    TaskState {
+                        service: t
+                            .service_id
+                            .as_ref()
+                            .and_then(|s| names.get(s).cloned())
+                            .unwrap_or_default(),
+                        slot: t.slot,
+                        node,
+                        node_state,
+                        state: status.state.as_ref().map(enum_str).unwrap_or_default(),
+                        desired: t.desired_state.as_ref().map(enum_str).unwrap_or_default(),
+                        image: t
+                            .spec
+                            .and_then(|s| s.container_spec)
+                            .and_then(|c| c.image)
+                            .unwrap_or_default(),
+                        error: err,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.1.service, a.1.slot, &a.1.node, a.0).cmp(&(&b.1.service, b.1.slot, &b.1.node, b.0))
+        });
+        Ok(out.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// Create the overlay networks of the stack that do not exist yet.
+    pub async fn ensure_network(
+        &self,
+        namespace: &str,
+        name: &str,
+        opts: &HashMap<String, String>,
+    ) -> Result<bool> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let list = self
+            .engine
+            .docker
+            .list_networks(Some(q::ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| Error::engine("list networks", describe(&e)))?;
+        // The name filter matches substrings.
+        if list.iter().any(|n| n.name.as_deref() == Some(name)) {
+            return Ok(false);
+        }
+        self.engine
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("overlay".into()),
+                attachable: Some(true),
+                options: Some(opts.clone()),
+                labels: Some(HashMap::from([(
+                    NAMESPACE_LABEL.to_string(),
+                    namespace.to_string(),
+                )])),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::engine(format!("create network {name}"), describe(&e)))?;
+        Ok(true)
+    }
+
+    /// Create the service, or update it to `spec` (at the version read just
+    /// before: a concurrent change fails instead of being overwritten).
+    pub async fn apply(&self, spec: ServiceSpec) -> Result<()> {
+        let name = spec.name.clone().unwrap_or_default();
+        let started = Instant::now();
+        let res = match self.service(&name).await? {
+            None => self
+                .engine
+                .docker
+                .create_service(spec, self.creds.clone())
+                .await
+                .map(|_| ()),
+            Some(cur) => self
+                .engine
+                .docker
+                .update_service(
+                    &name,
+                    spec,
+                    q::UpdateServiceOptions {
+                        version: cur.version as i32,
+                        ..Default::default()
+                    },
+                    self.creds.clone(),
+                )
+                .await
+                .map(|_| ()),
+        };
+        crate::ui::logfile::action(
+            &format!("swarm apply service {name}"),
+            res.is_ok(),
+            started.elapsed(),
+            &res.as_ref().err().map(describe).unwrap_or_default(),
+        );
+        res.map_err(|e| Error::engine(format!("create or update service {name}"), describe(&e)))
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        match self.engine.docker.delete_service(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(Error::engine(
+                format!("remove service {name}"),
+                describe(&e),
+            )),
+        }
+    }
+
+    /// Wait until `name` runs its spec everywhere it should, or fail with
+    /// what the swarm says (a paused update, tasks that keep failing, and on
+    /// which node), or at `timeout`. `expect_update`: the spec changed, so
+    /// an update status newer than the change must show up first (until it
+    /// does the old tasks still look converged).
+    pub async fn wait_converged(
+        &self,
+        name: &str,
+        since: chrono::DateTime<chrono::Utc>,
+        timeout: Duration,
+        on_note: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Vec<TaskState>> {
+        let started = Instant::now();
+        let mut last_note = String::new();
+        let mut stable = 0;
+        loop {
+            let Some(svc) = self.service(name).await? else {
+                return Err(Error::failed(format!(
+                    "service {name} disappeared while de-build waited for it"
+                )));
+            };
+            let tasks = self.tasks(std::slice::from_ref(&svc)).await?;
+            let image = svc.image();
+            let fresh_update = svc
+                .update_state
+                .as_ref()
+                .filter(|(_, at, _)| at.is_some_and(|t| t >= since));
+            if let Some((state, _, msg)) = fresh_update {
+                if state == "paused" || state.starts_with("rollback") {
+                    let mut failed: Vec<String> = Vec::new();
+                    for d in tasks
+                        .iter()
+                        .filter(|t| t.state == "failed" || t.state == "rejected")
+                        .map(TaskState::describe)
+                    {
+                        // A slot retried on the same node fails the same way.
+                        if !failed.contains(&d) {
+                            failed.push(d);
+                        }
+                    }
+                    return Err(Error::failed(format!(
+                        "the update of {name} stopped ({state}: {msg}){}",
+                        if failed.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; failed tasks: {}", failed.join("; "))
+                        }
+                    )));
+                }
+            }
+            let updating = fresh_update.is_some_and(|(s, _, _)| s == "updating");
+            let want_running: Vec<&TaskState> =
+                tasks.iter().filter(|t| t.desired == "running").collect();
+            let running_new = want_running
+                .iter()
+                .filter(|t| t.state == "running" && t.image == image)
+                .count() as u64;
+            let all_running = want_running
+                .iter()
+                .all(|t| t.state == "running" && t.image == image);
+            let enough = match svc.replicas() {
+                Some(n) => running_new >= n,
+                None => running_new >= 1,
+            };
+            // Failures of the new spec since the change, on a service the
+            // updater does not watch (a new one): the scheduler retries
+            // forever; three in a row say it will not work.
+            let failing: Vec<&TaskState> = tasks
+                .iter()
+                .filter(|t| {
+                    t.image == image
+                        && (t.state == "failed" || t.state == "rejected")
+                        && t.desired != "running"
+                })
+                .collect();
+            if failing.len() >= 3 && !enough {
+                return Err(Error::failed(format!(
+                    "tasks of {name} keep failing: {}",
+                    failing
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .map(|t| t.describe())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )));
+            }
+            if !updating && all_running && enough {
+                stable += 1;
+                // Twice in a row, a second apart: the orchestrator has acted
+                // on the change (an update that changed nothing shows no
+                // status at all).
+                if stable >= 2 {
+                    return Ok(tasks);
+                }
+            } else {
+                stable = 0;
+            }
+            let note = format!(
+                "{name}: {running_new}/{} running the new spec{}",
+                svc.replicas()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "each node".into()),
+                if updating { " (rolling)" } else { "" }
+            );
+            if note != last_note {
+                on_note(&note);
+                last_note = note;
+            }
+            if started.elapsed() > timeout {
+                let states: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.desired == "running" || t.state == "failed" || t.state == "rejected"
+                    })
+                    .map(TaskState::describe)
+                    .collect();
+                return Err(Error::failed(format!(
+                    "{name} did not converge within {}s (DE_SWARM_TIMEOUT): {}",
+                    timeout.as_secs(),
+                    if states.is_empty() {
+                        "no task".to_string()
+                    } else {
+                        states.join("; ")
+                    }
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    }
+
+    /// The manager's clock (lock ages and update status times are the
+    /// manager's, never this machine's).
+    pub async fn manager_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        let info = self
+            .engine
+            .docker
+            .info()
+            .await
+            .map_err(|e| Error::engine("ask the manager for its time", describe(&e)))?;
+        info.system_time
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok_or_else(|| Error::engine("ask the manager for its time", "no SystemTime in /info"))
+    }
+
+    /// Run a one-off job to completion, streaming its output; the job
+    /// service is removed afterwards whatever happened.
+    pub async fn run_job(
+        &self,
+        job: &JobRun,
+        timeout: Duration,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(JobRecord, String)> {
+        let spec: ServiceSpec = serde_json::from_value(job.spec.clone())
+            .map_err(|e| Error::failed(format!("job spec for {}: {e}", job.name)))?;
+        // A job of an earlier run that died with its process.
+        self.remove(&job.name).await?;
+        let created = self
+            .engine
+            .docker
+            .create_service(spec, self.creds.clone())
+            .await
+            .map_err(|e| Error::engine(format!("create job {}", job.name), describe(&e)))?;
+        let id = created.id.unwrap_or_else(|| job.name.clone());
+        let result = self.follow_job(job, &id, timeout, on_line).await;
+        if let Err(e) = self.remove(&id).await {
+            on_line(&format!(
+                "warning: job service {} not removed: {e}",
+                job.name
+            ));
+        }
+        result
+    }
+
+    async fn follow_job(
+        &self,
+        job: &JobRun,
+        id: &str,
+        timeout: Duration,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(JobRecord, String)> {
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let docker = self.engine.docker.clone();
+        let sid = id.to_string();
+        // Live output: the manager gathers it from whichever node runs the task.
+        let follower = tokio::spawn(async move {
+            let mut s = docker.service_logs(
+                &sid,
+                Some(q::LogsOptions {
+                    follow: true,
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            );
+            let mut pending = String::new();
+            while let Some(Ok(chunk)) = s.next().await {
+                pending.push_str(&chunk.to_string());
+                while let Some(i) = pending.find('\n') {
+                    let line: String = pending.drain(..=i).collect();
+                    if tx.send(line.trim_end().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                let _ = tx.send(pending);
+            }
+        });
+        let mut streamed = 0usize;
+        let svc_view = || async {
+            self.service(id)
+                .await?
+                .ok_or_else(|| Error::failed(format!("job {} disappeared", job.name)))
+        };
+        let outcome = loop {
+            while let Ok(l) = rx.try_recv() {
+                on_line(&l);
+                streamed += 1;
+            }
+            let v = svc_view().await?;
+            let tasks = self.tasks(std::slice::from_ref(&v)).await?;
+            let done = tasks.iter().find(|t| {
+                matches!(
+                    t.state.as_str(),
+                    "complete" | "failed" | "rejected" | "shutdown" | "orphaned"
+                )
+            });
+            if let Some(t) = done {
+                break Ok((t.clone(), tasks.len()));
+            }
+            if started.elapsed() > timeout {
+                break Err(Error::failed(format!(
+                    "job `{}` did not finish within {}s (DE_SWARM_TIMEOUT): {}",
+                    job.command.join(" "),
+                    timeout.as_secs(),
+                    tasks
+                        .iter()
+                        .map(TaskState::describe)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        follower.abort();
+        let (task, count) = outcome?;
+        // The whole output, read once the task ended: the stream may lag.
+        let mut full = String::new();
+        let mut s = self.engine.docker.service_logs(
+            id,
+            Some(q::LogsOptions {
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        while let Some(Ok(chunk)) = s.next().await {
+            full.push_str(&chunk.to_string());
+        }
+        while let Ok(l) = rx.try_recv() {
+            on_line(&l);
+            streamed += 1;
+        }
+        for l in full.lines().skip(streamed) {
+            on_line(l);
+        }
+        let inspect = self.task_exit_code(id).await?;
+        crate::ui::logfile::action(
+            &format!("swarm job {} `{}`", job.name, job.command.join(" ")),
+            inspect == Some(0),
+            started.elapsed(),
+            &format!("task {} on {}", task.state, task.node),
+        );
+        Ok((
+            JobRecord {
+                step: job.step.clone(),
+                service: job.name.clone(),
+                command: job.command.clone(),
+                tasks: count,
+                node: task.node.clone(),
+                exit_code: inspect,
+            },
+            full,
+        ))
+        .and_then(|(r, out)| match r.exit_code {
+            Some(0) => Ok((r, out)),
+            _ if task.state == "rejected" => Err(Error::failed(format!(
+                "job `{}` could not start on {}: {}",
+                job.command.join(" "),
+                task.node,
+                task.error.clone().unwrap_or_default()
+            ))),
+            _ => Ok((r, out)),
+        })
+    }
+
+    async fn task_exit_code(&self, service_id: &str) -> Result<Option<i64>> {
+        let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
+        let tasks = self
+            .engine
+            .docker
+            .list_tasks(Some(q::ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| Error::engine("list the job's tasks", describe(&e)))?;
+        Ok(tasks
+            .into_iter()
+            .filter_map(|t| t.status?.container_status?.exit_code)
+            .next())
+    }
+
+    fn lock_name(namespace: &str) -> String {
+        format!("de-build-lock.{namespace}")
+    }
+
+    pub async fn lock_status(&self, namespace: &str, stale_secs: u64) -> Result<SwarmLock> {
+        let name = Self::lock_name(namespace);
+        let c = match self.engine.docker.inspect_config(&name).await {
+            Ok(c) => c,
+            Err(e) if is_status(&e, 404) => return Ok(SwarmLock::Free),
+            Err(e) => return Err(Error::engine("read the swarm's deploy lock", describe(&e))),
+        };
+        let now = self.manager_time().await?;
+        let beat = c.updated_at.or(c.created_at).unwrap_or(now);
+        let age_secs = (now - beat).num_seconds().max(0);
+        let holder = c
+            .spec
+            .and_then(|s| s.data)
+            .and_then(|d| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(d).ok()
+            })
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let id = c.id.unwrap_or_default();
+        Ok(if age_secs as u64 > stale_secs {
+            SwarmLock::Stale {
+                id,
+                holder,
+                age_secs,
+            }
+        } else {
+            SwarmLock::Held {
+                id,
+                holder,
+                age_secs,
+            }
+        })
+    }
+
+    /// Take the lock: Ok(id) or Err(what holds it). A stale lock is
+    /// removed by its ID first (if another operator already replaced it,
+    /// that removal finds nothing and their create wins).
+    pub async fn lock_acquire(
+        &self,
+        namespace: &str,
+        holder: &Value,
+        stale_secs: u64,
+    ) -> Result<(String, Option<SwarmLock>)> {
+        let name = Self::lock_name(namespace);
+        let mut took_over = None;
+        for _ in 0..2 {
+            use base64::Engine as _;
+            let spec = ConfigSpec {
+                name: Some(name.clone()),
+                labels: Some(HashMap::from([
+                    ("de-build.lock".to_string(), namespace.to_string()),
+                    ("de-build.beat".to_string(), "0".to_string()),
+                ])),
+                data: Some(base64::engine::general_purpose::STANDARD.encode(holder.to_string())),
+                ..Default::default()
+            };
+            match self.engine.docker.create_config(spec).await {
+                Ok(r) => return Ok((r.id, took_over)),
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => return Err(Error::engine("take the swarm's deploy lock", describe(&e))),
+            }
+            match self.lock_status(namespace, stale_secs).await? {
+                SwarmLock::Free => continue,
+                held @ SwarmLock::Held { .. } => {
+                    return Err(Error::Locked {
+                        message: format!("another deployment holds the lock: {}", held.describe()),
+                        hint: "wait for it to finish; nothing was changed".into(),
+                    })
+                }
+                stale @ SwarmLock::Stale { .. } => {
+                    if let SwarmLock::Stale { id, .. } = &stale {
+                        self.lock_remove(id).await?;
+                    }
+                    took_over = Some(stale);
+                }
+            }
+        }
+        Err(Error::Locked {
+            message: "another deployment took the swarm's deploy lock at the same moment".into(),
+            hint: "wait for it to finish; nothing was changed".into(),
+        })
+    }
+
+    /// Refresh the holder's heartbeat; Ok(false): the lock is not ours any more.
+    pub async fn lock_heartbeat(&self, id: &str, beat: u64) -> Result<bool> {
+        let c = match self.engine.docker.inspect_config(id).await {
+            Ok(c) => c,
+            Err(e) if is_status(&e, 404) => return Ok(false),
+            Err(e) => return Err(Error::engine("read the swarm's deploy lock", describe(&e))),
+        };
+        let mut spec = c.spec.unwrap_or_default();
+        spec.labels
+            .get_or_insert_with(HashMap::new)
+            .insert("de-build.beat".into(), beat.to_string());
+        let version = c.version.and_then(|v| v.index).unwrap_or(0) as i64;
+        match self
+            .engine
+            .docker
+            .update_config(id, spec, q::UpdateConfigOptions { version })
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(Error::engine(
+                "refresh the swarm's deploy lock",
+                describe(&e),
+            )),
+        }
+    }
+
+    pub async fn lock_remove(&self, id: &str) -> Result<()> {
+        match self.engine.docker.delete_config(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(Error::engine(
+                "remove the swarm's deploy lock",
+                describe(&e),
+            )),
+        }
+    }
+}
+
+/// An engine enum as its API string (`running`, `paused`, …).
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn nonzero(v: Option<i64>) -> Value {
+    v.map(Value::from).unwrap_or(Value::Null)
+}
+
+/// The mounts of a service as the Engine API takes them.
+fn mounts(stack: &SwarmStack, def: &ServiceDef) -> Vec<Value> {
+    def.mounts
+        .iter()
+        .map(|m| match m.kind {
+            MountKind::Volume => {
+                let vol = stack.stack.volumes.get(&m.source);
+                let mut v = json!({
+                    "Type": "volume",
+                    "Target": m.target,
+                    "ReadOnly": m.read_only,
+                });
+                if let Some(vol) = vol {
+                    v["Source"] = json!(vol.name);
+                    let mut opts = json!({"Labels": {NAMESPACE_LABEL: stack.namespace}});
+                    if !vol.external && (vol.driver.is_some() || !vol.driver_opts.is_empty()) {
+                        opts["DriverConfig"] = json!({
+                            "Name": vol.driver.clone().unwrap_or_else(|| "local".into()),
+                            "Options": vol.driver_opts,
+                        });
+                    }
+                    v["VolumeOptions"] = opts;
+                }
+                v
+            }
+            MountKind::Bind => json!({
+                "Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.read_only,
+            }),
+            MountKind::Tmpfs => json!({"Type": "tmpfs", "Target": m.target}),
+        })
+        .collect()
+}
+
+fn networks(stack: &SwarmStack, def: &ServiceDef) -> Vec<Value> {
+    def.networks
+        .iter()
+        .filter_map(|n| stack.stack.networks.get(n))
+        .map(|n| json!({"Target": n.name, "Aliases": [def.name]}))
+        .collect()
+}
+
+fn env_list(def: &ServiceDef) -> Vec<String> {
+    def.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The Engine API spec of a long-running service of the stack.
+pub fn service_spec(stack: &SwarmStack, def: &ServiceDef, deployment: &str) -> Value {
+    let name = stack.engine_name(&def.name);
+    let mut container = json!({
+        "Image": def.image,
+        "Labels": {NAMESPACE_LABEL: stack.namespace},
+        "Env": env_list(def),
+        "Mounts": mounts(stack, def),
+    });
+    for (k, v) in &def.labels {
+        container["Labels"][k] = json!(v);
+    }
+    if let Some(e) = &def.entrypoint {
+        container["Command"] = json!(e);
+    }
+    if let Some(c) = &def.command {
+        container["Args"] = json!(c);
+    }
+    if let Some(h) = &def.healthcheck {
+        container["HealthCheck"] = json!({
+            "Test": h.test, "Interval": nonzero(h.interval_ns), "Timeout": nonzero(h.timeout_ns),
+            "Retries": nonzero(h.retries), "StartPeriod": nonzero(h.start_period_ns),
+        });
+    }
+    if let Some(i) = def.init {
+        container["Init"] = json!(i);
+    }
+    if let Some(g) = def.stop_grace_ns {
+        container["StopGracePeriod"] = json!(g);
+    }
+    if let Some(u) = &def.user {
+        container["User"] = json!(u);
+    }
+    if let Some(d) = &def.working_dir {
+        container["Dir"] = json!(d);
+    }
+    if let Some(h) = &def.hostname {
+        container["Hostname"] = json!(h);
+    }
+    let mut task = json!({
+        "ContainerSpec": container,
+        "Networks": networks(stack, def),
+        "Placement": {"Constraints": def.constraints},
+    });
+    if let Some(r) = &def.restart {
+        task["RestartPolicy"] = json!({
+            "Condition": r.condition, "Delay": nonzero(r.delay_ns),
+            "MaxAttempts": nonzero(r.max_attempts), "Window": nonzero(r.window_ns),
+        });
+    }
+    let mode = match def.mode {
+        ModeDef::Replicated(n) => json!({"Replicated": {"Replicas": n}}),
+        ModeDef::Global => json!({"Global": {}}),
+        ModeDef::ReplicatedJob => {
+            json!({"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}})
+        }
+    };
+    // de-build decides what a failed update leads to (its recovery puts
+    // every touched service back), so the swarm only pauses.
+    let order = def.update.order.clone().unwrap_or_else(|| {
+        if def.role == Role::Web {
+            "start-first".into()
+        } else {
+            "stop-first".into()
+        }
+    });
+    let mut update = json!({
+        "Parallelism": def.update.parallelism.unwrap_or(1),
+        "FailureAction": "pause",
+        "Order": order,
+        "MaxFailureRatio": 0,
+    });
+    if let Some(d) = def.update.delay_ns {
+        update["Delay"] = json!(d);
+    }
+    if let Some(m) = def.update.monitor_ns {
+        update["Monitor"] = json!(m);
+    }
+    let mut labels = json!({
+        NAMESPACE_LABEL: stack.namespace,
+        "com.docker.stack.image": def.image,
+        "de-build.version": stack.version,
+        "de-build.deployment": deployment,
+        "de-build.role": def.role,
+    });
+    for (k, v) in &def.service_labels {
+        labels[k] = json!(v);
+    }
+    let ports: Vec<Value> = def
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "Protocol": p.protocol, "TargetPort": p.target,
+                "PublishedPort": p.published, "PublishMode": p.mode,
+            })
+        })
+        .collect();
+    let mut spec = json!({
+        "Name": name,
+        "Labels": labels,
+        "TaskTemplate": task,
+        "Mode": mode,
+        "EndpointSpec": {"Mode": def.endpoint_mode.clone().unwrap_or_else(|| "vip".into()), "Ports": ports},
+    });
+    // The engine refuses an update config on a job.
+    if def.mode != ModeDef::ReplicatedJob {
+        spec["UpdateConfig"] = update;
+    }
+    spec
+}
+
+/// A one-off job: `cmd` in `image` with the mounts, networks, environment
+/// and user of `like` (the backend service), run once (no restart).
+pub fn job_spec(
+    stack: &SwarmStack,
+    like: &ServiceDef,
+    image: &str,
+    name: &str,
+    cmd: &[String],
+    deployment: &str,
+) -> Value {
+    let mut def = like.clone();
+    def.image = image.to_string();
+    def.entrypoint = Some(cmd.to_vec());
+    def.command = None;
+    def.healthcheck = None;
+    def.ports = Vec::new();
+    def.mode = ModeDef::ReplicatedJob;
+    def.role = Role::Job;
+    def.service_labels = Default::default();
+    let mut v = service_spec(stack, &def, deployment);
+    v["Name"] = json!(name);
+    v["Labels"]["de-build.job"] = json!(deployment);
+    v["TaskTemplate"]["RestartPolicy"] = json!({"Condition": "none"});
+    v["EndpointSpec"] = json!({"Mode": "dnsrr"});
+    v
+}
+
+/// A one-off job modelled on a service as the engine runs it (its spec from
+/// inspect, as bollard serializes it): the same mounts, networks,
+/// environment and user, another image and command, run once.
+pub fn job_spec_from_engine(
+    spec: &Value,
+    image: &str,
+    name: &str,
+    cmd: &[String],
+    deployment: &str,
+) -> Value {
+    let mut v = json!({
+        "Name": name,
+        "Labels": {
+            NAMESPACE_LABEL: spec["Labels"][NAMESPACE_LABEL].clone(),
+            "de-build.job": deployment,
+        },
+        "TaskTemplate": spec["TaskTemplate"].clone(),
+        "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
+        "EndpointSpec": {"Mode": "dnsrr"},
+    });
+    let c = &mut v["TaskTemplate"]["ContainerSpec"];
+    c["Image"] = json!(image);
+    c["Command"] = json!(cmd);
+    if let Some(o) = c.as_object_mut() {
+        o.remove("Args");
+        o.remove("HealthCheck");
+    }
+    v["TaskTemplate"]["RestartPolicy"] = json!({"Condition": "none"});
+    v
+}
+
+/// A job service name: unique, short enough for the engine (63).
+pub fn job_name(namespace: &str, step: &str, deployment: &str, n: usize) -> String {
+    let tail: String = deployment
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    let tail = &tail[tail.len().saturating_sub(12)..];
+    let mut s = format!("{namespace}_de-build-{step}-{n}-{tail}");
+    s.truncate(63);
+    s
+}
+
+/// Parse a spec written as JSON into bollard's type.
+pub fn spec_from(v: &Value) -> Result<ServiceSpec> {
+    serde_json::from_value(v.clone()).map_err(|e| Error::failed(format!("service spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::swarm::*;
+
+    fn stack() -> SwarmStack {
+        let yaml = r#"
+services:
+  backend:
+    image: r:5000/x:1@sha256:ab
+    command: [bench, serve]
+    deploy: {replicas: 2, endpoint_mode: dnsrr}
+    ports: [{target: 8000, published: 18080, mode: host}]
+    healthcheck: {test: "true", interval: 1s}
+    volumes: [sites:/s]
+volumes:
+  sites:
+    driver_opts: {type: none, o: bind, device: /srv/x}
+"#;
+        SwarmStack {
+            version: "1".into(),
+            image: "r:5000/x:1@sha256:ab".into(),
+            image_id: "sha256:1".into(),
+            namespace: "erp".into(),
+            file: "/f".into(),
+            stack: crate::config::stack::parse(yaml, "erp", &["backend".into()]).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_web_service_rolls_start_first_and_pauses_on_failure() {
+        let st = stack();
+        let v = service_spec(&st, st.stack.service("backend").unwrap(), "d1");
+        let spec = spec_from(&v).unwrap();
+        assert_eq!(spec.name.as_deref(), Some("erp_backend"));
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["UpdateConfig"]["Order"], "start-first");
+        assert_eq!(back["UpdateConfig"]["FailureAction"], "pause");
+        assert_eq!(back["EndpointSpec"]["Mode"], "dnsrr");
+        assert_eq!(back["EndpointSpec"]["Ports"][0]["PublishMode"], "host");
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"],
+            "erp_sites"
+        );
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["VolumeOptions"]["DriverConfig"]
+                ["Options"]["device"],
+            "/srv/x"
+        );
+        assert_eq!(back["TaskTemplate"]["Networks"][0]["Target"], "erp_default");
+        assert_eq!(back["TaskTemplate"]["Networks"][0]["Aliases"][0], "backend");
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["HealthCheck"]["Interval"],
+            1_000_000_000i64
+        );
+        assert_eq!(back["Labels"]["de-build.role"], "web");
+    }
+
+    #[test]
+    fn a_job_runs_once_with_the_backends_mounts() {
+        let st = stack();
+        let cmd = vec!["bench".to_string(), "migrate".to_string()];
+        let name = job_name("erp", "migrate", "20261123T101010.123Z-4242", 0);
+        assert!(
+            name.len() <= 63 && name.starts_with("erp_de-build-migrate-0-"),
+            "{name}"
+        );
+        let v = job_spec(
+            &st,
+            st.stack.service("backend").unwrap(),
+            "r:5000/x:2@sha256:cd",
+            &name,
+            &cmd,
+            "d1",
+        );
+        let back = serde_json::to_value(spec_from(&v).unwrap()).unwrap();
+        assert_eq!(back["Mode"]["ReplicatedJob"]["TotalCompletions"], 1);
+        assert_eq!(back["TaskTemplate"]["RestartPolicy"]["Condition"], "none");
+        assert_eq!(back["TaskTemplate"]["ContainerSpec"]["Command"], json!(cmd));
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Image"],
+            "r:5000/x:2@sha256:cd"
+        );
+        assert!(back["TaskTemplate"]["ContainerSpec"]
+            .get("HealthCheck")
+            .is_none());
+        assert_eq!(
+            back["TaskTemplate"]["ContainerSpec"]["Mounts"][0]["Source"],
+            "erp_sites"
+        );
+        assert!(back.get("UpdateConfig").is_none());
+    }
+}

@@ -1,0 +1,317 @@
+//! The swarm executor against a scripted world: which calls each failure
+//! leads to. The real swarm is exercised by `tests/swarm.rs`.
+
+use super::*;
+use crate::plan::swarm::{plan, SwarmRequest};
+use crate::record::deploy::{Action, Sites};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+struct Fake {
+    calls: RefCell<Vec<String>>,
+    fail_job: Option<&'static str>,
+    fail_converge: Option<&'static str>,
+}
+
+impl SwarmWorld for Fake {
+    async fn manager_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        Ok(chrono::Utc::now())
+    }
+    async fn apply(&self, spec: &Value) -> Result<()> {
+        let img = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
+            .unwrap_or("previous-spec")
+            .to_string();
+        self.calls.borrow_mut().push(format!(
+            "apply {} {img}",
+            spec["Name"].as_str().unwrap_or("?")
+        ));
+        Ok(())
+    }
+    async fn remove(&self, name: &str) -> Result<()> {
+        self.calls.borrow_mut().push(format!("remove {name}"));
+        Ok(())
+    }
+    async fn wait_converged(
+        &self,
+        name: &str,
+        _since: chrono::DateTime<chrono::Utc>,
+        _timeout: Duration,
+        _on_note: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Vec<TaskState>> {
+        let n = self
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with(&format!("apply {name} ")))
+            .count();
+        // Only the first update fails: the revert converges.
+        if self.fail_converge == Some(name) && n == 1 {
+            return Err(Error::failed(format!(
+                "the update of {name} stopped (paused)"
+            )));
+        }
+        Ok(vec![])
+    }
+    async fn ensure_network(&self, _namespace: &str, name: &str) -> Result<bool> {
+        self.calls.borrow_mut().push(format!("network {name}"));
+        Ok(true)
+    }
+    async fn run_job(
+        &self,
+        job: &JobRun,
+        _timeout: Duration,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(JobRecord, String)> {
+        let cmd = job.command.join(" ");
+        let image = job.spec["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.calls.borrow_mut().push(format!("job {cmd} @{image}"));
+        let (code, out) = if self.fail_job.is_some_and(|f| cmd.contains(f)) {
+            (1, "failed".to_string())
+        } else if cmd.contains("backup") {
+            (
+                0,
+                "Backup Summary for a.local at x\nDatabase: ./a.local/b.sql.gz 1B\n".into(),
+            )
+        } else if cmd.contains("ready-for-migration") {
+            (0, "READY for migration: site a.local".into())
+        } else {
+            (0, String::new())
+        };
+        on_line(&out);
+        Ok((
+            JobRecord {
+                step: job.step.clone(),
+                service: job.name.clone(),
+                command: job.command.clone(),
+                tasks: 1,
+                node: "n2".into(),
+                exit_code: Some(code),
+            },
+            out,
+        ))
+    }
+    async fn remove_jobs(&self, _deployment: &str) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+    async fn stack_tasks(&self, _namespace: &str) -> Result<Vec<TaskState>> {
+        Ok(["p_backend", "p_queue"]
+            .iter()
+            .map(|s| TaskState {
+                service: s.to_string(),
+                slot: Some(1),
+                node: "n1".into(),
+                node_state: "ready".into(),
+                state: "running".into(),
+                desired: "running".into(),
+                image: "r/x:2@sha256:2".into(),
+                error: None,
+            })
+            .collect())
+    }
+    async fn wait_healthy(&self, _url: &str, _t: Duration, _g: Gate) -> Result<Duration> {
+        Ok(Duration::ZERO)
+    }
+    async fn sleep(&self, _d: Duration) {}
+    fn write_snapshot(&self, _to: &std::path::Path, _text: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Saved(RefCell<Vec<Deployment>>);
+
+impl Records for Saved {
+    fn save(&self, d: &Deployment) -> Result<()> {
+        self.0.borrow_mut().push(d.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl Sink for Lines {
+    fn step(&mut self, _i: usize, _n: usize, step: &str) {
+        self.0.push(format!("step {step}"));
+    }
+    fn step_done(&mut self, _s: f64, _ok: bool) {}
+    fn line(&mut self, l: &str) {
+        self.0.push(l.into());
+    }
+    fn note(&mut self, l: &str) {
+        self.0.push(l.into());
+    }
+}
+
+fn stack(v: &str) -> SwarmStack {
+    let yaml = format!(
+        "services:\n  backend:\n    image: r/x:{v}@sha256:{v}\n    volumes: [sites:/s]\n  queue:\n    image: r/x:{v}@sha256:{v}\nvolumes:\n  sites: {{}}\n"
+    );
+    SwarmStack {
+        version: v.into(),
+        image: format!("r/x:{v}@sha256:{v}"),
+        image_id: format!("sha256:{v}"),
+        namespace: "p".into(),
+        file: "/f".into(),
+        stack: crate::config::stack::parse(&yaml, "p", &["backend".into()]).unwrap(),
+    }
+}
+
+fn upgrade() -> SwarmPlan {
+    plan(SwarmRequest {
+        id: "d1".into(),
+        action: Action::Deploy,
+        version: "2".into(),
+        image_id: "sha256:2".into(),
+        new: stack("2"),
+        resolved: String::new(),
+        previous: Some(crate::plan::swarm::PreviousRelease {
+            version: "1".into(),
+            image: "r/x:1@sha256:1".into(),
+            deployment: None,
+        }),
+        previous_specs: BTreeMap::from([
+            (
+                "p_backend".to_string(),
+                serde_json::json!({"Name": "p_backend"}),
+            ),
+            (
+                "p_queue".to_string(),
+                serde_json::json!({"Name": "p_queue"}),
+            ),
+        ]),
+        previous_running: true,
+        compose_sources: vec!["/p/compose.yaml".into()],
+        env: BTreeMap::new(),
+        sites: Sites::parse("a.local"),
+        backend_service: "backend".into(),
+        health_url: "http://127.0.0.1:1/".into(),
+        drain_timeout_secs: 5,
+        health_timeout_secs: 5,
+        timeout_secs: 5,
+        migrate: true,
+        maintenance: true,
+        restore: vec![],
+    })
+}
+
+fn run(world: &Fake) -> (Finished, Vec<String>) {
+    let records = Saved::default();
+    let mut sink = Lines::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = upgrade();
+    let f = rt.block_on(
+        SwarmExecutor {
+            world,
+            records: &records,
+            sink: &mut sink,
+            interrupted: Arc::new(AtomicBool::new(false)),
+            lost_lock: Arc::new(AtomicBool::new(false)),
+            jobs_started: 0,
+        }
+        .run(&p),
+    );
+    (f, world.calls.borrow().clone())
+}
+
+#[test]
+fn an_upgrade_runs_bench_jobs_of_the_right_release_in_order() {
+    let w = Fake::default();
+    let (f, calls) = run(&w);
+    assert!(f.error.is_none(), "{:?}", f.error);
+    assert_eq!(
+        calls,
+        vec![
+            "job bench --site a.local set-maintenance-mode on @r/x:1@sha256:1",
+            "job bench --site a.local ready-for-migration @r/x:1@sha256:1",
+            "job bench --site a.local backup @r/x:1@sha256:1",
+            "network p_default",
+            "job bench --site a.local migrate @r/x:2@sha256:2",
+            "apply p_backend r/x:2@sha256:2",
+            "apply p_queue r/x:2@sha256:2",
+            "job bench --site a.local set-maintenance-mode off @r/x:2@sha256:2",
+        ]
+    );
+    let run = f.record.swarm.unwrap();
+    assert_eq!(run.jobs.iter().filter(|j| j.step == "migrate").count(), 1);
+    assert_eq!(run.tasks.len(), 2);
+    assert_eq!(f.record.result, Outcome::Succeeded);
+}
+
+#[test]
+fn a_failed_migrate_restores_with_the_old_code_and_changes_no_service() {
+    let w = Fake {
+        fail_job: Some("migrate"),
+        ..Default::default()
+    };
+    let (f, calls) = run(&w);
+    assert_eq!(f.error.as_ref().unwrap().exit_code(), 3);
+    assert!(!calls.iter().any(|c| c.starts_with("apply")), "{calls:?}");
+    let tail: Vec<&str> = calls.iter().rev().take(2).map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        vec![
+            "job bench --site a.local set-maintenance-mode off @r/x:1@sha256:1",
+            "job bench --site a.local restore ./a.local/b.sql.gz @r/x:1@sha256:1",
+        ]
+    );
+    assert_eq!(f.record.result, Outcome::Recovered);
+}
+
+#[test]
+fn a_paused_rolling_update_puts_back_the_recorded_specs() {
+    let w = Fake {
+        fail_converge: Some("p_backend"),
+        ..Default::default()
+    };
+    let (f, calls) = run(&w);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(e.to_string().contains("database restored"), "{e}");
+    let after: Vec<&str> = calls
+        .iter()
+        .skip_while(|c| !c.starts_with("apply p_backend r/x:2"))
+        .skip(1)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        after,
+        vec![
+            "apply p_backend previous-spec",
+            "job bench --site a.local restore ./a.local/b.sql.gz @r/x:1@sha256:1",
+            "job bench --site a.local set-maintenance-mode off @r/x:1@sha256:1",
+        ]
+    );
+}
+
+#[test]
+fn verify_names_tasks_that_run_another_image() {
+    let st = stack("2");
+    let mut tasks = vec![TaskState {
+        service: "p_backend".into(),
+        slot: Some(1),
+        node: "n3".into(),
+        node_state: "down".into(),
+        state: "running".into(),
+        desired: "running".into(),
+        image: "r/x:1@sha256:1".into(),
+        error: None,
+    }];
+    let v = verify(&st, &tasks);
+    assert!(
+        v.iter()
+            .any(|p| p.contains("n3 (down)") && p.contains("instead of")),
+        "{v:?}"
+    );
+    assert!(v.iter().any(|p| p.contains("p_queue has no task")), "{v:?}");
+    tasks[0].image = st.image.clone();
+    assert_eq!(verify(&st, &tasks).len(), 1);
+}
