@@ -700,23 +700,17 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
     s.swarm(&["deploy", "1.0.0"]).code(0);
     let d0 = s.digest("1.0.0");
     s.release("1.0.1");
-    // The node without a web replica is where start-first puts the new
-    // task (the others hold the host port): it cannot reach the registry.
-    let busy = c.docker_ok(&[
-        "service",
-        "ps",
-        "--filter",
-        "desired-state=running",
-        "--format",
-        "{{.Node}}",
-        &format!("{}_backend", s.ns),
-    ]);
-    let idle = (1..=3)
-        .find(|i| !busy.lines().any(|n| n == format!("n{i}")))
-        .expect("a node without a web replica");
-    let node = &c.nodes[idle - 1];
+    // The worker nodes cannot reach the registry (the manager can: it
+    // resolves the digest before anything changes). Wherever start-first
+    // puts the new tasks (a node without the host port taken), one of them
+    // lands on a worker before the update can finish. 1.0.0 is on every
+    // node beforehand, so putting it back needs no registry.
+    let old_image = s.service_image("backend");
+    for n in &c.nodes {
+        support::cluster::docker_ok(&["exec", n, "docker", "pull", "-q", &old_image]);
+    }
     // Packets to the registry rejected (an idle keep-alive connection of
-    // the node's engine included), as if its network to it were down.
+    // an engine included), as if the network to it were down.
     let reg_ip = support::cluster::docker_ok(&[
         "inspect",
         "-f",
@@ -727,7 +721,6 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
         "OUTPUT -d {} -p tcp --dport 5000 -j REJECT --reject-with tcp-reset",
         reg_ip.trim()
     );
-    support::cluster::docker_ok(&["exec", node, "sh", "-c", &format!("iptables -I {rule}")]);
     struct Heal<'a>(&'a str, String);
     impl Drop for Heal<'_> {
         fn drop(&mut self) {
@@ -743,7 +736,11 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
             );
         }
     }
-    let _heal = Heal(node, rule);
+    let mut _heal = Vec::new();
+    for n in &c.nodes[1..] {
+        support::cluster::docker_ok(&["exec", n, "sh", "-c", &format!("iptables -I {rule}")]);
+        _heal.push(Heal(n, rule.clone()));
+    }
     // No one-off job before the web update (the file's create-site could
     // land on that node first): the site exists already.
     let compose = s.p.read("compose.swarm.yaml");
@@ -760,13 +757,13 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
         .unwrap();
     eprintln!("{error}");
     // The message says the update stopped, which task failed on which node.
-    for want in [
-        "the update of",
-        &format!("on n{idle}"),
-        "1.0.0 is serving again",
-    ] {
+    for want in ["the update of", "No such image", "1.0.0 is serving again"] {
         assert!(error.contains(want), "{want}: {error}");
     }
+    assert!(
+        error.contains("rejected") && (error.contains(" on n2 ") || error.contains(" on n3 ")),
+        "a worker is named: {error}"
+    );
     let imgs = s.task_images("backend");
     assert!(
         imgs.len() == 2 && imgs.iter().all(|i| i.ends_with(&d0)),

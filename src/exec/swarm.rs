@@ -420,8 +420,16 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                             self.sink.note(&format!("removed {}", r.service));
                         }
                         Some(spec) => {
+                            // Back stop-first: start-first needs a node
+                            // with room (a free host port) for each new
+                            // task, and after a failed update the old and
+                            // new tasks may hold every node. Then the
+                            // recorded spec exactly (its update order
+                            // again; no task changes).
+                            let mut back = spec.clone();
+                            back["UpdateConfig"]["Order"] = Value::from("stop-first");
                             let since = self.world.manager_time().await?;
-                            self.world.apply(spec).await?;
+                            self.world.apply(&back).await?;
                             let sink = &mut *self.sink;
                             let mut note = |l: &str| sink.note(l);
                             self.world
@@ -432,6 +440,9 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                                     &mut note,
                                 )
                                 .await?;
+                            if &back != spec {
+                                self.world.apply(spec).await?;
+                            }
                         }
                     }
                 }

@@ -286,6 +286,7 @@ fn a_paused_rolling_update_puts_back_the_recorded_specs() {
         after,
         vec![
             "apply p_backend previous-spec",
+            "apply p_backend previous-spec",
             "job bench --site a.local restore ./a.local/b.sql.gz @r/x:1@sha256:1",
             "job bench --site a.local set-maintenance-mode off @r/x:1@sha256:1",
         ]
