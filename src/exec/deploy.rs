@@ -205,60 +205,30 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         }
         record.data_note = recovery.data_note.clone();
         record.finished = Some(state::now());
-        let what = format!("{} of {}", plan.action, plan.version);
-        let error = match (&left, recovery.outcome) {
-            (Some(left), _) => {
-                record.result = Outcome::Fatal;
-                record.left = Some(left.clone());
-                Error::Fatal {
-                    message: format!("{what} failed ({cause}) and recovery failed too"),
-                    hint: left.clone(),
-                }
-            }
-            (None, Outcome::Recovered) => {
-                record.result = Outcome::Recovered;
-                let prev = plan
-                    .previous
-                    .as_ref()
-                    .map(|p| p.version.clone())
-                    .unwrap_or_default();
-                let db = if recovery
-                    .steps
-                    .iter()
-                    .any(|s| matches!(s, RecoveryStep::Restore { .. }))
-                {
-                    "database restored from the pre-deploy backup"
-                } else if recovery.data_note.is_some() {
-                    "database NOT restored"
-                } else {
-                    "database untouched"
-                };
-                Error::Recovered {
-                    message: format!(
-                        "{what} failed ({cause}); {prev} is serving again, {db}{}",
-                        recovery
-                            .data_note
-                            .as_ref()
-                            .map(|n| format!(". {n}"))
-                            .unwrap_or_default()
-                    ),
-                }
-            }
-            (None, _) => {
-                record.result = Outcome::Aborted;
-                let hint = if record.progress.stack_touched {
-                    "nothing was deployed before; the failed stack was taken down".to_string()
-                } else if recovery.steps.is_empty() {
-                    "nothing was changed".to_string()
-                } else {
-                    "the stack was not touched; maintenance mode is off again".to_string()
-                };
-                Error::Failed {
-                    message: format!("{what} failed: {cause}"),
-                    hint: Some(hint),
-                }
-            }
+        let restored = recovery
+            .steps
+            .iter()
+            .any(|s| matches!(s, RecoveryStep::Restore { .. }));
+        let aborted_hint = if record.progress.stack_touched {
+            "nothing was deployed before; the failed stack was taken down"
+        } else if recovery.steps.is_empty() {
+            "nothing was changed"
+        } else {
+            "the stack was not touched; maintenance mode is off again"
         };
+        let error = close_recovery(
+            record,
+            &ClosedRecovery {
+                what: format!("{} of {}", plan.action, plan.version),
+                cause,
+                left,
+                outcome: recovery.outcome,
+                restored,
+                data_note: recovery.data_note.as_deref(),
+                previous: plan.previous.as_ref().map(|p| p.version.as_str()),
+                aborted_hint,
+            },
+        );
         if let Err(e) = self.save(record) {
             self.sink.note(&format!(
                 "warning: the deployment record could not be written ({e}); it may still say running"
@@ -682,6 +652,63 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             }
         }
         Ok(removed)
+    }
+}
+
+/// How a recovery ended, as both executors (compose, swarm) report it.
+pub struct ClosedRecovery<'a> {
+    /// "deploy of 1.1.0".
+    pub what: String,
+    pub cause: Error,
+    /// What is left to do by hand when a recovery step failed.
+    pub left: Option<String>,
+    /// The result the recovery leads to when every step succeeded.
+    pub outcome: Outcome,
+    /// Whether it restored the pre-deploy backup.
+    pub restored: bool,
+    pub data_note: Option<&'a str>,
+    pub previous: Option<&'a str>,
+    /// Said when it ends aborted (nothing serves that did not before).
+    pub aborted_hint: &'a str,
+}
+
+/// Close the record's result and build the error to exit with: exit 4 with
+/// what is left, 3 recovered (saying what happened to the database), or 1.
+pub fn close_recovery(record: &mut Deployment, c: &ClosedRecovery<'_>) -> Error {
+    let (what, cause) = (&c.what, &c.cause);
+    match (&c.left, c.outcome) {
+        (Some(left), _) => {
+            record.result = Outcome::Fatal;
+            record.left = Some(left.clone());
+            Error::Fatal {
+                message: format!("{what} failed ({cause}) and recovery failed too"),
+                hint: left.clone(),
+            }
+        }
+        (None, Outcome::Recovered) => {
+            record.result = Outcome::Recovered;
+            let db = if c.restored {
+                "database restored from the pre-deploy backup"
+            } else if c.data_note.is_some() {
+                "database NOT restored"
+            } else {
+                "database untouched"
+            };
+            Error::Recovered {
+                message: format!(
+                    "{what} failed ({cause}); {} is serving again, {db}{}",
+                    c.previous.unwrap_or_default(),
+                    c.data_note.map(|n| format!(". {n}")).unwrap_or_default()
+                ),
+            }
+        }
+        (None, _) => {
+            record.result = Outcome::Aborted;
+            Error::Failed {
+                message: format!("{what} failed: {cause}"),
+                hint: Some(c.aborted_hint.to_string()),
+            }
+        }
     }
 }
 

@@ -343,60 +343,30 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         }
         record.data_note = recovery.data_note.clone();
         record.finished = Some(state::now());
-        let what = format!("{} of {}", plan.action, plan.version);
-        let error = match (&left, recovery.outcome) {
-            (Some(left), _) => {
-                record.result = Outcome::Fatal;
-                record.left = Some(left.clone());
-                Error::Fatal {
-                    message: format!("{what} failed ({cause}) and recovery failed too"),
-                    hint: left.clone(),
-                }
-            }
-            (None, Outcome::Recovered) => {
-                record.result = Outcome::Recovered;
-                let prev = plan
-                    .previous
-                    .as_ref()
-                    .map(|p| p.version.clone())
-                    .unwrap_or_default();
-                let db = if recovery
-                    .steps
-                    .iter()
-                    .any(|s| matches!(s, SwarmRecoveryStep::Restore { .. }))
-                {
-                    "database restored from the pre-deploy backup"
-                } else if recovery.data_note.is_some() {
-                    "database NOT restored"
-                } else {
-                    "database untouched"
-                };
-                Error::Recovered {
-                    message: format!(
-                        "{what} failed ({cause}); {prev} is serving again, {db}{}",
-                        recovery
-                            .data_note
-                            .as_ref()
-                            .map(|n| format!(". {n}"))
-                            .unwrap_or_default()
-                    ),
-                }
-            }
-            (None, _) => {
-                record.result = Outcome::Aborted;
-                let touched = !run_of(record).progress.touched.is_empty();
-                Error::Failed {
-                    message: format!("{what} failed: {cause}"),
-                    hint: Some(if touched {
-                        "nothing was deployed before; the services it created were removed".into()
-                    } else if recovery.steps.is_empty() {
-                        "no service was changed".into()
-                    } else {
-                        "no service was changed; maintenance mode is off again".into()
-                    }),
-                }
-            }
+        let restored = recovery
+            .steps
+            .iter()
+            .any(|s| matches!(s, SwarmRecoveryStep::Restore { .. }));
+        let aborted_hint = if !run_of(record).progress.touched.is_empty() {
+            "nothing was deployed before; the services it created were removed"
+        } else if recovery.steps.is_empty() {
+            "no service was changed"
+        } else {
+            "no service was changed; maintenance mode is off again"
         };
+        let error = crate::exec::deploy::close_recovery(
+            record,
+            &crate::exec::deploy::ClosedRecovery {
+                what: format!("{} of {}", plan.action, plan.version),
+                cause,
+                left,
+                outcome: recovery.outcome,
+                restored,
+                data_note: recovery.data_note.as_deref(),
+                previous: plan.previous.as_ref().map(|p| p.version.as_str()),
+                aborted_hint,
+            },
+        );
         if let Err(e) = self.records.save(record) {
             self.sink.note(&format!(
                 "warning: the deployment record could not be written ({e}); it may still say running"
