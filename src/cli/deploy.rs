@@ -511,21 +511,7 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
         })?;
     let restore = match &args.restore_backup {
         None => Vec::new(),
-        Some(dep_id) => {
-            let d = all.iter().find(|d| &d.id == dep_id).ok_or_else(|| {
-                Error::refused(
-                    format!("no deployment {dep_id}"),
-                    "`de-build status` lists deployments and their backups",
-                )
-            })?;
-            if d.backups.is_empty() {
-                return Err(Error::refused(
-                    format!("deployment {dep_id} took no backups"),
-                    "pick a deployment that replaced a running release",
-                ));
-            }
-            d.backups.clone()
-        }
+        Some(id) => state::backups_of(&all, id)?,
     };
     let previous = current.map(stack_of);
     let mut req = s

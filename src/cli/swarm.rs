@@ -543,21 +543,7 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
     s.swarm.registry_has(&digest_only(&image)).await?;
     let restore = match &args.restore_backup {
         None => Vec::new(),
-        Some(dep) => {
-            let d = all.iter().find(|d| &d.id == dep).ok_or_else(|| {
-                Error::refused(
-                    format!("no swarm deployment {dep} is recorded here"),
-                    "`de-build status` lists deployments and their backups",
-                )
-            })?;
-            if d.backups.is_empty() {
-                return Err(Error::refused(
-                    format!("deployment {dep} took no backups"),
-                    "pick a deployment that replaced a running release",
-                ));
-            }
-            d.backups.clone()
-        }
+        Some(id) => state::backups_of(&all, id)?,
     };
     // The exact resolved file the target ran with, when it ran from here;
     // else the compose file as it is now, with the target's digest.

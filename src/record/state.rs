@@ -388,6 +388,23 @@ pub fn earlier(all: &[Deployment]) -> Vec<&Deployment> {
     out
 }
 
+/// The backups deployment `id` took (`rollback --restore-backup ID`).
+pub fn backups_of(all: &[Deployment], id: &str) -> Result<Vec<Backup>> {
+    let d = all.iter().find(|d| d.id == id).ok_or_else(|| {
+        Error::refused(
+            format!("no deployment {id} is recorded here"),
+            "`de-build status` lists deployments and their backups",
+        )
+    })?;
+    if d.backups.is_empty() {
+        return Err(Error::refused(
+            format!("deployment {id} took no backups"),
+            "pick a deployment that replaced a running release",
+        ));
+    }
+    Ok(d.backups.clone())
+}
+
 /// A deployment that did not finish: its record still says running (or
 /// interrupted) and no live process holds the lock.
 pub fn interrupted<'a>(all: &'a [Deployment], lock: &LockStatus) -> Option<&'a Deployment> {
