@@ -27,7 +27,7 @@ cp "$root"/examples/demo/{de-example.env,apps.json,Containerfile,bench,patches.t
 mkdir -p "$work/rootfs" && cp /bin/busybox "$work/rootfs/"
 sed -e "s#^DE_IMAGE=.*#DE_IMAGE=$repo#" -e "s#^COMPOSE_PROJECT_NAME=.*#COMPOSE_PROJECT_NAME=$project#" \
     -e "s#^DE_HEALTH_URL=.*#DE_HEALTH_URL=$url#" "$root/examples/demo/demo.env" > "$work/.env"
-export DEMO_HTTP_PORT=$port
+export HTTP_PUBLISH_PORT=$port
 de() { "$de_bin" --project-dir "$work" "$@"; }
 for v in 1.0.0 1.1.0 1.2.0; do
   echo "demo.patches.v${v//./_}.bench" >> "$work/patches.txt"

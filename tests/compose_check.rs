@@ -494,7 +494,7 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     let project = format!("dbtset{}", std::process::id());
     let _cleanup = Cleanup(project.clone());
     let port = free_port();
-    let ports = "    ports:\n      - \"127.0.0.1:${DEMO_HTTP_PORT:-18080}:8000\"\n";
+    let ports = "    ports:\n      - \"127.0.0.1:${HTTP_PUBLISH_PORT:-18080}:8000\"\n";
     let base = p.read("compose.yaml");
     assert!(
         base.contains(ports),
@@ -517,7 +517,7 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
         .set_env("DE_HEALTH_TIMEOUT", "15");
     let run = |args: &[&str]| {
         p.run()
-            .env("DEMO_HTTP_PORT", &port.to_string())
+            .env("HTTP_PUBLISH_PORT", &port.to_string())
             .args(args)
             .output()
     };
@@ -538,7 +538,7 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     assert!(
         std::fs::read_to_string(snap.join("overrides/compose.ports.yaml"))
             .unwrap()
-            .contains("DEMO_HTTP_PORT")
+            .contains("HTTP_PUBLISH_PORT")
     );
 
     run(&["-q", "deploy", "1.1.0"]).code(0);

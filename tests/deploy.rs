@@ -301,7 +301,7 @@ fn two_deploys_at_once_and_a_stale_lock() {
             "deploy",
             "1.0.0",
         ])
-        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .env("HTTP_PUBLISH_PORT", s.port.to_string())
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -368,7 +368,7 @@ fn the_token_reaches_no_record_log_or_container() {
     // CI style: the token also sits in the process environment.
     let out =
         s.p.run()
-            .env("DEMO_HTTP_PORT", &s.port.to_string())
+            .env("HTTP_PUBLISH_PORT", &s.port.to_string())
             .env("DE_MACRS_PAT", CANARY)
             .args(&["deploy", "1.0.0"])
             .output();
@@ -590,7 +590,7 @@ fn ctrl_c_stops_recovers_and_releases_the_lock() {
             "deploy",
             "2.0.0",
         ])
-        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .env("HTTP_PUBLISH_PORT", s.port.to_string())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -779,7 +779,7 @@ fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
         .current_dir(s.p.path())
         .env("DE_IMAGE", &s.repo.0)
         .env("CUSTOM_TAG", "1.0.0")
-        .env("DEMO_HTTP_PORT", s.port.to_string())
+        .env("HTTP_PUBLISH_PORT", s.port.to_string())
         .output()
         .unwrap();
     assert!(

@@ -28,7 +28,7 @@ impl Running {
             .arg("--project-dir")
             .arg(s.p.path())
             .args(args)
-            .env("DEMO_HTTP_PORT", s.port.to_string())
+            .env("HTTP_PUBLISH_PORT", s.port.to_string())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

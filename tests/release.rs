@@ -33,7 +33,7 @@ fn ci_env(
         "DE_HEALTH_URL",
         &format!("http://127.0.0.1:{port}/api/method/ping"),
     );
-    set("DEMO_HTTP_PORT", &port.to_string());
+    set("HTTP_PUBLISH_PORT", &port.to_string());
     set("DE_REGISTRY", registry.unwrap_or(""));
     set("CI", "true");
     env

@@ -172,7 +172,7 @@ fn a_token_in_the_environment_reaches_no_child_output_file_or_image() {
                 .env("PATH", &spy.path_var())
                 .env("DE_MACRS_PAT", &token)
                 .env("GITHUB_TOKEN", &other)
-                .env("DEMO_HTTP_PORT", &s.port.to_string())
+                .env("HTTP_PUBLISH_PORT", &s.port.to_string())
                 .args(args)
                 .output();
         for secret in [&token, &other] {

@@ -98,7 +98,7 @@ impl Sp {
             ("DE_HEALTH_TIMEOUT", "60".into()),
             ("DE_SWARM_TIMEOUT", "90".into()),
             ("DE_SWARM_LOCK_STALE", "20".into()),
-            ("DEMO_HTTP_PORT", port.to_string()),
+            ("HTTP_PUBLISH_PORT", port.to_string()),
             (
                 "DEMO_SHARED_DIR",
                 self.c.shared.join(&self.ns).display().to_string(),
@@ -117,7 +117,7 @@ impl Sp {
             .read(".env")
             .lines()
             .find_map(|l| {
-                l.strip_prefix("DEMO_HTTP_PORT=")
+                l.strip_prefix("HTTP_PUBLISH_PORT=")
                     .map(|v| v.parse().unwrap())
             })
             .unwrap();

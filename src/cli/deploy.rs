@@ -104,6 +104,7 @@ impl<'a> Session<'a> {
                             .map(|v| (k.name.clone(), v.clone()))
                     })
                     .collect(),
+                health_host: crate::config::rules::health_host(&inputs.env),
             },
             style: *style,
         })

@@ -658,6 +658,7 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
     let started = Instant::now();
     let world = RealSwarm {
         swarm: s.swarm.clone(),
+        health_host: crate::config::rules::health_host(&s.inputs.env),
     };
     let Finished { record, error } = SwarmExecutor {
         world: &world,
@@ -1084,6 +1085,7 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
     }
     let world = RealSwarm {
         swarm: s.swarm.clone(),
+        health_host: crate::config::rules::health_host(&s.inputs.env),
     };
     let url = required(inputs, "DE_HEALTH_URL")?.to_string();
     // Never restore a database that serves users.

@@ -103,6 +103,16 @@ pub fn check(env: &EnvValues, env_shown: &str, example_shown: &str) -> Vec<Probl
             );
         }
     }
+    if let Some(v) = env.get("DE_HEALTH_HOST") {
+        if let Err(e) = site_name(v) {
+            flag(
+                "DE_HEALTH_HOST",
+                "bad-host",
+                format!("DE_HEALTH_HOST `{v}`: {e}"),
+                "a site's host name as Frappe knows it, e.g. erp.example.com (no scheme, no path)",
+            );
+        }
+    }
     for key in ["DE_DRAIN_TIMEOUT", "DE_HEALTH_TIMEOUT"] {
         if let Some(v) = env.get(key) {
             if !v.parse::<u64>().is_ok_and(|n| n <= 86_400) {
@@ -313,6 +323,39 @@ pub fn service_name(v: &str) -> Result<(), String> {
 
 /// `all`, or site names (host names as Frappe uses them for directories
 /// under `sites/`): no blanks, no `/`, no `..`.
+/// The Host header the health gate sends: `DE_HEALTH_HOST`, else the first
+/// site of an explicit `DE_SITES`, else none (the URL's own host). Frappe
+/// finds the site by Host (frappe/app.py `init_request`, through
+/// X-Frappe-Site-Name in frappe_docker's nginx), so a gate probing
+/// `http://127.0.0.1:8080/` would otherwise ask for site `127.0.0.1`.
+pub fn health_host(env: &EnvValues) -> Option<String> {
+    if let Some(h) = env.get("DE_HEALTH_HOST").filter(|h| !h.is_empty()) {
+        return Some(h.to_string());
+    }
+    let sites = env.get("DE_SITES")?;
+    let first = sites.split(',').map(str::trim).find(|s| !s.is_empty())?;
+    (first != "all").then(|| first.to_string())
+}
+
+/// A host name as a Host header carries it (an optional port allowed).
+fn site_name(v: &str) -> Result<(), String> {
+    let host = v.rsplit_once(':').map_or(v, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            v
+        }
+    });
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err("not a host name".into());
+    }
+    Ok(())
+}
+
 pub fn sites(v: &str) -> Result<(), String> {
     if v.trim() == "all" {
         return Ok(());

@@ -78,6 +78,9 @@ pub struct Real {
     /// reference (`${DB_PASSWORD}` for MariaDB), at the call, never in a
     /// record or a snapshot.
     pub secrets: Vec<(String, Secret)>,
+    /// The Host header of the health gate (`health_host`), when it is not
+    /// the URL's own.
+    pub health_host: Option<String>,
 }
 
 /// Does compose file text use variable `key` (`$KEY`, `${KEY}`, `${KEY:-…}`…)?
@@ -149,12 +152,14 @@ impl World for Real {
 
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration> {
         let url = url.to_string();
+        let host = self.health_host.clone();
         tokio::task::spawn_blocking(move || match gate {
-            Gate::Open => crate::adapters::health::wait_healthy(&url, timeout),
+            Gate::Open => crate::adapters::health::wait_healthy(&url, host.as_deref(), timeout),
             // In maintenance the application itself answers 503; a proxy
             // whose upstream is down answers 502/504, or nothing answers.
             Gate::Sealed => crate::adapters::health::wait_until(
                 &url,
+                host.as_deref(),
                 timeout,
                 |c| (200..300).contains(&c) || c == 503,
                 "2xx or the maintenance 503",

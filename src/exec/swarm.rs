@@ -55,6 +55,8 @@ pub trait SwarmWorld {
 /// The production world: the manager's API.
 pub struct RealSwarm {
     pub swarm: Swarm,
+    /// The health gate's Host header (`config::rules::health_host`).
+    pub health_host: Option<String>,
 }
 
 impl SwarmWorld for RealSwarm {
@@ -108,10 +110,12 @@ impl SwarmWorld for RealSwarm {
 
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration> {
         let url = url.to_string();
+        let host = self.health_host.clone();
         tokio::task::spawn_blocking(move || match gate {
-            Gate::Open => crate::adapters::health::wait_healthy(&url, timeout),
+            Gate::Open => crate::adapters::health::wait_healthy(&url, host.as_deref(), timeout),
             Gate::Sealed => crate::adapters::health::wait_until(
                 &url,
+                host.as_deref(),
                 timeout,
                 |c| (200..300).contains(&c) || c == 503,
                 "2xx or the maintenance 503",

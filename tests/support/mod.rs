@@ -337,6 +337,12 @@ impl Project {
         ] {
             std::fs::copy(demo.join(f), p.path().join(f)).unwrap();
         }
+        // The stand-ins of frappe_docker's entrypoints, nginx and node.
+        std::fs::create_dir_all(p.path().join("bin")).unwrap();
+        for e in std::fs::read_dir(demo.join("bin")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), p.path().join("bin").join(e.file_name())).unwrap();
+        }
         std::fs::create_dir_all(p.path().join("rootfs")).unwrap();
         std::fs::copy("/bin/busybox", p.path().join("rootfs/busybox"))
             .expect("/bin/busybox (Debian's busybox-static) is needed for the demo image");

@@ -43,7 +43,10 @@ impl Stack {
     }
 
     pub fn run(&self, args: &[&str]) -> super::Done {
-        let mut r = self.p.run().env("DEMO_HTTP_PORT", &self.port.to_string());
+        let mut r = self
+            .p
+            .run()
+            .env("HTTP_PUBLISH_PORT", &self.port.to_string());
         if let Some(c) = &self.compose {
             r = r.env("DE_COMPOSE", c);
         }
@@ -56,7 +59,7 @@ impl Stack {
         cmd.arg("--project-dir")
             .arg(self.p.path())
             .args(args)
-            .env("DEMO_HTTP_PORT", self.port.to_string())
+            .env("HTTP_PUBLISH_PORT", self.port.to_string())
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -101,7 +104,10 @@ impl Stack {
             Ok(mut s) => {
                 use std::io::{Read, Write};
                 let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
-                let _ = write!(s, "GET /api/method/ping HTTP/1.1\r\nHost: x\r\n\r\n");
+                let _ = write!(
+                    s,
+                    "GET /api/method/ping HTTP/1.1\r\nHost: demo.localhost\r\n\r\n"
+                );
                 let mut b = String::new();
                 let _ = s.read_to_string(&mut b);
                 b.split_whitespace().nth(1).unwrap_or("none").to_string()
