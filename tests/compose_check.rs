@@ -494,16 +494,16 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     let project = format!("dbtset{}", std::process::id());
     let _cleanup = Cleanup(project.clone());
     let port = free_port();
-    let ports = "    ports:\n      - \"127.0.0.1:${HTTP_PUBLISH_PORT:-18080}:8000\"\n";
+    let ports = "    ports:\n      - \"127.0.0.1:${HTTP_PUBLISH_PORT:-18080}:8080\"\n";
     let base = p.read("compose.yaml");
     assert!(
         base.contains(ports),
-        "the demo publishes the backend's port"
+        "the demo publishes the frontend's port"
     );
     p.write("compose.yaml", &base.replace(ports, ""))
         .write(
             "overrides/compose.ports.yaml",
-            &format!("services:\n  backend:\n{ports}"),
+            &format!("services:\n  frontend:\n{ports}"),
         )
         .set_env(
             "DE_COMPOSE_FILE",

@@ -208,8 +208,8 @@ fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
     s.p.write(
         "compose.yaml",
         &good.replace(
-            r#"command: ["bench", "serve", "--port", "8000"]"#,
-            r#"command: ["sh", "-c", "exec sleep 2147483647"]"#,
+            "  backend:\n    <<: *backend_defaults\n",
+            "  backend:\n    <<: *backend_defaults\n    command: [\"sh\", \"-c\", \"exec sleep 2147483647\"]\n",
         ),
     );
     add_patch(&s, "demo.patches.v2.silent");
@@ -453,6 +453,7 @@ fn the_bundled_compose_file_is_valid_compose() {
                 "--quiet",
             ])
             .env("DE_IMAGE", "example/erpnext-custom")
+            .env("CUSTOM_IMAGE", "example/erpnext-custom")
             .env("CUSTOM_TAG", "1.0.0")
             .output();
         match out {
@@ -777,7 +778,7 @@ fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
     let up = Command::new("docker-compose")
         .args(["-p", &s.project, "-f", "compose.yaml", "up", "-d"])
         .current_dir(s.p.path())
-        .env("DE_IMAGE", &s.repo.0)
+        .env("CUSTOM_IMAGE", &s.repo.0)
         .env("CUSTOM_TAG", "1.0.0")
         .env("HTTP_PUBLISH_PORT", s.port.to_string())
         .output()
