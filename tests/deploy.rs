@@ -995,3 +995,55 @@ fn services_that_do_not_run_the_release_are_left_running() {
     assert_eq!(s.status()["consistent"], true);
     support::docker(&["rmi", "-f", &db_image]);
 }
+
+/// The drain asks `bench ready-for-migration` per site (real bench prints
+/// `Number of Jobs:` in `doctor`, which a drain cannot rely on) until the
+/// workers have emptied the queue; then the backup. The demo's workers take
+/// one queued job a second; a timeout stops the deploy with nothing changed.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn the_drain_waits_for_the_workers_to_empty_the_queue() {
+    if !engine_available("drain") {
+        return;
+    }
+    let s = Stack::new("drain");
+    s.build("1.0.0");
+    add_patch(&s, "demo.patches.v1_1.drained");
+    s.build("1.1.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+
+    // More jobs than the timeout lets the workers take: abort, unchanged.
+    s.exec("seq 1 30 > sites/demo.localhost/pending_jobs");
+    s.p.set_env("DE_DRAIN_TIMEOUT", "2");
+    s.run(&["deploy", "1.1.0"])
+        .code(1)
+        .stderr_has("demo.localhost still has pending background jobs after 2s")
+        .stderr_has("maintenance mode is off again");
+    assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
+    assert_eq!(s.http(), "200");
+
+    // Three jobs: the workers take them in about 3 s; the deploy waits.
+    s.exec("seq 1 3 > sites/demo.localhost/pending_jobs");
+    s.p.set_env("DE_DRAIN_TIMEOUT", "60");
+    s.run(&["deploy", "1.1.0"]).code(0);
+    assert_eq!(s.exec("cat sites/demo.localhost/pending_jobs").trim(), "");
+    let id = s.status()["current"]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record: serde_json::Value =
+        serde_json::from_str(&s.p.read(&format!(".de-build/deployments/{id}.json"))).unwrap();
+    let drain = record["steps"]
+        .as_array()
+        .and_then(|st| st.iter().find(|x| x["step"] == "drain"))
+        .unwrap_or_else(|| panic!("a drain step in {record}"))
+        .clone();
+    assert!(
+        drain["seconds"].as_f64().unwrap() >= 1.5,
+        "the drain waited for the queue: {drain}"
+    );
+    assert_eq!(s.backend_image(), format!("{}:1.1.0", s.repo.0));
+}

@@ -305,6 +305,10 @@ impl<'a> Session<'a> {
             backend_service,
             health_url: required(inputs, "DE_HEALTH_URL")?.to_string(),
             drain_timeout_secs: secs(inputs, "DE_DRAIN_TIMEOUT", 60),
+            drain_on_timeout: crate::record::deploy::OnDrainTimeout::parse(
+                inputs.env.get("DE_DRAIN_ON_TIMEOUT").unwrap_or(""),
+            )
+            .unwrap_or_default(),
             health_timeout_secs: secs(inputs, "DE_HEALTH_TIMEOUT", 60),
             migrate,
             migrate_reason,

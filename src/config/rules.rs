@@ -103,6 +103,16 @@ pub fn check(env: &EnvValues, env_shown: &str, example_shown: &str) -> Vec<Probl
             );
         }
     }
+    if let Some(v) = env.get("DE_DRAIN_ON_TIMEOUT") {
+        if crate::record::deploy::OnDrainTimeout::parse(v).is_none() {
+            flag(
+                "DE_DRAIN_ON_TIMEOUT",
+                "bad-choice",
+                format!("DE_DRAIN_ON_TIMEOUT `{v}`: expected abort or proceed"),
+                "abort: stop the deploy (maintenance goes off, nothing else changed); proceed: back up and migrate with the jobs still queued",
+            );
+        }
+    }
     if let Some(v) = env.get("DE_HEALTH_HOST") {
         if let Err(e) = site_name(v) {
             flag(

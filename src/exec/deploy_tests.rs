@@ -27,6 +27,9 @@ struct Model {
     /// `compose up` runs this image instead (a fixed tag in the file).
     pinned: Option<(String, String)>,
     seq: u32,
+    /// `ready-for-migration` answers NOT READY this many times (the queue
+    /// a worker drains), or always with `u32::MAX`.
+    pending: u32,
 }
 
 struct Fake(Mutex<Model>);
@@ -106,6 +109,19 @@ impl World for Fake {
             [a, b] if a == "set-maintenance-mode" => {
                 m.maintenance = b == "on";
                 (0, String::new())
+            }
+            // frappe/commands/scheduler.py `ready-for-migration`.
+            [a] if a == "ready-for-migration" && m.pending > 0 => {
+                if m.pending != u32::MAX {
+                    m.pending -= 1;
+                }
+                (
+                    1,
+                    format!(
+                        "NOT READY for migration: site {} has pending background jobs",
+                        cmd[2]
+                    ),
+                )
             }
             [a] if a == "ready-for-migration" => (
                 0,
@@ -296,6 +312,7 @@ fn upgrade() -> DeployPlan {
         backend_service: "backend".into(),
         health_url: "http://x/ping".into(),
         drain_timeout_secs: 1,
+        drain_on_timeout: OnDrainTimeout::Abort,
         health_timeout_secs: 1,
         migrate: true,
         migrate_reason: String::new(),
@@ -329,6 +346,14 @@ fn request_of(p: &DeployPlan) -> DeployRequest {
         backend_service: p.backend_service.clone(),
         health_url: "http://x/ping".into(),
         drain_timeout_secs: 1,
+        drain_on_timeout: p
+            .steps
+            .iter()
+            .find_map(|s| match s.step {
+                Step::Drain { on_timeout, .. } => Some(on_timeout),
+                _ => None,
+            })
+            .unwrap_or_default(),
         health_timeout_secs: 1,
         migrate: true,
         migrate_reason: String::new(),
@@ -759,4 +784,72 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
         }
     }
     assert_eq!(cases, 2 * p.steps.len());
+}
+
+#[test]
+fn the_drain_waits_while_jobs_are_queued() {
+    let world = Fake::new().running("1.0.0");
+    world.m().pending = 3;
+    let records = Mem::default();
+    let p = plan(DeployRequest {
+        drain_timeout_secs: 10,
+        ..request_of(&upgrade())
+    });
+    let (f, _) = run(&world, &records, &p);
+    assert_eq!(code(&f), 0, "{:?}", f.error);
+    let calls = world.m().calls.clone();
+    let asked = calls
+        .iter()
+        .filter(|c| c.ends_with("ready-for-migration"))
+        .count();
+    assert_eq!(asked, 4, "three NOT READY, then READY: {calls:?}");
+    let first_backup = calls.iter().position(|c| c.ends_with("backup")).unwrap();
+    let last_ask = calls
+        .iter()
+        .rposition(|c| c.ends_with("ready-for-migration"))
+        .unwrap();
+    assert!(last_ask < first_backup, "the backup waits for the drain");
+}
+
+#[test]
+fn a_drain_that_times_out_aborts_with_nothing_changed_by_default() {
+    let world = Fake::new().running("1.0.0");
+    world.m().pending = u32::MAX;
+    let records = Mem::default();
+    let (f, _) = run(&world, &records, &upgrade());
+    // Nothing but maintenance changed, and it is off again: a plain failure.
+    assert_eq!(code(&f), crate::error::EXIT_FAILURE);
+    let e = f.error.unwrap();
+    assert!(
+        e.to_string().contains("pending background jobs after 1s"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("DE_DRAIN_ON_TIMEOUT=proceed"), "{e}");
+    let m = world.m();
+    assert!(!m.maintenance, "maintenance went off again");
+    assert_eq!(m.running["p"].0, "1.0.0");
+    assert!(!m
+        .calls
+        .iter()
+        .any(|c| c.ends_with("backup") || c.starts_with("compose up")));
+}
+
+#[test]
+fn a_drain_that_times_out_goes_on_when_told_to_and_says_so() {
+    let world = Fake::new().running("1.0.0");
+    world.m().pending = u32::MAX;
+    let records = Mem::default();
+    let p = plan(DeployRequest {
+        drain_on_timeout: OnDrainTimeout::Proceed,
+        ..request_of(&upgrade())
+    });
+    let (f, lines) = run(&world, &records, &p);
+    assert_eq!(code(&f), 0, "{:?}", f.error);
+    assert_eq!(world.m().running["p"].0, "2.0.0");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("a.local still had queued jobs after 1s")),
+        "{lines:?}"
+    );
 }

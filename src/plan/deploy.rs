@@ -28,6 +28,7 @@ pub struct DeployRequest {
     pub backend_service: String,
     pub health_url: String,
     pub drain_timeout_secs: u64,
+    pub drain_on_timeout: OnDrainTimeout,
     pub health_timeout_secs: u64,
     pub migrate: bool,
     /// Why (or why not) it migrates, for the plan and the record.
@@ -104,6 +105,7 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         steps.push(Step::Drain {
             project: old_project.clone(),
             timeout_secs: r.drain_timeout_secs,
+            on_timeout: r.drain_on_timeout,
         });
         steps.push(Step::Backup {
             project: old_project.clone(),
@@ -369,6 +371,7 @@ mod tests {
             backend_service: "backend".into(),
             health_url: "http://127.0.0.1:1/ping".into(),
             drain_timeout_secs: 60,
+            drain_on_timeout: OnDrainTimeout::Abort,
             health_timeout_secs: 60,
             migrate: true,
             migrate_reason: String::new(),

@@ -111,6 +111,29 @@ pub struct StackSpec {
     pub env: BTreeMap<String, String>,
 }
 
+/// What a drain does when sites still have queued jobs at its timeout
+/// (`DE_DRAIN_ON_TIMEOUT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrainTimeout {
+    /// Stop the deploy: only maintenance was changed, and it goes off again.
+    #[default]
+    Abort,
+    /// Go on: the backup is taken with the jobs still queued, and they run
+    /// after the deploy, on the new release.
+    Proceed,
+}
+
+impl OnDrainTimeout {
+    pub fn parse(v: &str) -> Option<OnDrainTimeout> {
+        match v {
+            "" | "abort" => Some(OnDrainTimeout::Abort),
+            "proceed" => Some(OnDrainTimeout::Proceed),
+            _ => None,
+        }
+    }
+}
+
 /// What the health gate accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,6 +165,9 @@ pub enum Step {
     Drain {
         project: String,
         timeout_secs: u64,
+        /// Absent in records written before the choice existed: abort.
+        #[serde(default)]
+        on_timeout: OnDrainTimeout,
     },
     Backup {
         project: String,
@@ -220,9 +246,17 @@ impl fmt::Display for Step {
                 write!(f, "snapshot {}", names.join(", "))
             }
             Step::MaintenanceOn { .. } => write!(f, "maintenance mode on"),
-            Step::Drain { timeout_secs, .. } => write!(
+            Step::Drain {
+                timeout_secs,
+                on_timeout,
+                ..
+            } => write!(
                 f,
-                "wait until every site is ready for migration (no queued jobs; at most {timeout_secs}s)"
+                "wait until every site is ready for migration (no queued jobs; at most {timeout_secs}s, then {})",
+                match on_timeout {
+                    OnDrainTimeout::Abort => "stop the deploy",
+                    OnDrainTimeout::Proceed => "go on with jobs queued",
+                }
             ),
             Step::Backup { .. } => write!(f, "back up the sites"),
             Step::Down { stack } => write!(
