@@ -276,3 +276,159 @@ fn the_dry_run_plan_is_data() {
     // Nothing was built or recorded.
     assert!(!p.path().join("releases/1.0.0.json").exists());
 }
+
+/// `--build-arg` is checked against the Containerfile's ARGs before the
+/// engine is asked anything (no engine here), for `build` and `release`.
+#[test]
+fn build_args_are_checked_before_the_engine_is_asked() {
+    let p = Project::example();
+    for cmd in ["build", "release"] {
+        let run = |args: &[&str]| {
+            let mut all = vec!["--json", cmd];
+            all.extend_from_slice(args);
+            p.run()
+                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+                .args(&all)
+                .output()
+        };
+        let out = run(&[
+            "--build-arg",
+            "DEBIAN_BAS=trixie",
+            "--build-arg",
+            "CACHE_BUST=x",
+        ]);
+        out.code(2).no_leak(CANARY);
+        let problems = out.json()["problems"].as_array().unwrap().clone();
+        assert_eq!(problems[0]["code"], "undeclared-build-arg", "{cmd}");
+        assert!(problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("DEBIAN_BAS is not an ARG of "));
+        let hint = problems[0]["hint"].as_str().unwrap();
+        assert!(
+            hint.starts_with("did you mean DEBIAN_BASE?")
+                && hint.contains("PYTHON_VERSION, DEBIAN_BASE, NODE_VERSION, WKHTMLTOPDF_VERSION"),
+            "{hint}"
+        );
+        assert_eq!(problems[1]["code"], "reserved-build-arg");
+
+        // A secret's value as a build-arg: refused, and not echoed.
+        let out = run(&["--build-arg", &format!("FRAPPE_BRANCH=x-{CANARY}")]);
+        out.code(2).no_leak(CANARY);
+        assert_eq!(out.json()["problems"][0]["code"], "secret-in-build-arg");
+        let human = p
+            .run()
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(&[cmd, "--build-arg", &format!("FRAPPE_BRANCH={CANARY}")])
+            .output();
+        human.code(2).clean().no_leak(CANARY).stderr_has(
+            "the value of build-arg FRAPPE_BRANCH holds the value of the secret DE_MACRS_PAT",
+        );
+
+        // Declared: past the checks, on to the (missing) engine.
+        run(&["--build-arg", "DEBIAN_BASE=trixie"])
+            .code(1)
+            .stdout_has("nonexistent/docker.sock");
+    }
+}
+
+/// What frappe_docker users bring: an app whose repository is named with
+/// `-` (bench installs india-compliance as apps/india_compliance), an app
+/// without a branch, build-args beyond the four of .env, then `[]`.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn frappe_docker_apps_json_forms_and_build_args_build() {
+    if !engine_available("frappe_docker_forms") {
+        return;
+    }
+    let repo = ImageRepo::new("dropin");
+    let p = Project::demo(&repo);
+    p.write(
+        "apps.json",
+        &serde_json::json!([
+            {"url": "https://github.com/frappe/erpnext", "branch": "v15.17.0"},
+            {"url": "https://github.com/resilient-tech/india-compliance.git"},
+            {"url": "https://${DE_MACRS_PAT}@github.com/desiredeffect/de_macrs.git", "branch": "v0.0.4"},
+        ])
+        .to_string(),
+    );
+    let cf = p.read("Containerfile").replace(
+        "ARG CACHE_BUST=none",
+        "ARG CACHE_BUST=none\nARG INSTALL_CHROMIUM=false \\\n    DEBIAN_BASE",
+    );
+    p.write("Containerfile", &cf);
+    let build_args = [
+        "--build-arg",
+        "INSTALL_CHROMIUM=true",
+        "--build-arg",
+        "FRAPPE_BRANCH=version-14",
+    ];
+    let dry = p
+        .run()
+        .args(&["--json", "build", "--offline", "--dry-run"])
+        .args(&build_args)
+        .output();
+    dry.code(0).no_leak(CANARY);
+    let plan = dry.json();
+    assert_eq!(plan["plan"]["build_args"]["INSTALL_CHROMIUM"], "true");
+    assert_eq!(plan["warnings"][0]["code"], "no-branch");
+    assert_eq!(
+        plan["steps"][1]["apps"],
+        serde_json::json!(["erpnext", "india_compliance", "de_macrs"])
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = p
+        .run()
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .args(&["build", "--offline"])
+        .args(&build_args)
+        .output();
+    out.code(0)
+        .clean()
+        .stderr_has("entry #2 (india-compliance): no \"branch\"")
+        .stderr_has("INSTALL_CHROMIUM=true")
+        .stderr_has("apps/ holds erpnext, india_compliance, de_macrs");
+    let m: serde_json::Value = serde_json::from_str(&p.read("releases/1.0.0.json")).unwrap();
+    assert_eq!(m["smoke_test"]["passed"], true);
+    assert_eq!(m["apps"][1]["name"], "india-compliance");
+    assert_eq!(m["apps"][1]["ref"], "HEAD");
+    assert_eq!(m["build_args"]["INSTALL_CHROMIUM"], "true");
+    assert_eq!(
+        m["build_args"]["FRAPPE_BRANCH"], "version-14",
+        "wins over .env"
+    );
+    assert!(m["build_args"].get("DEBIAN_BASE").is_none(), "not passed");
+    // The value reached the build: BuildKit keeps a RUN's build-args in history.
+    let history = docker(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        &format!("{}:1.0.0", repo.0),
+    ]);
+    assert!(
+        history.stdout.contains("FRAPPE_BRANCH=version-14"),
+        "{}",
+        history.stdout
+    );
+
+    // A frappe-only image.
+    p.write("apps.json", "[]");
+    p.set_env("DE_SITE_VERSION", "1.0.1");
+    let out2 = p
+        .run()
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .args(&["build", "--offline"])
+        .output();
+    out2.code(0)
+        .clean()
+        .stderr_has("exits 0 (apps.json lists no apps)");
+    let m: serde_json::Value = serde_json::from_str(&p.read("releases/1.0.1.json")).unwrap();
+    assert_eq!(m["apps"], serde_json::json!([]));
+    assert_eq!(m["smoke_test"]["passed"], true);
+    no_canary_anywhere(&repo, &p, tmp.path(), &[&dry, &out, &out2]);
+}

@@ -141,6 +141,88 @@ fn check_writes_only_its_log_and_never_prints_the_token() {
     assert!(!log.contains(CANARY), "token in the log:\n{log}");
 }
 
+/// frappe_docker's apps.json forms that bench accepts: an entry without a
+/// branch (a warning, not a problem) and an empty list (Frappe alone).
+#[test]
+fn an_app_without_branch_warns_and_an_empty_list_passes() {
+    let p = Project::example();
+    p.write(
+        "apps.json",
+        r#"[{"url": "https://github.com/frappe/erpnext"}, {"url": "https://github.com/frappe/hrms", "branch": "v15.13.1"}]"#,
+    );
+    let out = p.run().args(&["check"]).output();
+    out.code(0)
+        .clean()
+        .stderr_has("warning: ")
+        .stderr_has("apps.json: entry #1 (erpnext): no \"branch\": bench clones the default branch of erpnext")
+        .stderr_has("hint: pin a release tag")
+        .stdout_has("check passed: version 1.2.0, 2 app(s)")
+        .stdout_has("@ HEAD (default branch)");
+    let out = p.run().args(&["--json", "check"]).output();
+    out.code(0);
+    let j = out.json();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["problems"].as_array().unwrap().len(), 0);
+    let w = j["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0]["code"], "no-branch");
+    assert_eq!(w[0]["entry"], "#1 (erpnext)");
+    assert_eq!(j["apps"][0]["ref"], "HEAD");
+    assert_eq!(j["apps"][0]["default_branch"], true);
+    assert_eq!(j["apps"][1]["ref"], "v15.13.1");
+    assert!(j["apps"][1].get("default_branch").is_none());
+
+    p.write("apps.json", "[]\n");
+    let out = p.run().args(&["check"]).output();
+    out.code(0).clean().stdout_has("0 app(s)");
+    let out = p.run().args(&["--json", "check"]).output();
+    out.code(0);
+    assert_eq!(out.json()["apps"], serde_json::json!([]));
+    assert_eq!(out.json()["warnings"], serde_json::json!([]));
+}
+
+/// A token written into apps.json itself is refused, and never printed: not
+/// in text, `-v` or `--json` output, not in the log (whose problems it
+/// would otherwise describe).
+#[test]
+fn a_literal_token_in_apps_json_is_refused_and_never_shown() {
+    let p = Project::example();
+    for url in [
+        format!("https://{KEYLIKE}@github.com/desiredeffect/de_macrs.git"),
+        format!("https://user:{KEYLIKE}@github.com/desiredeffect/de_macrs.git"),
+    ] {
+        p.write(
+            "apps.json",
+            &serde_json::json!([
+                {"url": "https://github.com/frappe/erpnext", "branch": "v15.17.0"},
+                {"url": url, "branch": "v0.0.4"},
+            ])
+            .to_string(),
+        );
+        for args in [&["check"][..], &["-v", "check"], &["--json", "check"]] {
+            let out = p.run().args(args).output();
+            out.code(2).clean();
+            for (what, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                assert_eq!(unclean(text), None, "{args:?} {what}:\n{text}");
+            }
+            if args[0] == "--json" {
+                let j = out.json();
+                assert_eq!(j["problems"][0]["code"], "literal-credential");
+                assert_eq!(j["problems"][0]["entry"], "#2 (de_macrs)");
+                assert!(j["problems"][0]["hint"]
+                    .as_str()
+                    .unwrap()
+                    .contains("https://${KEY}@host/org/app.git"));
+            } else {
+                out.stderr_has("entry #2 (de_macrs): \"url\" holds a literal");
+            }
+        }
+    }
+    let log = p.read(".de-build/de-build.log");
+    assert!(log.contains("holds a literal"), "{log}");
+    assert_eq!(unclean(&log), None, "the log:\n{log}");
+}
+
 #[test]
 fn version_must_go_up() {
     let p = Project::example();
@@ -431,15 +513,45 @@ fn malformed_inputs_table() {
             At::File("apps.json"),
         ),
         (
-            "entry without branch",
+            "entry without url",
+            |p| {
+                p.write("apps.json", r#"[{"branch": "version-15"}]"#);
+            },
+            "apps.json: entry #1 (?): \"url\" is missing",
+            At::Entry("apps.json"),
+        ),
+        (
+            "token written into an app URL",
             |p| {
                 p.write(
                     "apps.json",
-                    r#"[{"url": "https://github.com/frappe/erpnext"}]"#,
+                    &format!(r#"[{{"url": "https://{KEYLIKE}@github.com/o/de_macrs.git", "branch": "v1"}}]"#),
                 );
             },
-            "apps.json: entry #1 (erpnext): \"branch\" is missing",
+            "entry #1 (de_macrs): \"url\" holds a literal credential (not shown)",
             At::Entry("apps.json"),
+        ),
+        (
+            "password written into an app URL",
+            |p| {
+                p.write(
+                    "apps.json",
+                    &format!(r#"[{{"url": "https://x-access-token:{CANARY}@github.com/o/de_macrs.git", "branch": "v1"}}]"#),
+                );
+            },
+            "\"url\" holds a literal password (not shown)",
+            At::Entry("apps.json"),
+        ),
+        (
+            "an ARG named like a secret key",
+            |p| {
+                let t = p
+                    .read("images/custom/Containerfile")
+                    .replace("ARG CACHE_BUST=none", "ARG CACHE_BUST=none\nARG DE_MACRS_PAT");
+                p.write("images/custom/Containerfile", &t);
+            },
+            "ARG DE_MACRS_PAT names a @secret key; secrets reach the build only as the BuildKit secret apps_json",
+            At::Line("Containerfile"),
         ),
         (
             "entry not an object",

@@ -73,6 +73,42 @@ fn resolves_branches_and_tags_with_the_token() {
         .stdout_has(&r.erpnext.commit("version-15")[..12]);
 }
 
+/// frappe_docker accepts an entry without "branch" (bench clones the default
+/// branch): `--online` resolves the remote's HEAD and names its branch.
+#[test]
+fn an_app_without_branch_resolves_the_default_branch() {
+    let r = remotes();
+    let p = Project::example();
+    let private = r
+        .http
+        .url("de_macrs")
+        .replace("http://", "http://${DE_MACRS_PAT}@");
+    p.write(
+        "apps.json",
+        &serde_json::json!([
+            {"url": r.public.url("erpnext")},
+            {"url": private, "branch": "develop"},
+        ])
+        .to_string(),
+    );
+    let out = p.run().args(&["--json", "check", "--online"]).output();
+    out.code(0).no_leak(CANARY);
+    let j = out.json();
+    assert_eq!(j["apps"][0]["commit"], r.erpnext.commit("main").as_str());
+    assert_eq!(j["apps"][0]["ref"], "main", "the branch HEAD names");
+    assert_eq!(j["apps"][0]["default_branch"], true);
+    assert_eq!(j["apps"][1]["ref"], "develop");
+    assert_eq!(j["warnings"][0]["code"], "no-branch");
+    assert_eq!(j["warnings"].as_array().unwrap().len(), 1);
+    p.run()
+        .args(&["check", "--online"])
+        .output()
+        .code(0)
+        .stderr_has("warning: ")
+        .stderr_has("apps.json: entry #1 (erpnext): no \"branch\"")
+        .stdout_has("@ main (default branch) -> ");
+}
+
 #[test]
 fn wrong_token_is_authentication_failed_without_echo() {
     let r = remotes();
@@ -174,6 +210,32 @@ fn build_records_commits_and_the_cache_follows_them() {
         .output();
     diff.code(0);
     assert_eq!(diff.json()["diff"]["apps_changed"][0][0], "de_macrs");
+}
+
+/// The plan (and so the manifest) of an app without a branch: the commit of
+/// the remote's HEAD, recorded under the branch HEAD names.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn a_build_records_the_default_branch_of_an_app_without_one() {
+    if !engine_available("build_default_branch") {
+        return;
+    }
+    let r = remotes();
+    let repo = ImageRepo::new("headref");
+    let p = Project::demo(&repo);
+    p.write(
+        "apps.json",
+        &serde_json::json!([{"url": r.public.url("erpnext")}]).to_string(),
+    );
+    let out = p.run().args(&["--json", "build", "--dry-run"]).output();
+    out.code(0).no_leak(CANARY);
+    let app = &out.json()["plan"]["apps"][0];
+    assert_eq!(app["ref"], "main");
+    assert_eq!(app["commit"], r.erpnext.commit("main").as_str());
+    assert_eq!(out.json()["plan"]["cache_key"]["source"], "app-commits");
 }
 
 #[test]

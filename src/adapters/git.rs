@@ -32,6 +32,8 @@ impl RefKind {
 pub struct RemoteRef {
     pub commit: String,
     pub kind: RefKind,
+    /// Asked for `HEAD`: the branch it points to, when the remote says.
+    pub head_branch: Option<String>,
 }
 
 /// Why a remote could not answer. Never carries a credential.
@@ -160,10 +162,20 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
     let mut branch = None;
     let mut tag = None;
     let mut peeled = None;
+    let mut head = None;
     let mut names = Vec::new();
     for h in heads {
         let name = h.name();
         let oid = h.oid().to_string();
+        if name == "HEAD" {
+            // The default branch a clone without --branch checks out; the
+            // remote names it in its `symref` capability.
+            let target = h
+                .symref_target()
+                .and_then(|t| t.strip_prefix("refs/heads/"))
+                .map(str::to_string);
+            head = Some((oid.clone(), target));
+        }
         if let Some(b) = name.strip_prefix("refs/heads/") {
             names.push(b.to_string());
             if b == reference {
@@ -191,13 +203,24 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
         return Ok(RemoteRef {
             commit: c,
             kind: RefKind::Branch,
+            head_branch: None,
         });
     }
     if let Some(c) = peeled.or(tag) {
         return Ok(RemoteRef {
             commit: c,
             kind: RefKind::Tag,
+            head_branch: None,
         });
+    }
+    if reference == "HEAD" {
+        if let Some((commit, target)) = head {
+            return Ok(RemoteRef {
+                commit,
+                kind: RefKind::Branch,
+                head_branch: target,
+            });
+        }
     }
     let is_hex =
         (7..=40).contains(&reference.len()) && reference.chars().all(|c| c.is_ascii_hexdigit());
@@ -209,6 +232,7 @@ fn query(url: &str, reference: &str) -> Result<RemoteRef, RemoteError> {
             return Ok(RemoteRef {
                 commit: full.clone(),
                 kind: RefKind::Commit,
+                head_branch: None,
             });
         }
     }

@@ -12,6 +12,22 @@ use std::time::{Duration, Instant};
 pub struct Resolved {
     pub commit: String,
     pub kind: &'static str,
+    /// For an app without a branch: the remote's default branch, when it
+    /// names it (else the ref is just `HEAD`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+}
+
+impl Resolved {
+    /// The ref to record: the branch or tag of apps.json, or the default
+    /// branch it stood for.
+    pub fn reference(&self, app: &App) -> String {
+        match (&app.branch, &self.default_branch) {
+            (Some(b), _) => b.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => app.git_ref().to_string(),
+        }
+    }
 }
 
 /// One result per app, in apps.json order; failures are problems naming the app.
@@ -20,6 +36,9 @@ pub fn resolve_apps(
     timeout: Duration,
     style: &Style,
 ) -> Vec<Result<Resolved, Problem>> {
+    if inputs.apps.is_empty() {
+        return Vec::new(); // a frappe-only image: no remote to ask
+    }
     let started = Instant::now();
     output::progress(
         style,
@@ -32,13 +51,13 @@ pub fn resolve_apps(
     let items: Vec<(crate::secret::Secret, String)> = inputs
         .apps
         .iter()
-        .map(|a| (inject_url(a, &inputs.env), a.branch.clone()))
+        .map(|a| (inject_url(a, &inputs.env), a.git_ref().to_string()))
         .collect();
     let results = git::resolve_all(&items, timeout);
     for (app, r) in inputs.apps.iter().zip(&results) {
         let detail = match r {
-            Ok(rr) => format!("{} -> {}", app.branch, rr.commit),
-            Err(e) => format!("{} -> {e:?}", app.branch),
+            Ok(rr) => format!("{} -> {}", app.git_ref(), rr.commit),
+            Err(e) => format!("{} -> {e:?}", app.git_ref()),
         };
         crate::ui::logfile::action(
             &format!("git ls-remote {}", app.public_url()),
@@ -56,6 +75,7 @@ pub fn resolve_apps(
             Ok(rr) => Ok(Resolved {
                 commit: rr.commit,
                 kind: rr.kind.as_str(),
+                default_branch: rr.head_branch,
             }),
             Err(e) => Err(problem(&shown, app, &e, timeout)),
         })
@@ -81,8 +101,10 @@ fn problem(shown: &str, app: &App, e: &RemoteError, timeout: Duration) -> Proble
         }),
         RemoteError::NotFound => p("repo-not-found", format!("repository {} not found", app.public_url()))
             .hint("check the URL; a private repository also answers 'not found' to a token without access"),
+        RemoteError::RefNotFound { .. } if app.branch.is_none() => p("ref-not-found", format!("{} has no default branch to clone (the remote shows no HEAD: an empty repository?)", app.public_url()))
+            .hint("name the branch or tag to build with \"branch\" in apps.json"),
         RemoteError::RefNotFound { available_hint } => {
-            let pr = p("ref-not-found", format!("{} has no branch or tag \"{}\"", app.name, app.branch));
+            let pr = p("ref-not-found", format!("{} has no branch or tag \"{}\"", app.name, app.git_ref()));
             match available_hint {
                 Some(h) => pr.hint(format!("did you mean {h}?")),
                 None => pr.hint("check the branch or release tag name in apps.json"),

@@ -68,19 +68,26 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  de-build check\n  de-build check --online\n  de-build --json check\n\n\
         Checks: every .env key against de-example.env (types, required, secrets, placeholders),\n\
-        apps.json (format, duplicates, ${TOKEN} placeholders), and that DE_SITE_VERSION is newer\n\
-        than every release in releases/. --online also asks each app's git remote whether the\n\
-        credentials work and the branch or tag exists."
+        apps.json (format, duplicates, ${TOKEN} placeholders, no token written into a URL), the\n\
+        Containerfile, and that DE_SITE_VERSION is newer than every release in releases/. An app\n\
+        without a branch (bench clones the default branch) is a warning, not a problem. --online\n\
+        also asks each app's git remote whether the credentials work and the branch or tag exists."
     )]
     Check(CheckArgs),
     /// Build the image with BuildKit, smoke-test it and record the release.
     #[command(
-        after_help = "Examples:\n  de-build build\n  de-build build --dry-run\n  de-build build --replace     # rebuild an existing version on purpose\n  de-build build --offline     # no git access; cache key from apps.json\n\n\
+        after_help = "Examples:\n  de-build build\n  de-build build --dry-run\n  de-build build --replace     # rebuild an existing version on purpose\n  de-build build --offline     # no git access; cache key from apps.json\n  de-build build --build-arg DEBIAN_BASE=bookworm --build-arg INSTALL_CHROMIUM=true\n\n\
         Runs the checks of `de-build check`, resolves each app's branch/tag to a commit\n\
-        (CACHE_BUST = hash of those commits), builds ${DE_IMAGE}:${DE_SITE_VERSION} through the\n\
-        Docker Engine API with apps.json (tokens filled in memory) as BuildKit secret apps_json,\n\
-        smoke-tests the image and writes releases/<version>.json. A taken tag is refused unless\n\
-        --replace; nothing is ever left <none>:<none>."
+        (CACHE_BUST = hash of those commits; an app without a branch: its default branch),\n\
+        builds ${DE_IMAGE}:${DE_SITE_VERSION} through the Docker Engine API with apps.json\n\
+        (tokens filled in memory) as BuildKit secret apps_json, smoke-tests the image and writes\n\
+        releases/<version>.json. A taken tag is refused unless --replace; nothing is ever left\n\
+        <none>:<none>.\n\n\
+        Build-args: every non-secret .env key named like an ARG of the Containerfile, then each\n\
+        --build-arg KEY=VALUE (which wins). A KEY the Containerfile declares no ARG for, CACHE_BUST,\n\
+        a value holding a secret's value, or an ARG named like a @secret key is refused (exit 2):\n\
+        build-args stay in `docker history` and the manifest; secrets reach the build only as\n\
+        the BuildKit secret apps_json."
     )]
     Build(BuildArgs),
     /// Recorded releases: list, show, diff.
@@ -231,6 +238,11 @@ pub struct BuildArgs {
     /// Seconds to wait for each git remote when resolving commits.
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     pub timeout: u64,
+    /// Pass a build-arg to an ARG the Containerfile declares (repeatable;
+    /// wins over a .env key of the same name). Recorded in the manifest, so
+    /// never a secret; CACHE_BUST is de-build's.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_arg: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +355,10 @@ pub struct ReleaseArgs {
     /// Seconds to wait for each git remote.
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     pub timeout: u64,
+    /// Pass a build-arg to an ARG the Containerfile declares (repeatable;
+    /// see `de-build build --help`).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_arg: Vec<String>,
 }
 
 #[derive(Debug, Args)]

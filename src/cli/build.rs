@@ -3,10 +3,11 @@
 use crate::adapters::engine::Engine;
 use crate::cli::args::{BuildArgs, Global};
 use crate::config;
-use crate::error::{Result, EXIT_OK};
+use crate::error::{Problem, Result, EXIT_OK};
 use crate::exec::build as exec;
 use crate::plan::build::BuildPlan;
 use crate::ui::output::{self, Style};
+use crate::ui::problems::print_warnings;
 use crate::util::short_id;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -14,6 +15,11 @@ use std::time::{Duration, Instant};
 pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
     let inputs = config::load_checked(&crate::cli::paths(global))?;
+    // Checked before the engine is asked anything: a wrong flag is exit 2.
+    let build_args = exec::build_args(&inputs, &args.build_arg)?;
+    if !style.json {
+        print_warnings(style, &inputs.warnings);
+    }
     let engine = Engine::connect().await?;
     let opts = exec::BuildOptions {
         replace: args.replace,
@@ -21,11 +27,14 @@ pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32
         no_cache: args.no_cache,
         context: args.context.clone(),
         timeout: args.timeout,
+        build_args,
     };
     let prepared = exec::prepare(&inputs, &opts, &engine, style).await?;
     if args.dry_run {
         if style.json {
-            output::json(&plan_json(&prepared.plan));
+            let mut doc = plan_json(&prepared.plan);
+            doc["warnings"] = json!(inputs.warnings);
+            output::json(&doc);
         } else {
             output::result(&prepared.plan.to_string());
             output::result("dry run: nothing was changed");
@@ -36,7 +45,7 @@ pub async fn run(global: &Global, args: &BuildArgs, style: &Style) -> Result<i32
         output::progress(style, &prepared.plan.to_string());
     }
     let built = exec::execute(&inputs, prepared, &engine, style).await?;
-    report(style, &built, started.elapsed());
+    report(style, &built, &inputs.warnings, started.elapsed());
     Ok(EXIT_OK)
 }
 
@@ -64,7 +73,7 @@ pub fn plan_json(p: &BuildPlan) -> serde_json::Value {
     })
 }
 
-pub fn report(style: &Style, built: &exec::Built, elapsed: Duration) {
+pub fn report(style: &Style, built: &exec::Built, warnings: &[Problem], elapsed: Duration) {
     let m = &built.manifest;
     if style.json {
         output::json(&json!({
@@ -72,6 +81,7 @@ pub fn report(style: &Style, built: &exec::Built, elapsed: Duration) {
             "image": {"reference": m.image.reference, "id": m.image.id},
             "manifest": config::display(&built.manifest_path),
             "apps": m.apps, "cache_key": m.cache_key, "superseded": m.superseded,
+            "build_args": m.build_args, "warnings": warnings,
             "durations": built.durations, "seconds": elapsed.as_secs_f64(),
         }));
     } else {

@@ -6,7 +6,7 @@ use crate::config::envfile::{Source, Text};
 use crate::config::version::check_version;
 use crate::error::{Result, EXIT_INVALID, EXIT_OK};
 use crate::ui::output::{self, Style};
-use crate::ui::problems::print_problems;
+use crate::ui::problems::{print_problems, print_warnings};
 use serde_json::json;
 
 pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
@@ -26,10 +26,14 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
     };
     let mut app_rows = Vec::new();
     for (i, app) in inputs.apps.iter().enumerate() {
-        let mut row = json!({"name": app.name, "url": app.public_url(), "ref": app.branch});
+        let mut row = json!({"name": app.name, "url": app.public_url(), "ref": app.git_ref()});
+        if app.branch.is_none() {
+            row["default_branch"] = json!(true);
+        }
         if let Some(results) = &online {
             match &results[i] {
                 Ok(r) => {
+                    row["ref"] = json!(r.reference(app));
                     row["commit"] = json!(r.commit);
                     row["ref_kind"] = json!(r.kind);
                 }
@@ -61,6 +65,7 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
             "keys": keys,
             "apps": app_rows,
             "problems": problems,
+            "warnings": inputs.warnings,
         }));
     } else {
         for (k, v) in inputs.env.entries() {
@@ -75,6 +80,7 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
                 );
             }
         }
+        print_warnings(style, &inputs.warnings);
         print_problems(style, &problems);
         if ok {
             let version = inputs.env.get("DE_SITE_VERSION").unwrap_or("?");
@@ -92,8 +98,13 @@ pub fn run(global: &Global, args: &CheckArgs, style: &Style) -> Result<i32> {
                     .and_then(|c| c.as_str())
                     .map(|c| format!(" -> {}", &c[..c.len().min(12)]))
                     .unwrap_or_default();
+                let default = if row["default_branch"] == true {
+                    " (default branch)"
+                } else {
+                    ""
+                };
                 output::result(&format!(
-                    "  {:<14} {} @ {}{commit}",
+                    "  {:<14} {} @ {}{default}{commit}",
                     row["name"].as_str().unwrap_or(""),
                     row["url"].as_str().unwrap_or(""),
                     row["ref"].as_str().unwrap_or("")

@@ -43,16 +43,21 @@ pub async fn run(global: &Global, args: &ReleaseArgs, style: &Style) -> Result<i
     let started = Instant::now();
     let mut phases: BTreeMap<String, f64> = BTreeMap::new();
     let inputs = config::load_checked(&crate::cli::paths(global))?;
+    let build_args = build::build_args(&inputs, &args.build_arg)?;
+    if !style.json {
+        crate::ui::problems::print_warnings(style, &inputs.warnings);
+    }
     let engine = Engine::connect().await?;
-    let build_args = build::BuildOptions {
+    let options = build::BuildOptions {
         replace: false,
         offline: args.offline,
         no_cache: args.no_cache,
         context: None,
         timeout: args.timeout,
+        build_args,
     };
     let t = Instant::now();
-    let prepared = build::prepare(&inputs, &build_args, &engine, style).await?;
+    let prepared = build::prepare(&inputs, &options, &engine, style).await?;
     phases.insert("check".into(), t.elapsed().as_secs_f64());
     let built = build::execute(&inputs, prepared, &engine, style).await?;
     phases.extend(built.durations.clone());
@@ -97,6 +102,8 @@ pub async fn run(global: &Global, args: &ReleaseArgs, style: &Style) -> Result<i
             "image": {"reference": m.image.reference, "id": m.image.id},
             "pushed_digest": m.registry.as_ref().map(|r| r.digest_ref.clone()),
             "apps": m.apps.iter().map(|a| json!({"name": a.name, "ref": a.reference, "commit": a.commit})).collect::<Vec<_>>(),
+            "build_args": m.build_args,
+            "warnings": inputs.warnings,
             "manifest": config::display(&path),
             "deployment": deployment,
             "durations": phases,

@@ -14,7 +14,8 @@ pub struct App {
     pub name: String,
     /// As written in apps.json, placeholders and all (never a real token).
     pub url_template: String,
-    pub branch: String,
+    /// `None`: no `"branch"`, so bench clones the remote's default branch.
+    pub branch: Option<String>,
     /// 1-based position in the file.
     pub index: usize,
 }
@@ -32,6 +33,30 @@ impl App {
     pub fn placeholders(&self) -> Vec<String> {
         placeholders(&self.url_template).unwrap_or_default()
     }
+
+    /// The ref to ask the remote for: the branch or tag, or `HEAD` (the
+    /// default branch, which bench clones when apps.json names none).
+    pub fn git_ref(&self) -> &str {
+        self.branch.as_deref().unwrap_or("HEAD")
+    }
+
+    /// The directory bench leaves the app in under `apps/`.
+    pub fn package_dir(&self) -> String {
+        package_dir(&self.name)
+    }
+}
+
+/// The directory bench installs an app into, from its repository name.
+///
+/// bench clones into the repository's name, then renames the directory to
+/// the app's package name (`[project] name` of pyproject.toml, else
+/// setup.cfg or setup.py: frappe/bench `bench/utils/app.py` `get_app_name`,
+/// called from `App.install` in `bench/app.py`). A Frappe app's package is
+/// its Python module, which cannot hold `-`: `india-compliance` becomes
+/// `india_compliance`. The package name itself is only known inside the
+/// build, so this is the rule for repositories named after their app.
+pub fn package_dir(repo_name: &str) -> String {
+    repo_name.replace('-', "_")
 }
 
 /// Remove `user[:pass]@` from a URL (or a URL template).
@@ -82,6 +107,9 @@ pub fn app_name(url: &str) -> String {
     };
     let trimmed = clean.trim_end_matches('/');
     let last = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
+    // No app name holds `@`; a userinfo out of place (`https:///TOKEN@h`,
+    // which has no authority to strip) does.
+    let last = last.rsplit('@').next().unwrap_or(last);
     last.strip_suffix(".git").unwrap_or(last).to_string()
 }
 
@@ -141,12 +169,7 @@ pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
         );
         return (vec![], problems);
     };
-    if list.is_empty() {
-        problems.push(
-            Problem::new(display, "no-apps", "apps.json lists no apps")
-                .hint("list at least erpnext, or whatever apps the image should carry"),
-        );
-    }
+    // `[]` is valid: bench builds Frappe alone (a frappe-only image).
     let mut apps: Vec<App> = Vec::new();
     let mut seen: Vec<(String, usize)> = Vec::new();
     for (i, item) in list.iter().enumerate() {
@@ -193,32 +216,57 @@ pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
         }
         for field in KNOWN_FIELDS {
             match obj.get(field) {
-                None => problems.push(Problem::new(display, "missing-field", format!("\"{field}\" is missing")).entry(&label)
-                    .hint(if field == "branch" { "name the branch or release tag to build, e.g. \"version-15\" or \"v15.17.0\"" } else { "give the git URL of the app" })),
-                Some(v) if !v.is_string() => problems.push(Problem::new(display, "bad-field", format!("\"{field}\" must be a string")).entry(&label)),
-                Some(v) if v.as_str().is_some_and(|s| s.trim().is_empty()) => {
-                    problems.push(Problem::new(display, "empty-field", format!("\"{field}\" is empty")).entry(&label))
-                }
+                // bench clones the default branch then: valid, but see [`warnings`].
+                None if field == "branch" => {}
+                None => problems.push(
+                    Problem::new(display, "missing-field", format!("\"{field}\" is missing"))
+                        .entry(&label)
+                        .hint("give the git URL of the app"),
+                ),
+                Some(v) if !v.is_string() => problems.push(
+                    Problem::new(
+                        display,
+                        "bad-field",
+                        format!("\"{field}\" must be a string"),
+                    )
+                    .entry(&label),
+                ),
+                Some(v) if v.as_str().is_some_and(|s| s.trim().is_empty()) => problems.push(
+                    Problem::new(display, "empty-field", format!("\"{field}\" is empty"))
+                        .entry(&label),
+                ),
                 _ => {}
             }
         }
         if !url.is_empty() {
             if let Err(msg) = placeholders(url) {
                 problems.push(Problem::new(display, "bad-placeholder", msg).entry(&label));
+            } else if let Some(what) = literal_credential(url) {
+                // Neither the URL nor the credential is quoted: it is a token.
+                problems.push(Problem::new(display, "literal-credential", format!("\"url\" holds a literal {what} (not shown): only the values of @secret keys are masked in output and logs and kept out of files"))
+                    .entry(&label)
+                    .hint("move it to a `# @secret` key of the example file, set it in .env, and write the URL as https://${KEY}@host/org/app.git (or https://x-access-token:${KEY}@host/...)"));
             } else if let Some(why) = url_problem(url) {
                 problems.push(Problem::new(display, "bad-url", format!("\"url\" is not a git URL bench can clone: it {why}")).entry(&label)
                     .hint("use https://host/org/app.git (credentials as ${TOKEN}@), ssh://, git:// or git@host:org/app.git; bench clones inside the build, where local paths and file:// do not exist"));
             }
         }
-        if let Some((_, prev)) = seen.iter().find(|(n, _)| *n == name && name != "?") {
+        // Compared by the directory bench installs into: `india-compliance`
+        // and `india_compliance` would both land in apps/india_compliance.
+        let dir = package_dir(&name);
+        if let Some((prev_name, prev)) = seen
+            .iter()
+            .find(|(n, _)| package_dir(n) == dir && name != "?")
+        {
+            let message = if *prev_name == name {
+                format!("app {name} is listed twice (also entry #{prev})")
+            } else {
+                format!("app {name} installs into apps/{dir}, as {prev_name} of entry #{prev} does")
+            };
             problems.push(
-                Problem::new(
-                    display,
-                    "duplicate-app",
-                    format!("app {name} is listed twice (also entry #{prev})"),
-                )
-                .entry(&label)
-                .hint("bench installs each app once: keep one entry"),
+                Problem::new(display, "duplicate-app", message)
+                    .entry(&label)
+                    .hint("bench installs each app once: keep one entry"),
             );
         }
         seen.push((name.clone(), index));
@@ -229,14 +277,58 @@ pub fn parse(display: &str, text: &str) -> (Vec<App>, Vec<Problem>) {
                 branch: obj
                     .get("branch")
                     .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .trim()
-                    .to_string(),
+                    .map(|b| b.trim().to_string()),
                 index,
             });
         }
     }
     (apps, problems)
+}
+
+/// What does not stop a build but should be known: an app without a
+/// `"branch"` follows whatever its default branch is at when built.
+pub fn warnings(display: &str, apps: &[App]) -> Vec<Problem> {
+    apps.iter()
+        .filter(|a| a.branch.is_none())
+        .map(|a| {
+            Problem::new(
+                display,
+                "no-branch",
+                format!("no \"branch\": bench clones the default branch of {}, so each build follows wherever that branch has moved", a.name),
+            )
+            .entry(a.label())
+            .hint("pin a release tag (e.g. \"branch\": \"v15.17.0\") or at least a branch, so that a rebuild gives the same app")
+        })
+        .collect()
+}
+
+/// `${KEY}` placeholders removed: what is written literally.
+fn literal_part(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find('}') {
+            Some(end) => rest = &rest[i + end + 1..],
+            None => return out + &rest[i..],
+        }
+    }
+    out + rest
+}
+
+/// Whether a URL's userinfo holds a credential written out rather than a
+/// `${KEY}` placeholder; what it is, never its value. A password must be
+/// placeholders only. A user alone counts for http(s) and git, where a lone
+/// `https://TOKEN@host` is sent as user and password; for ssh it is the
+/// login name (`ssh://git@host`). `user@host:path` has no password.
+pub fn literal_credential(url: &str) -> Option<&'static str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    match userinfo.split_once(':') {
+        Some((_, password)) => (!literal_part(password).is_empty()).then_some("password"),
+        None => (scheme != "ssh" && !literal_part(userinfo).is_empty()).then_some("credential"),
+    }
 }
 
 fn strip_position(msg: &str) -> String {
@@ -404,7 +496,9 @@ pub fn inject(apps: &[App], env: &EnvValues) -> Secret {
     #[derive(serde::Serialize)]
     struct Entry<'a> {
         url: &'a str,
-        branch: &'a str,
+        // Left out, not null, as it was written: bench clones the default branch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        branch: Option<&'a str>,
     }
     let urls: Vec<Secret> = apps.iter().map(|a| inject_url(a, env)).collect();
     let list: Vec<Entry> = apps
@@ -412,7 +506,7 @@ pub fn inject(apps: &[App], env: &EnvValues) -> Secret {
         .zip(&urls)
         .map(|(a, u)| Entry {
             url: u.expose(),
-            branch: &a.branch,
+            branch: a.branch.as_deref(),
         })
         .collect();
     let mut out = crate::secret::ZeroBuf::with_capacity(1024);
@@ -424,7 +518,10 @@ pub fn inject(apps: &[App], env: &EnvValues) -> Secret {
 pub fn redacted_json(apps: &[App]) -> String {
     let list: Vec<serde_json::Value> = apps
         .iter()
-        .map(|a| serde_json::json!({"url": a.public_url(), "branch": a.branch}))
+        .map(|a| match &a.branch {
+            Some(b) => serde_json::json!({"url": a.public_url(), "branch": b}),
+            None => serde_json::json!({"url": a.public_url()}),
+        })
         .collect();
     serde_json::to_string_pretty(&list).unwrap_or_default()
 }
@@ -463,6 +560,11 @@ mod tests {
         assert_eq!(apps[1].public_url(), "https://github.com/org/de_macrs.git");
         assert_eq!(apps[1].placeholders(), vec!["TOK"]);
         assert_eq!(app_name("git@github.com:org/hrms.git"), "hrms");
+        assert_eq!(
+            app_name("https:///tok3n-value@h"),
+            "h",
+            "no token in a label"
+        );
     }
 
     #[test]
@@ -535,7 +637,6 @@ mod tests {
             got,
             vec![
                 ("#1 (a)".to_string(), "unknown-field"),
-                ("#1 (a)".to_string(), "missing-field"),
                 ("#2 (a)".to_string(), "duplicate-app"),
                 ("#3".to_string(), "bad-entry"),
             ]
@@ -544,6 +645,109 @@ mod tests {
         let (_, p) = parse("apps.json", "[{\"url\": \"x\"");
         assert_eq!(p[0].code, "bad-json");
         assert!(p[0].message.contains("truncated"));
+    }
+
+    #[test]
+    fn an_app_without_branch_is_valid_with_a_warning_and_asks_for_head() {
+        let text = r#"[{"url": "https://github.com/frappe/erpnext"},
+                       {"url": "https://github.com/frappe/hrms", "branch": "v15.13.1"}]"#;
+        let (apps, p) = parse("apps.json", text);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(apps[0].branch, None);
+        assert_eq!(apps[0].git_ref(), "HEAD");
+        assert_eq!(apps[1].git_ref(), "v15.13.1");
+        let w = warnings("apps.json", &apps);
+        assert_eq!(w.len(), 1, "only the app without a branch: {w:?}");
+        assert_eq!(w[0].code, "no-branch");
+        assert_eq!(w[0].entry.as_deref(), Some("#1 (erpnext)"));
+        assert!(w[0].message.contains("default branch"));
+        assert!(w[0].hint.as_deref().unwrap().contains("pin"));
+        // bench reads the entry as written: no "branch" key, not "" or null.
+        let e = env("t0ken-x");
+        let injected: serde_json::Value = serde_json::from_str(inject(&apps, &e).expose()).unwrap();
+        assert_eq!(
+            injected[0],
+            serde_json::json!({"url": "https://github.com/frappe/erpnext"})
+        );
+        assert_eq!(injected[1]["branch"], "v15.13.1");
+        assert!(!redacted_json(&apps).contains("null"));
+        // An empty branch is still a mistake, not "the default branch".
+        let (_, p) = parse(
+            "apps.json",
+            r#"[{"url": "https://github.com/frappe/erpnext", "branch": " "}]"#,
+        );
+        assert_eq!(p[0].code, "empty-field");
+    }
+
+    #[test]
+    fn an_empty_list_is_a_frappe_only_image() {
+        let (apps, p) = parse("apps.json", "[]");
+        assert!(apps.is_empty());
+        assert!(p.is_empty(), "{p:?}");
+        assert!(warnings("apps.json", &apps).is_empty());
+        assert_eq!(redacted_json(&apps), "[]");
+    }
+
+    #[test]
+    fn literal_credentials_are_refused_without_their_value() {
+        let token = "ghp_Literal5150DoNotLeak";
+        for url in [
+            format!("https://{token}@github.com/o/a.git"),
+            format!("https://user:{token}@host/o/a.git"),
+            format!("https://x-access-token:{token}@github.com/o/a.git"),
+            format!("https://${{TOK}}:{token}@github.com/o/a.git"),
+            format!("http://{token}@host/o/a.git"),
+            format!("ssh://git:{token}@host/o/a.git"),
+            format!("https://${{TOK}}{token}@github.com/o/a.git"),
+        ] {
+            let text = serde_json::json!([{"url": url, "branch": "v1"}]).to_string();
+            let (apps, p) = parse("apps.json", &text);
+            assert!(apps.is_empty(), "{url}");
+            assert_eq!(
+                p.iter().map(|p| p.code).collect::<Vec<_>>(),
+                vec!["literal-credential"],
+                "{url}"
+            );
+            let shown = serde_json::to_string(&p).unwrap();
+            assert!(!shown.contains("Literal5150"), "{shown}");
+            assert!(p[0].hint.as_deref().unwrap().contains("${KEY}"));
+        }
+        for ok in [
+            "https://${TOK}@github.com/o/a.git",
+            "https://x-access-token:${TOK}@github.com/o/a.git",
+            "https://oauth2:${TOK}@gitlab.com/o/a.git",
+            "https://${USER}:${TOK}@host/o/a.git",
+            "ssh://git@github.com/o/a.git",
+            "git@github.com:o/a.git",
+            "https://github.com/o/a.git",
+            "https://github.com/o/a@b.git",
+        ] {
+            assert_eq!(literal_credential(ok), None, "{ok}");
+        }
+    }
+
+    #[test]
+    fn apps_are_looked_for_under_their_package_name() {
+        let (apps, p) = parse(
+            "apps.json",
+            r#"[{"url": "https://github.com/resilient-tech/india-compliance.git", "branch": "v15"}]"#,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(apps[0].name, "india-compliance");
+        assert_eq!(apps[0].package_dir(), "india_compliance");
+        assert_eq!(package_dir("erpnext"), "erpnext");
+        // Both would land in apps/india_compliance.
+        let (_, p) = parse(
+            "apps.json",
+            r#"[{"url": "https://h/o/india-compliance", "branch": "a"},
+                {"url": "https://h/x/india_compliance", "branch": "b"}]"#,
+        );
+        assert_eq!(p[0].code, "duplicate-app");
+        assert!(
+            p[0].message.contains("installs into apps/india_compliance"),
+            "{}",
+            p[0].message
+        );
     }
 
     #[test]

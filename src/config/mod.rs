@@ -12,7 +12,7 @@ pub mod version;
 pub use crate::secret::{read_capped, MAX_INPUT_BYTES};
 
 use crate::config::apps::App;
-use crate::config::containerfile::containerfile_problems;
+use crate::config::containerfile::{containerfile_problems, Declared};
 use crate::config::envfile::{schema::Schema, EnvValues};
 use crate::error::Problem;
 use std::path::{Path, PathBuf};
@@ -136,9 +136,14 @@ pub struct Inputs {
     pub schema: Schema,
     pub env: EnvValues,
     pub apps: Vec<App>,
+    /// The `ARG`s of `DE_CONTAINERFILE` (none when it could not be read).
+    pub containerfile: Declared,
     /// `DE_COMPOSE_FILE` read and merged (`None` when it could not be).
     pub compose: Option<compose::ComposeSet>,
     pub problems: Vec<Problem>,
+    /// Findings that do not stop a command but are said before it runs
+    /// (e.g. an app without a branch).
+    pub warnings: Vec<Problem>,
 }
 
 /// Load, and stop with every problem (exit 2) unless all is well.
@@ -221,11 +226,13 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         problems.extend(rules::check(&env, &env_shown, &example_shown));
     }
 
+    let mut warnings = Vec::new();
     let apps_shown = display(&paths.apps);
     let apps = match read_text(&paths.apps, "apps.json") {
         Ok(text) => {
             let (a, p) = apps::parse(&apps_shown, &text);
             problems.extend(p);
+            warnings.extend(apps::warnings(&apps_shown, &a));
             if !env_unusable {
                 problems.extend(apps::check_placeholders(&apps_shown, &a, &env, &env_shown));
             }
@@ -237,12 +244,18 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         }
     };
 
+    let mut containerfile = Declared::default();
     if let Some(cf) = env.get("DE_CONTAINERFILE") {
         let path = paths.project_dir.join(cf);
         // Only a regular file: the type check names anything else.
         if path.is_file() {
             if let Ok(text) = read_text(&path, "the Containerfile") {
                 problems.extend(containerfile_problems(&display(&path), &text));
+                containerfile = Declared {
+                    shown: display(&path),
+                    args: containerfile::declared_args(&text),
+                };
+                problems.extend(containerfile::secret_arg_problems(&containerfile, &env));
             }
         }
     }
@@ -258,8 +271,10 @@ pub fn load_with(paths: Paths, lookup_env: &dyn Fn(&str) -> Option<String>) -> I
         schema,
         env,
         apps,
+        containerfile,
         compose,
         problems,
+        warnings,
     }
 }
 

@@ -27,15 +27,27 @@ pub struct BuildOptions {
     pub context: Option<PathBuf>,
     /// Seconds for each git remote.
     pub timeout: u64,
+    /// The build-args besides `CACHE_BUST`, checked: from [`build_args`].
+    pub build_args: BTreeMap<String, String>,
 }
 
-/// Build-args passed from `.env` (all non-secret by schema).
-pub const BUILD_ARG_KEYS: [&str; 4] = [
-    "FRAPPE_PATH",
-    "FRAPPE_BRANCH",
-    "PYTHON_VERSION",
-    "NODE_VERSION",
-];
+/// The build-args of `.env` keys the Containerfile declares as `ARG`s and of
+/// `--build-arg KEY=VALUE`, checked before anything else happens (exit 2 on
+/// any problem, every one listed).
+pub fn build_args(inputs: &Inputs, cli: &[String]) -> Result<BTreeMap<String, String>> {
+    let (args, problems) = config::containerfile::resolve_build_args(
+        &inputs.containerfile,
+        &inputs.env,
+        &config::display(&inputs.paths.env_file),
+        cli,
+    );
+    if problems.is_empty() {
+        Ok(args)
+    } else {
+        Err(Error::Invalid(problems))
+    }
+}
+
 pub const DEFAULT_SMOKE: [&str; 2] = ["bench", "version"];
 
 fn required<'a>(inputs: &'a Inputs, key: &str) -> Result<&'a str> {
@@ -64,7 +76,8 @@ pub fn app_records(
         .map(|a| AppRecord {
             name: a.name.clone(),
             url: a.public_url(),
-            reference: a.branch.clone(),
+            // No branch: bench clones the default branch, HEAD.
+            reference: a.git_ref().to_string(),
             commit: None,
         })
         .collect();
@@ -77,9 +90,12 @@ pub fn app_records(
     }
     let results = crate::adapters::online::resolve_apps(inputs, timeout, style);
     let mut problems = Vec::new();
-    for (rec, r) in records.iter_mut().zip(results) {
+    for ((rec, r), app) in records.iter_mut().zip(results).zip(&inputs.apps) {
         match r {
-            Ok(res) => rec.commit = Some(res.commit),
+            Ok(res) => {
+                rec.reference = res.reference(app);
+                rec.commit = Some(res.commit);
+            }
             Err(p) => problems.push(p),
         }
     }
@@ -229,11 +245,11 @@ pub async fn prepare(
     }
     let ctx = context::collect(&context_dir, &exclude, std::slice::from_ref(&containerfile))?;
 
-    let mut build_args: BTreeMap<String, String> = BUILD_ARG_KEYS
-        .iter()
-        .filter_map(|k| inputs.env.get(k).map(|v| (k.to_string(), v.to_string())))
-        .collect();
-    build_args.insert("CACHE_BUST".into(), cache_key.value.clone());
+    let mut build_args = args.build_args.clone();
+    build_args.insert(
+        config::containerfile::RESERVED_ARG.into(),
+        cache_key.value.clone(),
+    );
 
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let revision = crate::adapters::git::head_revision(&inputs.paths.project_dir);
@@ -429,7 +445,13 @@ pub async fn execute(
                     };
                     continue;
                 }
-                if let Err(e) = smoke_test(engine, reference, &info, command, apps).await {
+                let expected: Vec<(&str, &str)> = plan
+                    .apps
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .zip(apps.iter().map(String::as_str))
+                    .collect();
+                if let Err(e) = smoke_test(engine, reference, &info, command, &expected).await {
                     let kept = quarantine(engine, &plan, &image_id, &superseded).await;
                     return Err(Error::Failed {
                         message: format!("smoke test of {reference} failed: {e}"),
@@ -618,12 +640,13 @@ async fn quarantine(
     format!("{}:{failed_tag}", plan.repository)
 }
 
+/// `expected`: each app's name and the directory bench installs it into.
 async fn smoke_test(
     engine: &Engine,
     reference: &str,
     info: &crate::adapters::engine::ImageInfo,
     command: &[String],
-    apps: &[String],
+    expected: &[(&str, &str)],
 ) -> std::result::Result<(), String> {
     let workdir = if info.working_dir.is_empty() {
         "/home/frappe/frappe-bench".to_string()
@@ -652,22 +675,85 @@ async fn smoke_test(
             tail.join("\n  ")
         ));
     }
-    let present = listing.unwrap_or_default();
-    let missing: Vec<&String> = apps.iter().filter(|a| !present.contains(a)).collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "{} missing from {apps_dir} (found: {})",
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            if present.is_empty() {
-                "nothing".to_string()
-            } else {
-                present.join(", ")
-            }
-        ));
+    match missing_apps(&apps_dir, expected, &listing.unwrap_or_default()) {
+        Some(message) => Err(message),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// What the smoke test says when apps are not where bench puts them: the
+/// directory it looked for (the package name, e.g. india_compliance for
+/// india-compliance) and what it found.
+pub fn missing_apps(
+    apps_dir: &str,
+    expected: &[(&str, &str)],
+    present: &[String],
+) -> Option<String> {
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|(_, dir)| !present.iter().any(|p| p == dir))
+        .map(|(name, dir)| {
+            if name == dir {
+                format!("{apps_dir}/{dir}")
+            } else {
+                format!(
+                    "{apps_dir}/{dir} (for {name}: bench installs an app under its package name)"
+                )
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let found = if present.is_empty() {
+        "nothing".to_string()
+    } else {
+        present.join(", ")
+    };
+    Some(format!(
+        "expected {}; not there (found: {found})",
+        missing.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smoke_test_looks_for_the_package_directory_and_says_which() {
+        let dir = "/home/frappe/frappe-bench/apps";
+        let expected = [
+            ("erpnext", "erpnext"),
+            ("india-compliance", "india_compliance"),
+        ];
+        let present = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            missing_apps(
+                dir,
+                &expected,
+                &present(&["frappe", "erpnext", "india_compliance"])
+            ),
+            None
+        );
+        let msg = missing_apps(
+            dir,
+            &expected,
+            &present(&["frappe", "erpnext", "india-compliance"]),
+        )
+        .expect("the repo name is not where bench installs it");
+        assert_eq!(
+            msg,
+            "expected /home/frappe/frappe-bench/apps/india_compliance (for india-compliance: bench installs an app under its package name); not there (found: frappe, erpnext, india-compliance)"
+        );
+        assert_eq!(
+            missing_apps(dir, &expected[..1], &[]).unwrap(),
+            "expected /home/frappe/frappe-bench/apps/erpnext; not there (found: nothing)"
+        );
+        assert_eq!(
+            missing_apps(dir, &[], &present(&["frappe"])),
+            None,
+            "no apps: frappe alone"
+        );
+    }
 }

@@ -51,6 +51,8 @@ pub enum Step {
     SmokeTest {
         reference: String,
         command: Vec<String>,
+        /// The directories under `apps/` that must exist: each app's
+        /// package name, as bench installs it.
         apps: Vec<String>,
     },
     WriteManifest {
@@ -82,7 +84,11 @@ impl BuildPlan {
         steps.push(Step::SmokeTest {
             reference: self.reference.clone(),
             command: self.smoke_command.clone(),
-            apps: self.apps.iter().map(|a| a.name.clone()).collect(),
+            apps: self
+                .apps
+                .iter()
+                .map(|a| crate::config::apps::package_dir(&a.name))
+                .collect(),
         });
         steps.push(Step::WriteManifest {
             path: self.manifest_path.clone(),
@@ -102,6 +108,11 @@ impl fmt::Display for Step {
             Step::Build { reference } => write!(
                 f,
                 "build {reference} with BuildKit (apps.json as secret apps_json)"
+            ),
+            Step::SmokeTest { command, apps, .. } if apps.is_empty() => write!(
+                f,
+                "smoke test: `{}` exits 0 (apps.json lists no apps)",
+                command.join(" ")
             ),
             Step::SmokeTest { command, apps, .. } => write!(
                 f,

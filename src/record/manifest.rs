@@ -73,7 +73,8 @@ pub struct AppRecord {
     pub name: String,
     /// URL with credentials removed.
     pub url: String,
-    /// Branch or tag as written in apps.json.
+    /// Branch or tag as written in apps.json; for an app without one, the
+    /// default branch the remote's HEAD named, or `HEAD`.
     #[serde(rename = "ref")]
     pub reference: String,
     /// Commit the ref resolved to at build time (`None` with `--offline`).

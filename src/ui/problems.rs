@@ -12,6 +12,9 @@ pub fn print_warnings(style: &Style, problems: &[Problem]) {
             p.location(),
             p.message
         ));
+        if let Some(h) = &p.hint {
+            output::diag(&format!("  {} {h}", style.dim("hint:")));
+        }
     }
 }
 
