@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark: de-build deploy vs the seed's manual update, on the demo stack,
-# side by side in one run. A probe hits the demo's HTTP endpoint every 50 ms.
+# Benchmark: de-build deploy vs the seed's manual update, on the demo stack
+# (frappe_docker's topology: the probe goes through the frontend with the
+# site's Host), side by side in one run. A probe hits it every 20 ms.
 #  - unreachable window (refused / 5xx other than 503): goal de-build <= 0.5x manual
 #  - maintenance window (503): goal <= backup + migrate + 1 s
 #  - rollback to the previous version with its image present: goal <= 5 s
+#  - failed requests (neither 2xx nor the maintenance 503) during a deploy
+#    that needs no migrate, and during a rollback: issue #13's goal is 0
 # Manual procedure (seed 003): docker-compose down; docker-compose up -d;
 # docker exec <backend> bench --site <site> migrate.
 set -euo pipefail
@@ -24,6 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 cp "$root"/examples/demo/{de-example.env,apps.json,Containerfile,bench,patches.txt,compose.yaml} "$work/"
+cp -r "$root/examples/demo/bin" "$work/bin"
+export PROBE_HOST=demo.localhost
 mkdir -p "$work/rootfs" && cp /bin/busybox "$work/rootfs/"
 sed -e "s#^DE_IMAGE=.*#DE_IMAGE=$repo#" -e "s#^COMPOSE_PROJECT_NAME=.*#COMPOSE_PROJECT_NAME=$project#" \
     -e "s#^DE_HEALTH_URL=.*#DE_HEALTH_URL=$url#" "$root/examples/demo/demo.env" > "$work/.env"
@@ -33,6 +38,9 @@ for v in 1.0.0 1.1.0 1.2.0; do
   echo "demo.patches.v${v//./_}.bench" >> "$work/patches.txt"
   DE_SITE_VERSION=$v de -q build --offline >/dev/null
 done
+# 1.2.1: the same schema as 1.2.0 (another file changed), so no migrate.
+echo "# release 1.2.1" >> "$work/bin/start.sh"
+DE_SITE_VERSION=1.2.1 de -q build --offline >/dev/null
 de -q deploy 1.0.0 >/dev/null
 
 probe() { # probe OUT -- command...
@@ -51,7 +59,7 @@ rec=$(ls -t "$work"/.de-build/deployments/*.json | head -1)
 
 echo "== manual: down, up -d, bench migrate (1.1.0 -> 1.2.0, same stack)"
 manual() {
-  local f="$work/compose.yaml" env=(env DE_IMAGE="$repo" COMPOSE_PROJECT_NAME="$project")
+  local f="$work/compose.yaml" env=(env CUSTOM_IMAGE="$repo" COMPOSE_PROJECT_NAME="$project")
   "${env[@]}" CUSTOM_TAG=1.1.0 docker-compose -p "$project" -f "$f" down >/dev/null 2>&1
   "${env[@]}" CUSTOM_TAG=1.2.0 docker-compose -p "$project" -f "$f" up -d >/dev/null 2>&1
   local c; c=$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=backend)
@@ -59,12 +67,18 @@ manual() {
 }
 probe "$work/manual.json" -- manual
 
-echo "== de-build rollback (image present)"
-t0=$(date +%s.%N); de -q rollback 1.0.0 >/dev/null; t1=$(date +%s.%N)
+echo "== de-build deploy 1.2.0 (adopts the hand-run stack) then 1.2.1 (same schema: no migrate)"
+de -q deploy 1.2.0 >/dev/null
+probe "$work/nomigrate.json" -- de -q deploy 1.2.1
+echo "== de-build rollback 1.2.1 -> 1.2.0 (image present)"
+t0=$(date +%s.%N)
+probe "$work/rollback.json" -- de -q rollback 1.2.0
+t1=$(date +%s.%N)
 
-python3 - "$work/de.json" "$work/manual.json" "$rec" "$t0" "$t1" "$work/de.json.secs" "$work/manual.json.secs" <<'PY'
+python3 - "$work/de.json" "$work/manual.json" "$rec" "$t0" "$t1" "$work/de.json.secs" "$work/manual.json.secs" "$work/nomigrate.json" "$work/rollback.json" <<'PY'
 import json, sys
 de, man, rec = (json.load(open(p)) for p in sys.argv[1:4])
+nomig, rb = (json.load(open(p)) for p in sys.argv[8:10])
 t0, t1 = float(sys.argv[4]), float(sys.argv[5])
 steps = {s["step"].split(" ")[0] + (" " + s["step"].split(" ")[1] if s["step"].startswith("bench") else ""): s["seconds"] for s in rec["steps"]}
 backup = sum(s["seconds"] for s in rec["steps"] if s["step"].startswith("back up"))
@@ -73,5 +87,7 @@ print(f"unreachable: de-build {de['unreachable']:.2f}s, manual {man['unreachable
 print(f"maintenance: de-build {de['maintenance']:.2f}s; backup {backup:.2f}s + migrate {migrate:.2f}s + 1s = {backup + migrate + 1:.2f}s (goal: at most that)")
 print(f"whole command: de-build deploy {open(sys.argv[6]).read().strip()}s, manual {open(sys.argv[7]).read().strip()}s")
 print(f"rollback with the image present: {t1 - t0:.2f}s (goal <= 5s)")
+print(f"failed requests (of {de['samples']}/{man['samples']}/{nomig['samples']}/{rb['samples']} probes): deploy with migrate {de['failed']}, manual {man['failed']}, deploy without migrate {nomig['failed']} (goal 0), rollback {rb['failed']} (goal 0)")
+print(f"unreachable without migrate: deploy {nomig['unreachable']:.2f}s, rollback {rb['unreachable']:.2f}s (goal 0); maintenance answers: {nomig['maintenance_answers']}, {rb['maintenance_answers']}")
 print("de-build deploy steps: " + ", ".join(f"{s['step'].split(':')[0][:28]} {s['seconds']:.2f}s" for s in rec["steps"]))
 PY
