@@ -3,7 +3,7 @@
 # (frappe_docker's topology: the probe goes through the frontend with the
 # site's Host), side by side in one run. A probe hits it every 20 ms.
 #  - unreachable window (refused / 5xx other than 503): goal de-build <= 0.5x manual
-#  - maintenance window (503): goal <= backup + migrate + 1 s
+#  - maintenance window (503): goal <= backup + migrate + 0.3 s (issue #13)
 #  - rollback to the previous version with its image present: goal <= 5 s
 #  - failed requests (neither 2xx nor the maintenance 503) during a deploy
 #    that needs no migrate, and during a rollback: issue #13's goal is 0
@@ -80,11 +80,10 @@ import json, sys
 de, man, rec = (json.load(open(p)) for p in sys.argv[1:4])
 nomig, rb = (json.load(open(p)) for p in sys.argv[8:10])
 t0, t1 = float(sys.argv[4]), float(sys.argv[5])
-steps = {s["step"].split(" ")[0] + (" " + s["step"].split(" ")[1] if s["step"].startswith("bench") else ""): s["seconds"] for s in rec["steps"]}
-backup = sum(s["seconds"] for s in rec["steps"] if s["step"].startswith("back up"))
-migrate = sum(s["seconds"] for s in rec["steps"] if s["step"].startswith("bench migrate"))
+backup = sum(s["seconds"] for s in rec["steps"] if s["step"] == "backup")
+migrate = sum(s["seconds"] for s in rec["steps"] if s["step"] == "migrate")
 print(f"unreachable: de-build {de['unreachable']:.2f}s, manual {man['unreachable']:.2f}s -> ratio {de['unreachable'] / max(man['unreachable'], 1e-9):.2f}x (goal <= 0.5x)")
-print(f"maintenance: de-build {de['maintenance']:.2f}s; backup {backup:.2f}s + migrate {migrate:.2f}s + 1s = {backup + migrate + 1:.2f}s (goal: at most that)")
+print(f"maintenance: de-build {de['maintenance']:.2f}s vs backup {backup:.2f}s + migrate {migrate:.2f}s = {backup + migrate:.2f}s (goal: at most +0.3s = {backup + migrate + 0.3:.2f}s)")
 print(f"whole command: de-build deploy {open(sys.argv[6]).read().strip()}s, manual {open(sys.argv[7]).read().strip()}s")
 print(f"rollback with the image present: {t1 - t0:.2f}s (goal <= 5s)")
 print(f"failed requests (of {de['samples']}/{man['samples']}/{nomig['samples']}/{rb['samples']} probes): deploy with migrate {de['failed']}, manual {man['failed']}, deploy without migrate {nomig['failed']} (goal 0), rollback {rb['failed']} (goal 0)")
