@@ -106,13 +106,16 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  de-build deploy            # DE_SITE_VERSION\n  de-build deploy 1.2.0 --dry-run\n  de-build deploy --full-down\n\n\
         With a release running and a schema change to migrate (DE_MIGRATE=auto compares the\n\
-        releases' schema fingerprints): maintenance on, queued jobs drained, every site backed up;\n\
+        releases' schema fingerprints): maintenance on, queued jobs drained (`bench --site <s>\n\
+        ready-for-migration` until READY, at most DE_DRAIN_TIMEOUT seconds; then\n\
+        DE_DRAIN_ON_TIMEOUT=abort stops with nothing changed, =proceed goes on), every site backed up;\n\
         then one compose pass recreates the services that run the release image (others, such as\n\
         the database, keep running; anonymous volumes such as logs carry over; an old app container\n\
         left behind is removed), or with --full-down a complete `down` with the compose file\n\
         recorded at the last up, then `up`. Without a migrate there is no maintenance or backup.\n\
         Then every app container is checked to run the release's image, `bench --site <s> migrate`\n\
-        runs in DE_BACKEND_SERVICE, and DE_HEALTH_URL must answer (2xx or the maintenance 503)\n\
+        runs in DE_BACKEND_SERVICE, and DE_HEALTH_URL must answer (2xx or the maintenance 503;\n\
+        the request's Host is DE_HEALTH_HOST, else the first site of DE_SITES)\n\
         while still in maintenance; only then does maintenance go off and the URL must answer 2xx.\n\
         On a failure after the stack was touched the previous release comes back with its own\n\
         compose file (exit 3); the pre-deploy backup is restored only if a migrate ran and no user\n\
