@@ -1149,7 +1149,15 @@ volumes:
             image_id: "sha256:1".into(),
             namespace: "erp".into(),
             file: "/f".into(),
-            stack: crate::config::stack::parse(yaml, "erp", &["backend".into()]).unwrap(),
+            stack: crate::config::stack::parse(
+                yaml,
+                crate::config::stack::Roles {
+                    namespace: "erp",
+                    backend: "backend",
+                    web: &["backend".into()],
+                },
+            )
+            .unwrap(),
         }
     }
 

@@ -158,7 +158,15 @@ fn stack(v: &str) -> SwarmStack {
         image_id: format!("sha256:{v}"),
         namespace: "p".into(),
         file: "/f".into(),
-        stack: crate::config::stack::parse(&yaml, "p", &["backend".into()]).unwrap(),
+        stack: crate::config::stack::parse(
+            &yaml,
+            crate::config::stack::Roles {
+                namespace: "p",
+                backend: "backend",
+                web: &["backend".into()],
+            },
+        )
+        .unwrap(),
     }
 }
 
