@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 use crate::record::swarm::{
     JobRecord, ModeDef, MountKind, Role, ServiceDef, SwarmStack, TaskState,
 };
+use crate::secret::Secret;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ConfigSpec, NetworkCreateRequest, ServiceSpec};
+use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec, ServiceSpec};
 use bollard::query_parameters as q;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -261,8 +262,15 @@ impl Swarm {
     }
 
     /// Remove the one-off jobs a deployment left (its process died while
-    /// one ran): their tasks stop with them. Returns their names.
+    /// one ran): their tasks stop with them; then the stdin secrets of its
+    /// jobs. Returns what was removed.
     pub async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
+        let mut out = self.remove_job_services(deployment).await?;
+        out.extend(self.remove_job_secrets(deployment).await?);
+        Ok(out)
+    }
+
+    async fn remove_job_services(&self, deployment: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("de-build.job={deployment}")],
@@ -282,6 +290,81 @@ impl Swarm {
             out.push(s.name);
         }
         Ok(out)
+    }
+
+    async fn remove_job_secrets(&self, deployment: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("de-build.job={deployment}")],
+        )]);
+        let list = self
+            .engine
+            .docker
+            .list_secrets(Some(q::ListSecretsOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| Error::engine("list the deployment's job secrets", describe(&e)))?;
+        let mut out = Vec::new();
+        for sec in list {
+            let id = sec.id.unwrap_or_default();
+            self.remove_secret(&id).await?;
+            let name = sec.spec.and_then(|s| s.name).unwrap_or(id);
+            out.push(format!("secret {name}"));
+        }
+        Ok(out)
+    }
+
+    /// A swarm secret holding `value` and a newline (what a prompt reads),
+    /// labelled with the job's deployment so a recovery finds it if this
+    /// process dies before removing it. The value leaves its type here, into
+    /// the request to the manager (which keeps secrets encrypted in its
+    /// store and hands them only to the tasks that name them).
+    async fn create_stdin_secret(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        value: &Secret,
+    ) -> Result<String> {
+        use base64::Engine as _;
+        let mut line = zeroize::Zeroizing::new(value.expose().to_string());
+        line.push('\n');
+        let spec = SecretSpec {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(line.as_bytes())),
+            ..Default::default()
+        };
+        self.engine
+            .docker
+            .create_secret(spec)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| Error::engine(format!("create the job secret {name}"), describe(&e)))
+    }
+
+    /// Remove a secret; the manager refuses while a service still names it,
+    /// which a just-removed job may for a moment: asked again, bounded.
+    pub async fn remove_secret(&self, id: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            match self.engine.docker.delete_secret(id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e)
+                    if started.elapsed() < Duration::from_secs(10)
+                        && describe(&e).contains("in use") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(300)).await
+                }
+                Err(e) => {
+                    return Err(Error::engine(
+                        format!("remove the job secret {id}"),
+                        describe(&e),
+                    ))
+                }
+            }
+        }
     }
 
     /// Tasks of these services (by ID), with node names and states.
@@ -584,30 +667,67 @@ impl Swarm {
     }
 
     /// Run a one-off job to completion, streaming its output; the job
-    /// service is removed afterwards whatever happened.
+    /// service is removed afterwards whatever happened. `stdin`: what the
+    /// command reads on its standard input (a password it prompts for),
+    /// given through a swarm secret that lives as long as the job
+    /// ([`with_stdin_secret`]); without it the command reads end-of-file.
     pub async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
-        let spec: ServiceSpec = serde_json::from_value(job.spec.clone())
-            .map_err(|e| Error::failed(format!("job spec for {}: {e}", job.name)))?;
+        let mut spec = job.spec.clone();
         // A job of an earlier run that died with its process.
         self.remove(&job.name).await?;
-        let created = self
-            .engine
-            .docker
-            .create_service(spec, self.creds.clone())
-            .await
-            .map_err(|e| Error::engine(format!("create job {}", job.name), describe(&e)))?;
-        let id = created.id.unwrap_or_else(|| job.name.clone());
-        let result = self.follow_job(job, &id, timeout, on_line).await;
-        if let Err(e) = self.remove(&id).await {
-            on_line(&format!(
-                "warning: job service {} not removed: {e}",
-                job.name
-            ));
+        let secret = match stdin {
+            None => None,
+            Some(value) => {
+                let name = stdin_secret_name(&job.name);
+                let mut labels = HashMap::new();
+                for k in [NAMESPACE_LABEL, "de-build.job"] {
+                    if let Some(v) = job.spec["Labels"][k].as_str() {
+                        labels.insert(k.to_string(), v.to_string());
+                    }
+                }
+                // One of an earlier run that died with its process.
+                if let Ok(old) = self.engine.docker.inspect_secret(&name).await {
+                    self.remove_secret(&old.id.unwrap_or_default()).await?;
+                }
+                let id = self.create_stdin_secret(&name, labels, value).await?;
+                with_stdin_secret(&mut spec, &id, &name);
+                Some(id)
+            }
+        };
+        let result = async {
+            let spec: ServiceSpec = serde_json::from_value(spec)
+                .map_err(|e| Error::failed(format!("job spec for {}: {e}", job.name)))?;
+            let created = self
+                .engine
+                .docker
+                .create_service(spec, self.creds.clone())
+                .await
+                .map_err(|e| Error::engine(format!("create job {}", job.name), describe(&e)))?;
+            let id = created.id.unwrap_or_else(|| job.name.clone());
+            let result = self.follow_job(job, &id, timeout, on_line).await;
+            if let Err(e) = self.remove(&id).await {
+                on_line(&format!(
+                    "warning: job service {} not removed: {e}",
+                    job.name
+                ));
+            }
+            result
+        }
+        .await;
+        if let Some(id) = secret {
+            if let Err(e) = self.remove_secret(&id).await {
+                on_line(&format!(
+                    "warning: the job's secret {} was not removed ({e}): `docker secret rm {}`",
+                    stdin_secret_name(&job.name),
+                    stdin_secret_name(&job.name)
+                ));
+            }
         }
         result
     }
@@ -1106,6 +1226,50 @@ pub fn job_spec_from_engine(
     v
 }
 
+/// Where a job's stdin secret is mounted in its container (a tmpfs only
+/// that task sees): `/run/secrets/<this>`.
+pub const STDIN_FILE: &str = "de-build-stdin";
+
+/// The stdin secret of a job: its name plus `.stdin`, within the 64
+/// characters a secret's name may have.
+pub fn stdin_secret_name(job: &str) -> String {
+    let mut s = job.to_string();
+    s.truncate(57);
+    format!("{s}.stdin")
+}
+
+/// Feed a job's command the secret `name` on its standard input.
+///
+/// A swarm task has no stdin to write to (the manager's API cannot attach
+/// to a task on another node, and a service spec has no input), and the
+/// alternatives would show the password: an argument (`--db-root-password`)
+/// in every process listing of the node and in `docker service inspect`, an
+/// environment variable in `docker service inspect`. A swarm secret is in
+/// neither: the manager keeps it encrypted, `docker secret inspect` never
+/// shows its data, and only this job's container gets it, as a file in its
+/// own tmpfs; `sh` redirects that file to the command. The file is readable
+/// by every user of that one container (mode 0444), because the job runs as
+/// the image's user, whose ID is not known here.
+pub fn with_stdin_secret(spec: &mut Value, secret_id: &str, name: &str) {
+    let c = &mut spec["TaskTemplate"]["ContainerSpec"];
+    let cmd: Vec<Value> = c["Command"].as_array().cloned().unwrap_or_default();
+    let mut wrapped = vec![
+        json!("sh"),
+        json!("-c"),
+        json!(format!("exec \"$@\" < /run/secrets/{STDIN_FILE}")),
+        json!("sh"),
+    ];
+    wrapped.extend(cmd);
+    c["Command"] = json!(wrapped);
+    let mut secrets = c["Secrets"].as_array().cloned().unwrap_or_default();
+    secrets.push(json!({
+        "File": {"Name": STDIN_FILE, "UID": "0", "GID": "0", "Mode": 0o444},
+        "SecretID": secret_id,
+        "SecretName": name,
+    }));
+    c["Secrets"] = json!(secrets);
+}
+
 /// A job service name: unique, short enough for the engine (63).
 pub fn job_name(namespace: &str, step: &str, deployment: &str, n: usize) -> String {
     let tail: String = deployment
@@ -1223,5 +1387,56 @@ volumes:
             "erp_sites"
         );
         assert!(back.get("UpdateConfig").is_none());
+    }
+
+    #[test]
+    fn a_jobs_stdin_comes_from_a_secret_file_never_from_its_spec() {
+        let st = stack();
+        let cmd: Vec<String> = ["bench", "--site", "a", "restore", "./a/b.sql.gz"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let name = job_name("erp", "restore", "20261123T101010.123Z-4242", 1000);
+        let mut v = job_spec(
+            &st,
+            st.stack.service("backend").unwrap(),
+            "r:5000/x:1@sha256:ab",
+            &name,
+            &cmd,
+            "d1",
+        );
+        let before = v.clone();
+        let secret = stdin_secret_name(&name);
+        assert!(secret.len() <= 64 && secret.ends_with(".stdin"), "{secret}");
+        with_stdin_secret(&mut v, "sec-id-1", &secret);
+        let back = serde_json::to_value(spec_from(&v).unwrap()).unwrap();
+        let c = &back["TaskTemplate"]["ContainerSpec"];
+        let mut want = vec![
+            json!("sh"),
+            json!("-c"),
+            json!("exec \"$@\" < /run/secrets/de-build-stdin"),
+            json!("sh"),
+        ];
+        want.extend(cmd.iter().map(|a| json!(a)));
+        assert_eq!(c["Command"], json!(want));
+        assert_eq!(c["Secrets"][0]["SecretID"], "sec-id-1");
+        assert_eq!(c["Secrets"][0]["SecretName"], json!(secret));
+        assert_eq!(c["Secrets"][0]["File"]["Name"], STDIN_FILE);
+        assert_eq!(c["Secrets"][0]["File"]["Mode"], 0o444);
+        // Nothing else changes: no environment, no argument carries a value.
+        assert_eq!(c["Env"], before["TaskTemplate"]["ContainerSpec"]["Env"]);
+        assert_eq!(back["Labels"]["de-build.job"], "d1");
+        // A spec that names secrets already keeps them.
+        let mut v2 = before.clone();
+        v2["TaskTemplate"]["ContainerSpec"]["Secrets"] =
+            json!([{"SecretID": "other", "SecretName": "other", "File": {"Name": "x"}}]);
+        with_stdin_secret(&mut v2, "sec-id-1", &secret);
+        assert_eq!(
+            v2["TaskTemplate"]["ContainerSpec"]["Secrets"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -664,6 +664,7 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
         interrupted: signals.flag.clone(),
         lost_lock: lost.clone(),
         jobs_started: 0,
+        db_root_password: s.inputs.env.secret("DB_PASSWORD"),
     }
     .run(plan)
     .await;
@@ -1112,6 +1113,7 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
         interrupted: Arc::new(AtomicBool::new(false)),
         lost_lock: Arc::new(AtomicBool::new(false)),
         jobs_started: 1000,
+        db_root_password: inputs.env.secret("DB_PASSWORD"),
     };
     let result = if all_done {
         match world

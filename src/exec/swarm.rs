@@ -17,6 +17,7 @@ use crate::plan::swarm::{
 };
 use crate::record::deploy::{Gate, Progress};
 use crate::record::state::{self, Backup, Deployment, Outcome, StepRecord};
+use crate::secret::Secret;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,9 +38,12 @@ pub trait SwarmWorld {
         on_note: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Vec<TaskState>>;
     async fn ensure_network(&self, namespace: &str, name: &str) -> Result<bool>;
+    /// Run a one-off job; `stdin` is what its command reads on its standard
+    /// input (never in its spec, argv, record or log).
     async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)>;
@@ -91,10 +95,11 @@ impl SwarmWorld for RealSwarm {
     async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
-        self.swarm.run_job(job, timeout, on_line).await
+        self.swarm.run_job(job, stdin, timeout, on_line).await
     }
 
     async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
@@ -148,6 +153,10 @@ pub struct SwarmExecutor<'a, W: SwarmWorld, R: Records, S: Sink> {
     /// the cluster is theirs now).
     pub lost_lock: Arc<AtomicBool>,
     pub jobs_started: usize,
+    /// The database root password `bench restore` asks for (frappe_docker
+    /// stores none in the sites): the restore job reads it on its stdin,
+    /// from a swarm secret that lives as long as the job.
+    pub db_root_password: Option<&'a Secret>,
 }
 
 /// A new record for `plan`, before anything runs.
@@ -611,12 +620,30 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         job: JobRun,
         record: &mut Deployment,
     ) -> Result<String> {
+        self.job_with(plan, job, None, &|_| None, record).await
+    }
+
+    /// Run a job; a non-zero exit is an error naming it, with the hint
+    /// `hint` finds in its output.
+    async fn job_with(
+        &mut self,
+        plan: &SwarmPlan,
+        job: JobRun,
+        stdin: Option<&Secret>,
+        hint: &dyn Fn(&str) -> Option<String>,
+        record: &mut Deployment,
+    ) -> Result<String> {
         self.sink.line(&format!("$ {}", job.command.join(" ")));
         let sink = &mut *self.sink;
         let mut on_line = |l: &str| sink.line(l);
         let (rec, out) = self
             .world
-            .run_job(&job, Duration::from_secs(plan.timeout_secs), &mut on_line)
+            .run_job(
+                &job,
+                stdin,
+                Duration::from_secs(plan.timeout_secs),
+                &mut on_line,
+            )
             .await?;
         let ok = rec.exit_code == Some(0);
         let code = rec
@@ -627,10 +654,13 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         let tasks = rec.tasks;
         run_of(record).jobs.push(rec);
         if !ok {
-            return Err(Error::failed(format!(
-                "`{}` exited with {code} (one-off job on {node}, {tasks} task(s))",
-                job.command.join(" ")
-            )));
+            return Err(Error::Failed {
+                message: format!(
+                    "`{}` exited with {code} (one-off job on {node}, {tasks} task(s))",
+                    job.command.join(" ")
+                ),
+                hint: hint(&out),
+            });
         }
         Ok(out)
     }
@@ -644,16 +674,26 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         cmd: &[String],
         record: &mut Deployment,
     ) -> Result<String> {
+        let job = self.bench_job(plan, step, image, cmd)?;
+        self.job(plan, job, record).await
+    }
+
+    fn bench_job(
+        &mut self,
+        plan: &SwarmPlan,
+        step: &str,
+        image: &str,
+        cmd: &[String],
+    ) -> Result<JobRun> {
         let n = self.jobs_started;
         self.jobs_started += 1;
         let name = sw::job_name(&plan.new.namespace, step, &plan.id, n);
-        let job = JobRun {
+        Ok(JobRun {
             step: step.into(),
             name: name.clone(),
             spec: self.job_spec(plan, image, &name, cmd)?,
             command: cmd.to_vec(),
-        };
-        self.job(plan, job, record).await
+        })
     }
 
     async fn maintenance(
@@ -702,7 +742,12 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 let mut on_line = |l: &str| sink.line(l);
                 let (rec, out) = self
                     .world
-                    .run_job(&job, Duration::from_secs(plan.timeout_secs), &mut on_line)
+                    .run_job(
+                        &job,
+                        None,
+                        Duration::from_secs(plan.timeout_secs),
+                        &mut on_line,
+                    )
                     .await?;
                 let code = rec.exit_code.unwrap_or(-1);
                 run_of(record).jobs.push(rec);
@@ -726,6 +771,9 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         Ok(())
     }
 
+    /// `bench restore` asks for the database root password unless the sites
+    /// hold it: it reads `DB_PASSWORD` on its stdin (then end-of-file, so
+    /// it never waits on a prompt), as on one host.
     async fn restore(
         &mut self,
         plan: &SwarmPlan,
@@ -733,15 +781,12 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         backups: &[Backup],
         record: &mut Deployment,
     ) -> Result<()> {
+        let pw = self.db_root_password;
         for b in backups {
-            self.bench(
-                plan,
-                "restore",
-                image,
-                &bench::site_args(&b.site, &["restore", &b.path]),
-                record,
-            )
-            .await?;
+            let cmd = bench::site_args(&b.site, &["restore", &b.path]);
+            let job = self.bench_job(plan, "restore", image, &cmd)?;
+            let hint = |out: &str| bench::restore_hint(out, pw.is_some());
+            self.job_with(plan, job, pw, &hint, record).await?;
         }
         Ok(())
     }
@@ -792,7 +837,8 @@ fn write_failure(e: Error) -> Error {
 
 /// What is left after recovery step `rest[0]` failed, as commands.
 fn left_to_do(plan: &SwarmPlan, rest: &[SwarmRecoveryStep], e: &Error) -> String {
-    let mut out = vec![format!("{} failed ({e})", rest[0])];
+    let hint = e.hint().map(|h| format!(": {h}")).unwrap_or_default();
+    let mut out = vec![format!("{} failed ({e}){hint}", rest[0])];
     for s in rest {
         out.push(match s {
             SwarmRecoveryStep::RevertServices { services } => services

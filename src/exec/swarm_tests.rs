@@ -12,6 +12,11 @@ struct Fake {
     calls: RefCell<Vec<String>>,
     fail_job: Option<&'static str>,
     fail_converge: Option<&'static str>,
+    /// As the demo bench's `.require_root_password`: `restore` reads the
+    /// database root password on its stdin and fails without this one.
+    root_password: Option<&'static str>,
+    /// What each job got on its stdin.
+    stdin: RefCell<Vec<(String, Option<String>)>>,
 }
 
 impl SwarmWorld for Fake {
@@ -61,10 +66,31 @@ impl SwarmWorld for Fake {
     async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         _timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
         let cmd = job.command.join(" ");
+        let given = stdin.map(|s| s.expose().to_string());
+        self.stdin.borrow_mut().push((cmd.clone(), given.clone()));
+        if let (Some(want), true) = (self.root_password, cmd.contains(" restore ")) {
+            if given.as_deref() != Some(want) {
+                let out = match given {
+                    None => "MySQL root password: Aborted!",
+                    Some(_) => "MySQL root password: Access denied for user 'root'@'localhost' (using password: YES)",
+                };
+                on_line(out);
+                let rec = JobRecord {
+                    step: job.step.clone(),
+                    service: job.name.clone(),
+                    command: job.command.clone(),
+                    tasks: 1,
+                    node: "n2".into(),
+                    exit_code: Some(1),
+                };
+                return Ok((rec, out.to_string()));
+            }
+        }
         let image = job.spec["TaskTemplate"]["ContainerSpec"]["Image"]
             .as_str()
             .unwrap_or_default()
@@ -209,6 +235,10 @@ fn upgrade() -> SwarmPlan {
 }
 
 fn run(world: &Fake) -> (Finished, Vec<String>) {
+    run_with(world, None)
+}
+
+fn run_with(world: &Fake, db_root_password: Option<&Secret>) -> (Finished, Vec<String>) {
     let records = Saved::default();
     let mut sink = Lines::default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -224,6 +254,7 @@ fn run(world: &Fake) -> (Finished, Vec<String>) {
             interrupted: Arc::new(AtomicBool::new(false)),
             lost_lock: Arc::new(AtomicBool::new(false)),
             jobs_started: 0,
+            db_root_password,
         }
         .run(&p),
     );
@@ -323,4 +354,59 @@ fn verify_names_tasks_that_run_another_image() {
     assert!(v.iter().any(|p| p.contains("p_queue has no task")), "{v:?}");
     tasks[0].image = st.image.clone();
     assert_eq!(verify(&st, &tasks).len(), 1);
+}
+
+/// Real `bench restore` asks for the root password (frappe_docker keeps
+/// none in the sites): the restore job, and only it, reads DB_PASSWORD on
+/// its stdin; without it the recovery stops at once, saying which key.
+#[test]
+fn the_restore_job_reads_the_root_password_on_stdin_and_only_it() {
+    const PW: &str = "root-pw-canary-4711";
+    let w = Fake {
+        fail_job: Some("migrate"),
+        root_password: Some(PW),
+        ..Default::default()
+    };
+    let pw = Secret::new(PW);
+    let (f, _) = run_with(&w, Some(&pw));
+    assert_eq!(f.error.as_ref().unwrap().exit_code(), 3, "{:?}", f.error);
+    let given = w.stdin.borrow().clone();
+    let with: Vec<&str> = given
+        .iter()
+        .filter(|(_, g)| g.is_some())
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(with, ["bench --site a.local restore ./a.local/b.sql.gz"]);
+    assert!(given
+        .iter()
+        .all(|(_, g)| g.as_deref().is_none_or(|g| g == PW)));
+    let record = serde_json::to_string(&f.record).unwrap();
+    assert!(!record.contains(PW), "the password is in the record");
+
+    // Without DB_PASSWORD: the prompt reads end-of-file, the job fails, the
+    // recovery stops there (exit 4) and says which key to set.
+    let w = Fake {
+        fail_job: Some("migrate"),
+        root_password: Some(PW),
+        ..Default::default()
+    };
+    let (f, _) = run_with(&w, None);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    let left = f.record.left.clone().unwrap_or_default();
+    assert!(left.contains("set DB_PASSWORD"), "{left}");
+    // A wrong one is named as rejected.
+    let w = Fake {
+        fail_job: Some("migrate"),
+        root_password: Some(PW),
+        ..Default::default()
+    };
+    let wrong = Secret::new("not-it");
+    let (f, _) = run_with(&w, Some(&wrong));
+    assert_eq!(f.error.unwrap().exit_code(), 4);
+    assert!(f
+        .record
+        .left
+        .unwrap_or_default()
+        .contains("bench rejected the database root password"));
 }

@@ -385,6 +385,16 @@ impl Cluster {
             self.docker(&["service", "rm", id]);
         }
         self.docker(&["config", "rm", &format!("de-build-lock.{namespace}")]);
+        let secrets = self.docker(&[
+            "secret",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={namespace}"),
+        ]);
+        for id in secrets.stdout.lines() {
+            self.docker(&["secret", "rm", id]);
+        }
     }
 }
 
