@@ -775,6 +775,118 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
     assert_eq!(st["deployments"][0]["result"], "recovered");
 }
 
+/// The manager's engine restarted (as `systemctl restart docker` does)
+/// while the migrate job runs: de-build waits for the manager within its
+/// timeouts and then either completes the deploy, or (when the restart
+/// stopped the job's task, which happens when it ran on the manager)
+/// recovers, saying which job failed where; `status` tells the truth after.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recovers() {
+    let Some((c, _one)) = cluster("swarm_manager_restart") else {
+        return;
+    };
+    let s = Sp::new(c, "mgr");
+    s.release("1.0.0");
+    s.swarm(&["deploy", "1.0.0"]).code(0);
+    let before = s.patch_log();
+    s.add_patch("demo.patches.v1_1.add_field");
+    s.release("1.1.0");
+    let (d0, d1) = (s.digest("1.0.0"), s.digest("1.1.0"));
+
+    s.fault("migrate.sleep", Some("10"));
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", &c.manager)
+        .args([
+            "--project-dir",
+            s.p.path().to_str().unwrap(),
+            "deploy",
+            "1.1.0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for("the migrate job", Duration::from_secs(120), || {
+        let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
+        out.stdout
+            .lines()
+            .find(|n| n.starts_with(&s.ns) && n.contains("de-build-migrate"))
+            .map(str::to_string)
+    });
+    let job_node = wait_for("the migrate job's node", Duration::from_secs(60), || {
+        let out = c.docker(&["service", "ps", "--format", "{{.Node}}", &job]);
+        let node = out.stdout.trim().to_string();
+        (out.code == 0 && !node.is_empty()).then_some(node)
+    });
+    c.restart_engine(1);
+    let out = child.wait_with_output().unwrap();
+    s.fault("migrate.sleep", None);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let code = out.status.code();
+    eprintln!("deploy with the manager restarted (migrate job on {job_node}): exit {code:?} after {took:?}\n{stderr}");
+    assert!(
+        stderr.contains("the swarm manager did not answer"),
+        "the outage was seen and waited for: {stderr}"
+    );
+    assert!(
+        stderr.contains("the swarm manager answers again"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(600), "took {took:?}");
+    match code {
+        Some(0) => {
+            for svc in ["backend", "queue-short"] {
+                let imgs = s.task_images(svc);
+                assert!(
+                    !imgs.is_empty() && imgs.iter().all(|i| i.ends_with(&d1)),
+                    "{svc}: {imgs:?}"
+                );
+            }
+            assert_eq!(s.patch_log().matches("v1_1.add_field").count(), 1);
+        }
+        Some(3) => {
+            let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+            assert!(
+                error.contains("migrate` ") && error.contains(&format!("job on {job_node},")),
+                "names the job and its node: {error}"
+            );
+            // A task stopped by the restart may report exit code 0: never
+            // said as a clean exit.
+            assert!(!error.contains("exited with 0"), "{error}");
+            assert!(
+                error.contains("1.0.0 is serving again, database restored"),
+                "{error}"
+            );
+            assert_eq!(s.patch_log(), before);
+            assert!(s.service_image("backend").ends_with(&d0));
+        }
+        other => panic!("exit {other:?}: neither completed nor recovered\n{stderr}"),
+    }
+    let st = wait_for("every task running again", Duration::from_secs(120), || {
+        let st = s.status();
+        (st["consistent"] == true).then_some(st)
+    });
+    assert_eq!(
+        st["current"]["version"],
+        if code == Some(0) { "1.1.0" } else { "1.0.0" },
+        "{st:#}"
+    );
+    assert_eq!(get(s.lb.port), Some(200));
+}
+
 /// Real `bench restore` asks for the database root password (frappe_docker
 /// keeps none in the sites; the stand-in's `.require_root_password` switch
 /// does the same). On a swarm the restore job reads `DB_PASSWORD` on its

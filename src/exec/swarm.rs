@@ -321,9 +321,21 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 .note(&format!("recovering: {}", planner::describe(&recovery)));
         }
         let mut left: Option<String> = None;
+        // A manager restarting is waited for (bounded), not mistaken for a
+        // recovery that cannot be done.
+        if let Err(e) = self.wait_for_manager(plan).await {
+            left = Some(format!(
+                "the swarm manager did not answer within {}s ({e}): once it does, `de-build recover` (deployment {})",
+                plan.timeout_secs, plan.id
+            ));
+        }
         // A job of this deployment still running (its process died during
         // it) would go on changing the data under the recovery: stop it.
-        match self.world.remove_jobs(&plan.id).await {
+        let removed = match left {
+            Some(_) => Ok(Vec::new()),
+            None => self.world.remove_jobs(&plan.id).await,
+        };
+        match removed {
             Ok(gone) if !gone.is_empty() => self
                 .sink
                 .note(&format!("stopped the deployment's jobs still running: {}", gone.join(", "))),
@@ -382,6 +394,30 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             ));
         }
         error
+    }
+
+    /// Wait until the manager answers, at most `DE_SWARM_TIMEOUT`.
+    async fn wait_for_manager(&mut self, plan: &SwarmPlan) -> Result<()> {
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            match self.world.manager_time().await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if sw::transient(&e)
+                        && started.elapsed() < Duration::from_secs(plan.timeout_secs) =>
+                {
+                    if !said {
+                        self.sink.note(&format!(
+                            "the swarm manager does not answer ({e}): waiting for it before recovering"
+                        ));
+                        said = true;
+                    }
+                    self.world.sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn recovery_step(
@@ -645,20 +681,11 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 &mut on_line,
             )
             .await?;
-        let ok = rec.exit_code == Some(0);
-        let code = rec
-            .exit_code
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "no exit code".into());
-        let node = rec.node.clone();
-        let tasks = rec.tasks;
+        let failed = (!rec.completed()).then(|| job_failure(&rec));
         run_of(record).jobs.push(rec);
-        if !ok {
+        if let Some(message) = failed {
             return Err(Error::Failed {
-                message: format!(
-                    "`{}` exited with {code} (one-off job on {node}, {tasks} task(s))",
-                    job.command.join(" ")
-                ),
+                message,
                 hint: hint(&out),
             });
         }
@@ -750,7 +777,13 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                     )
                     .await?;
                 let code = rec.exit_code.unwrap_or(-1);
+                // Not run to its end (rejected, shut down): no answer at all.
+                let stopped = !matches!(rec.state.as_str(), "" | "complete" | "failed");
+                let failure = job_failure(&rec);
                 run_of(record).jobs.push(rec);
+                if stopped {
+                    return Err(Error::failed(failure));
+                }
                 match bench::readiness(code, &out) {
                     Readiness::Ready => break,
                     Readiness::Unknown => {
@@ -829,6 +862,31 @@ pub fn verify(stack: &SwarmStack, tasks: &[TaskState]) -> Vec<String> {
         }
     }
     out
+}
+
+/// What a job that did not complete did, as the swarm says it. Only a task
+/// that ended `complete` ran to its end: one its node stopped (an engine
+/// restart) may report exit code 0, and is not said as an exit.
+fn job_failure(rec: &JobRecord) -> String {
+    let ended = match (rec.state.as_str(), rec.exit_code) {
+        ("" | "complete" | "failed", Some(c)) if c != 0 => format!("exited with {c}"),
+        ("", None) => "exited with no exit code".into(),
+        (state, code) => format!(
+            "did not complete: its task ended `{state}`{}{}",
+            rec.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+            code.map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default()
+        ),
+    };
+    format!(
+        "`{}` {ended} (one-off job on {}, {} task(s))",
+        rec.command.join(" "),
+        rec.node,
+        rec.tasks
+    )
 }
 
 fn write_failure(e: Error) -> Error {
