@@ -12,8 +12,9 @@
 //! store, the split git credentials). What cannot be zeroed, honestly: the
 //! process environment a CI token came from, the redactor's copy (it lives
 //! as long as the process, to mask), the bytes tonic encodes into the
-//! session's HTTP/2 frames, and bollard's registry credentials (a plain
-//! `String` inside bollard). libgit2 zeroes its own credential copy on free.
+//! session's HTTP/2 frames, bollard's registry credentials (a plain
+//! `String` inside bollard), and the base64 data of a swarm job's stdin
+//! secret on its way into bollard's request. libgit2 zeroes its own credential copy on free.
 
 use std::fmt;
 use zeroize::Zeroizing;

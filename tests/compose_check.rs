@@ -554,3 +554,194 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     run(&["-q", "rollback", "1.0.0"]).code(0);
     assert_eq!(http_status(port), "200", "the recorded override was used");
 }
+
+/// frappe_docker's files on a swarm: `check` names what a swarm cannot run
+/// (the configurator the others wait for is no job, a web service that is
+/// no service, no registry to pull from), each with its place, and `deploy`
+/// refuses the same before it asks any engine.
+#[test]
+fn on_a_swarm_check_names_what_a_swarm_cannot_run_and_deploy_agrees() {
+    let p = frappe_docker_project();
+    p.set_env("DE_TARGET", "swarn");
+    p.run()
+        .args(&["check"])
+        .output()
+        .code(2)
+        .clean()
+        .stderr_has("DE_TARGET `swarn` is not a deploy target")
+        .stderr_has("did you mean `swarm`?");
+    p.set_env("DE_TARGET", "swarm")
+        .set_env("DE_REGISTRY", "")
+        .set_env("DE_SWARM_WEB_SERVICES", "backend,frontnd")
+        .set_env("DE_SWARM_TIMEOUT", "0");
+    let out = p.run().args(&["--json", "check"]).output();
+    out.code(2).clean();
+    let problems = out.json()["problems"].as_array().unwrap().clone();
+    let codes: Vec<&str> = problems
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    for want in [
+        "swarm-registry",
+        "bad-timeout",
+        "swarm-one-shot",
+        "swarm-web-service",
+    ] {
+        assert!(codes.contains(&want), "{want}: {problems:#?}");
+    }
+    let one_shot = problems
+        .iter()
+        .find(|p| p["code"] == "swarm-one-shot")
+        .unwrap();
+    assert!(
+        one_shot["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("/compose.yaml"),
+        "{one_shot:#}"
+    );
+    assert_eq!(one_shot["line"], 17, "the line of `configurator:`");
+    let web = problems
+        .iter()
+        .find(|p| p["code"] == "swarm-web-service")
+        .unwrap();
+    assert!(web["file"].as_str().unwrap().ends_with(".env"), "{web:#}");
+    assert!(
+        web["hint"].as_str().unwrap().contains("`frontend`"),
+        "{web:#}"
+    );
+    p.run()
+        .args(&["deploy", "--dry-run"])
+        .output()
+        .code(2)
+        .clean()
+        .stderr_has("DE_REGISTRY is not set")
+        .stderr_has("configurator` runs once and exits");
+    assert!(!p.path().join(".de-build/compose").exists());
+}
+
+/// `check` judges the files as de-build reads them, `deploy` what `compose
+/// config` printed: the same function, the same problems at the same places.
+#[test]
+fn check_and_deploy_judge_a_swarm_stack_alike() {
+    use de_build::config::stack::{self, Roles};
+    if compose_program().is_none() {
+        return;
+    }
+    const SWARM: &str = "\
+services:
+  backend:
+    container_name: erp-backend
+  frontend:
+    privileged: true
+    ports:
+      - 127.0.0.1:8081:8081
+  tool:
+    build: ./tool
+    deploy:
+      resources:
+        limits: {memory: 1G}
+";
+    let d = tempfile::tempdir().unwrap();
+    for (f, text) in [
+        ("compose.yaml", BASE),
+        ("overrides/compose.mariadb.yaml", MARIADB),
+        ("overrides/compose.redis.yaml", REDIS),
+        ("overrides/compose.noproxy.yaml", NOPROXY),
+        ("overrides/compose.swarm.yaml", SWARM),
+    ] {
+        let p = d.path().join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    std::fs::create_dir_all(d.path().join("tool")).unwrap();
+    let files = [
+        "compose.yaml",
+        "overrides/compose.mariadb.yaml",
+        "overrides/compose.redis.yaml",
+        "overrides/compose.noproxy.yaml",
+        "overrides/compose.swarm.yaml",
+    ];
+    let vars: BTreeMap<&str, &str> = [("CUSTOM_IMAGE", "acme/erp"), ("CUSTOM_TAG", "9.9.9")]
+        .into_iter()
+        .collect();
+    let mut env = de_build::config::envfile::EnvValues::default();
+    for (k, v) in [
+        ("DE_TARGET", "swarm"),
+        ("DE_REGISTRY", "r.example.com:5000"),
+        ("DE_IMAGE", "acme/erp"),
+        ("DE_BACKEND_SERVICE", "backend"),
+        ("DE_SWARM_WEB_SERVICES", "backend,frontend"),
+        ("COMPOSE_PROJECT_NAME", "erp"),
+        ("DE_COMPOSE_FILE", &files.join(",")),
+    ] {
+        env.insert_plain(k, v);
+    }
+    let (_, at_check) = compose::load_and_check(d.path(), &env, ".env", &|_| None);
+    let mut at_check: Vec<(&str, String)> = at_check
+        .iter()
+        .filter(|p| p.code.starts_with("swarm-"))
+        .map(|p| {
+            (
+                p.code,
+                format!(
+                    "{}:{}",
+                    p.file.rsplit('/').next().unwrap(),
+                    p.line.unwrap_or(0)
+                ),
+            )
+        })
+        .collect();
+    at_check.sort();
+    assert_eq!(
+        at_check,
+        [
+            ("swarm-build-only", "compose.swarm.yaml:9".to_string()),
+            ("swarm-container-name", "compose.swarm.yaml:3".into()),
+            ("swarm-one-shot", "compose.yaml:17".into()),
+            ("swarm-port", "compose.swarm.yaml:7".into()),
+            ("swarm-unsupported", "compose.swarm.yaml:11".into()),
+            ("swarm-unsupported", "compose.swarm.yaml:5".into()),
+        ]
+    );
+
+    // What a deploy judges: compose's own resolution of the same files.
+    let theirs = compose_config(d.path(), &files, &vars);
+    let yaml = serde_yaml::to_string(&theirs).unwrap();
+    let web = ["backend".to_string(), "frontend".to_string()];
+    let at_deploy = stack::parse(
+        &yaml,
+        Roles {
+            namespace: "erp",
+            backend: "backend",
+            web: &web,
+        },
+    )
+    .unwrap_err();
+    // Compose writes short port syntax long-hand (`host_ip:`): the same
+    // entry, one key deeper.
+    let mut at_deploy: Vec<(&str, Vec<String>)> = at_deploy
+        .iter()
+        .map(|p| (p.code, p.path.iter().take(4).cloned().collect()))
+        .collect();
+    at_deploy.sort();
+    let mut expected: Vec<(&str, Vec<String>)> = [
+        ("swarm-build-only", &["services", "tool", "build"][..]),
+        (
+            "swarm-container-name",
+            &["services", "backend", "container_name"],
+        ),
+        ("swarm-one-shot", &["services", "configurator"]),
+        ("swarm-port", &["services", "frontend", "ports", "1"]),
+        ("swarm-unsupported", &["services", "frontend", "privileged"]),
+        (
+            "swarm-unsupported",
+            &["services", "tool", "deploy", "resources"],
+        ),
+    ]
+    .iter()
+    .map(|(c, p)| (*c, p.iter().map(|s| s.to_string()).collect()))
+    .collect();
+    expected.sort();
+    assert_eq!(at_deploy, expected, "{yaml}");
+}

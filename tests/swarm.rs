@@ -775,6 +775,233 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
     assert_eq!(st["deployments"][0]["result"], "recovered");
 }
 
+/// The manager's engine restarted (as `systemctl restart docker` does)
+/// while the migrate job runs: de-build waits for the manager within its
+/// timeouts and then either completes the deploy, or (when the restart
+/// stopped the job's task, which happens when it ran on the manager)
+/// recovers, saying which job failed where; `status` tells the truth after.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recovers() {
+    let Some((c, _one)) = cluster("swarm_manager_restart") else {
+        return;
+    };
+    let s = Sp::new(c, "mgr");
+    s.release("1.0.0");
+    s.swarm(&["deploy", "1.0.0"]).code(0);
+    let before = s.patch_log();
+    s.add_patch("demo.patches.v1_1.add_field");
+    s.release("1.1.0");
+    let (d0, d1) = (s.digest("1.0.0"), s.digest("1.1.0"));
+
+    s.fault("migrate.sleep", Some("10"));
+    let started = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", &c.manager)
+        .args([
+            "--project-dir",
+            s.p.path().to_str().unwrap(),
+            "deploy",
+            "1.1.0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for("the migrate job", Duration::from_secs(120), || {
+        let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
+        out.stdout
+            .lines()
+            .find(|n| n.starts_with(&s.ns) && n.contains("de-build-migrate"))
+            .map(str::to_string)
+    });
+    let job_node = wait_for("the migrate job's node", Duration::from_secs(60), || {
+        let out = c.docker(&["service", "ps", "--format", "{{.Node}}", &job]);
+        let node = out.stdout.trim().to_string();
+        (out.code == 0 && !node.is_empty()).then_some(node)
+    });
+    c.restart_engine(1);
+    let out = child.wait_with_output().unwrap();
+    s.fault("migrate.sleep", None);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let code = out.status.code();
+    eprintln!("deploy with the manager restarted (migrate job on {job_node}): exit {code:?} after {took:?}\n{stderr}");
+    assert!(
+        stderr.contains("the swarm manager did not answer"),
+        "the outage was seen and waited for: {stderr}"
+    );
+    assert!(
+        stderr.contains("the swarm manager answers again"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(600), "took {took:?}");
+    match code {
+        Some(0) => {
+            for svc in ["backend", "queue-short"] {
+                let imgs = s.task_images(svc);
+                assert!(
+                    !imgs.is_empty() && imgs.iter().all(|i| i.ends_with(&d1)),
+                    "{svc}: {imgs:?}"
+                );
+            }
+            assert_eq!(s.patch_log().matches("v1_1.add_field").count(), 1);
+        }
+        Some(3) => {
+            let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+            assert!(
+                error.contains("migrate` ") && error.contains(&format!("job on {job_node},")),
+                "names the job and its node: {error}"
+            );
+            // A task stopped by the restart may report exit code 0: never
+            // said as a clean exit.
+            assert!(!error.contains("exited with 0"), "{error}");
+            assert!(
+                error.contains("1.0.0 is serving again, database restored"),
+                "{error}"
+            );
+            assert_eq!(s.patch_log(), before);
+            assert!(s.service_image("backend").ends_with(&d0));
+        }
+        other => panic!("exit {other:?}: neither completed nor recovered\n{stderr}"),
+    }
+    let st = wait_for("every task running again", Duration::from_secs(120), || {
+        let st = s.status();
+        (st["consistent"] == true).then_some(st)
+    });
+    assert_eq!(
+        st["current"]["version"],
+        if code == Some(0) { "1.1.0" } else { "1.0.0" },
+        "{st:#}"
+    );
+    assert_eq!(get(s.lb.port), Some(200));
+}
+
+/// Real `bench restore` asks for the database root password (frappe_docker
+/// keeps none in the sites; the stand-in's `.require_root_password` switch
+/// does the same). On a swarm the restore job reads `DB_PASSWORD` on its
+/// stdin from a swarm secret that exists only while the job runs: without
+/// it the recovery stops at once naming the key (exit 4); with it `recover`
+/// restores, and the password is in no service spec, secret inspect,
+/// output, record or log.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn a_swarm_restore_gets_the_root_password_from_a_secret_that_lives_as_long_as_its_job() {
+    let Some((c, _one)) = cluster("swarm_root_password") else {
+        return;
+    };
+    const ROOT: &str = "root-pw-canary-swarm-5150";
+    let root_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{ROOT}\n"))
+    };
+    let s = Sp::new(c, "rootpw");
+    s.release("1.0.0");
+    s.swarm(&["deploy", "1.0.0"]).code(0);
+    let before = s.patch_log();
+    std::fs::write(
+        s.sites().join(".require_root_password"),
+        format!("{ROOT}\n"),
+    )
+    .unwrap();
+    s.add_patch("demo.patches.v1_1.first");
+    s.add_patch("fail:demo.patches.v1_1.broken");
+    s.release("1.1.0");
+
+    // No DB_PASSWORD: the prompt reads end-of-file; the recovery stops
+    // there, in seconds, saying what to set.
+    let t = Instant::now();
+    s.swarm(&["deploy", "1.1.0"])
+        .code(4)
+        .clean()
+        .stderr_has("MySQL root password")
+        .stderr_has("set DB_PASSWORD");
+    assert!(t.elapsed() < Duration::from_secs(180), "{:?}", t.elapsed());
+    assert_ne!(s.patch_log(), before, "not restored yet");
+
+    // With it: `recover` restores. The stand-in's sleep switch holds the
+    // restore job while its spec and its secret are looked at.
+    s.p.set_env("DB_PASSWORD", ROOT);
+    s.fault("restore.sleep", Some("8"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "HOME",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+        )
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", &c.manager)
+        .args(["--project-dir", s.p.path().to_str().unwrap(), "recover"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = wait_for("the restore job", Duration::from_secs(120), || {
+        let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
+        out.stdout
+            .lines()
+            .find(|n| n.starts_with(&s.ns) && n.contains("de-build-restore"))
+            .map(str::to_string)
+    });
+    let spec = c.docker_ok(&["service", "inspect", &job]);
+    assert!(!spec.contains(ROOT) && !spec.contains(&root_b64), "{spec}");
+    assert!(spec.contains("/run/secrets/de-build-stdin"), "{spec}");
+    let secret = format!("{job}.stdin");
+    let shown = c.docker_ok(&["secret", "inspect", &secret]);
+    assert!(
+        !shown.contains(ROOT) && !shown.contains(&root_b64),
+        "{shown}"
+    );
+    assert!(shown.contains(&s.ns), "labelled with its stack: {shown}");
+    let out = child.wait_with_output().unwrap();
+    s.fault("restore.sleep", None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(stderr.contains("database restored"), "{stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(ROOT), "the password was printed: {text}");
+    }
+    assert_eq!(
+        s.patch_log(),
+        before,
+        "restored: 1.1.0's first patch is undone"
+    );
+    // The secret lived as long as its job.
+    let left = c.docker_ok(&["secret", "ls", "--format", "{{.Name}}"]);
+    assert!(!left.lines().any(|n| n.starts_with(&s.ns)), "{left}");
+    assert_eq!(get(s.lb.port), Some(200), "maintenance is off again");
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st:#}");
+    assert_eq!(st["current"]["version"], "1.0.0");
+    let mut dirs = vec![s.p.path().join(".de-build")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                assert!(!text.contains(ROOT), "the password is in {}", p.display());
+            }
+        }
+    }
+}
+
 /// The numbers of bench/swarm.sh (run with `--ignored`): failed requests
 /// during rolling updates without migrate (two web replicas behind the
 /// balancer, a GET every 50 ms), and the wall time of a deploy with migrate

@@ -33,6 +33,21 @@ pub fn readiness(exit_code: i64, output: &str) -> Readiness {
     }
 }
 
+/// Why `bench restore` failed, when its output says it was about the
+/// database root password (`frappe.database.get_root_connection` asks for
+/// it with getpass, "MySQL root password: "): rejected when one was given,
+/// else missing. One reading for both targets.
+pub fn restore_hint(output: &str, gave_password: bool) -> Option<String> {
+    if !output.to_ascii_lowercase().contains("password") {
+        return None;
+    }
+    Some(if gave_password {
+        "bench rejected the database root password: check DB_PASSWORD".into()
+    } else {
+        "bench asked for the database root password: set DB_PASSWORD (the MariaDB root password, a @secret key) so a recovery can restore".into()
+    })
+}
+
 /// The database backup of each site, from `bench --site S backup` output.
 /// Real bench prints, per site (`frappe/utils/backups.py`):
 ///

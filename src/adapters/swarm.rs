@@ -8,13 +8,14 @@
 //! (`<namespace>_<service>`, `com.docker.stack.namespace`), so `docker stack
 //! ps` and `docker stack services` show de-build's stacks too.
 
-use crate::adapters::engine::{describe, Engine};
+use crate::adapters::engine::{describe, engine_error, Engine};
 use crate::error::{Error, Result};
 use crate::record::swarm::{
     JobRecord, ModeDef, MountKind, Role, ServiceDef, SwarmStack, TaskState,
 };
+use crate::secret::Secret;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ConfigSpec, NetworkCreateRequest, ServiceSpec};
+use bollard::models::{ConfigSpec, NetworkCreateRequest, SecretSpec, ServiceSpec};
 use bollard::query_parameters as q;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -25,6 +26,50 @@ pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
 fn is_status(e: &bollard::errors::Error, code: u16) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// A manager that did not answer (its engine restarting), or answered that
+/// it has no swarm to speak for yet (no leader, not yet a manager again):
+/// worth waiting for within a bounded wait, never a verdict on the request.
+pub fn transient(e: &Error) -> bool {
+    match e {
+        Error::Engine {
+            unreachable: true, ..
+        } => true,
+        Error::Engine { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("(http 503)")
+                || m.contains("does not have a leader")
+                || m.contains("not a swarm manager")
+        }
+        _ => false,
+    }
+}
+
+/// Says once that the manager stopped answering and once that it answers
+/// again, for a wait that outlasts it.
+#[derive(Default)]
+struct Outage(Option<Instant>);
+
+impl Outage {
+    fn down(&mut self, e: &Error, timeout: Duration, say: &mut (dyn FnMut(&str) + Send)) {
+        if self.0.is_none() {
+            self.0 = Some(Instant::now());
+            say(&format!(
+                "the swarm manager did not answer ({e}): waiting for it, {}s at most (DE_SWARM_TIMEOUT)",
+                timeout.as_secs()
+            ));
+        }
+    }
+
+    fn up(&mut self, say: &mut (dyn FnMut(&str) + Send)) {
+        if let Some(t) = self.0.take() {
+            say(&format!(
+                "the swarm manager answers again after {:.0}s",
+                t.elapsed().as_secs_f64()
+            ));
+        }
+    }
 }
 
 /// The manager's view of one service.
@@ -182,7 +227,7 @@ impl Swarm {
             .docker
             .list_nodes(None::<q::ListNodesOptions>)
             .await
-            .map_err(|e| Error::engine("list the swarm's nodes", describe(&e)))?;
+            .map_err(|e| engine_error("list the swarm's nodes", &e))?;
         Ok(nodes
             .into_iter()
             .map(|n| {
@@ -224,10 +269,7 @@ impl Swarm {
         {
             Ok(s) => Ok(Some(Self::view(s))),
             Err(e) if is_status(&e, 404) => Ok(None),
-            Err(e) => Err(Error::engine(
-                format!("inspect service {name}"),
-                describe(&e),
-            )),
+            Err(e) => Err(engine_error(format!("inspect service {name}"), &e)),
         }
     }
 
@@ -245,12 +287,7 @@ impl Swarm {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| {
-                Error::engine(
-                    format!("list the services of stack {namespace}"),
-                    describe(&e),
-                )
-            })?;
+            .map_err(|e| engine_error(format!("list the services of stack {namespace}"), &e))?;
         let mut out: Vec<ServiceView> = list
             .into_iter()
             .map(Self::view)
@@ -261,8 +298,15 @@ impl Swarm {
     }
 
     /// Remove the one-off jobs a deployment left (its process died while
-    /// one ran): their tasks stop with them. Returns their names.
+    /// one ran): their tasks stop with them; then the stdin secrets of its
+    /// jobs. Returns what was removed.
     pub async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
+        let mut out = self.remove_job_services(deployment).await?;
+        out.extend(self.remove_job_secrets(deployment).await?);
+        Ok(out)
+    }
+
+    async fn remove_job_services(&self, deployment: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("de-build.job={deployment}")],
@@ -275,13 +319,83 @@ impl Swarm {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| Error::engine("list the deployment's jobs", describe(&e)))?;
+            .map_err(|e| engine_error("list the deployment's jobs", &e))?;
         let mut out = Vec::new();
         for s in list.into_iter().map(Self::view) {
             self.remove(&s.id).await?;
             out.push(s.name);
         }
         Ok(out)
+    }
+
+    async fn remove_job_secrets(&self, deployment: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("de-build.job={deployment}")],
+        )]);
+        let list = self
+            .engine
+            .docker
+            .list_secrets(Some(q::ListSecretsOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| engine_error("list the deployment's job secrets", &e))?;
+        let mut out = Vec::new();
+        for sec in list {
+            let id = sec.id.unwrap_or_default();
+            self.remove_secret(&id).await?;
+            let name = sec.spec.and_then(|s| s.name).unwrap_or(id);
+            out.push(format!("secret {name}"));
+        }
+        Ok(out)
+    }
+
+    /// A swarm secret holding `value` and a newline (what a prompt reads),
+    /// labelled with the job's deployment so a recovery finds it if this
+    /// process dies before removing it. The value leaves its type here, into
+    /// the request to the manager (which keeps secrets encrypted in its
+    /// store and hands them only to the tasks that name them).
+    async fn create_stdin_secret(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        value: &Secret,
+    ) -> Result<String> {
+        use base64::Engine as _;
+        let mut line = zeroize::Zeroizing::new(value.expose().to_string());
+        line.push('\n');
+        let spec = SecretSpec {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(line.as_bytes())),
+            ..Default::default()
+        };
+        self.engine
+            .docker
+            .create_secret(spec)
+            .await
+            .map(|r| r.id)
+            .map_err(|e| engine_error(format!("create the job secret {name}"), &e))
+    }
+
+    /// Remove a secret; the manager refuses while a service still names it,
+    /// which a just-removed job may for a moment: asked again, bounded.
+    pub async fn remove_secret(&self, id: &str) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            match self.engine.docker.delete_secret(id).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e)
+                    if started.elapsed() < Duration::from_secs(10)
+                        && describe(&e).contains("in use") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(300)).await
+                }
+                Err(e) => return Err(engine_error(format!("remove the job secret {id}"), &e)),
+            }
+        }
     }
 
     /// Tasks of these services (by ID), with node names and states.
@@ -304,7 +418,7 @@ impl Swarm {
                 filters: Some(filters),
             }))
             .await
-            .map_err(|e| Error::engine("list tasks", describe(&e)))?;
+            .map_err(|e| engine_error("list tasks", &e))?;
         let nodes = self.node_names().await?;
         let mut out: Vec<(Option<chrono::DateTime<chrono::Utc>>, TaskState)> = tasks
             .into_iter()
@@ -366,7 +480,7 @@ impl Swarm {
                 filters: Some(filters),
             }))
             .await
-            .map_err(|e| Error::engine("list networks", describe(&e)))?;
+            .map_err(|e| engine_error("list networks", &e))?;
         // The name filter matches substrings.
         if list.iter().any(|n| n.name.as_deref() == Some(name)) {
             return Ok(false);
@@ -385,7 +499,7 @@ impl Swarm {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::engine(format!("create network {name}"), describe(&e)))?;
+            .map_err(|e| engine_error(format!("create network {name}"), &e))?;
         Ok(true)
     }
 
@@ -422,17 +536,14 @@ impl Swarm {
             started.elapsed(),
             &res.as_ref().err().map(describe).unwrap_or_default(),
         );
-        res.map_err(|e| Error::engine(format!("create or update service {name}"), describe(&e)))
+        res.map_err(|e| engine_error(format!("create or update service {name}"), &e))
     }
 
     pub async fn remove(&self, name: &str) -> Result<()> {
         match self.engine.docker.delete_service(name).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(Error::engine(
-                format!("remove service {name}"),
-                describe(&e),
-            )),
+            Err(e) => Err(engine_error(format!("remove service {name}"), &e)),
         }
     }
 
@@ -451,13 +562,35 @@ impl Swarm {
         let started = Instant::now();
         let mut last_note = String::new();
         let mut stable = 0;
+        let mut outage = Outage::default();
         loop {
-            let Some(svc) = self.service(name).await? else {
+            let view = async {
+                let svc = self.service(name).await?;
+                let tasks = match &svc {
+                    Some(s) => self.tasks(std::slice::from_ref(s)).await?,
+                    None => Vec::new(),
+                };
+                Ok::<_, Error>((svc, tasks))
+            };
+            let (svc, tasks) = match view.await {
+                Ok(v) => {
+                    outage.up(on_note);
+                    v
+                }
+                // A manager restarting: the swarm goes on without it.
+                Err(e) if transient(&e) && started.elapsed() <= timeout => {
+                    outage.down(&e, timeout, on_note);
+                    stable = 0;
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(svc) = svc else {
                 return Err(Error::failed(format!(
                     "service {name} disappeared while de-build waited for it"
                 )));
             };
-            let tasks = self.tasks(std::slice::from_ref(&svc)).await?;
             let image = svc.image();
             let fresh_update = svc
                 .update_state
@@ -575,7 +708,7 @@ impl Swarm {
             .docker
             .info()
             .await
-            .map_err(|e| Error::engine("ask the manager for its time", describe(&e)))?;
+            .map_err(|e| engine_error("ask the manager for its time", &e))?;
         info.system_time
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -584,30 +717,67 @@ impl Swarm {
     }
 
     /// Run a one-off job to completion, streaming its output; the job
-    /// service is removed afterwards whatever happened.
+    /// service is removed afterwards whatever happened. `stdin`: what the
+    /// command reads on its standard input (a password it prompts for),
+    /// given through a swarm secret that lives as long as the job
+    /// ([`with_stdin_secret`]); without it the command reads end-of-file.
     pub async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
-        let spec: ServiceSpec = serde_json::from_value(job.spec.clone())
-            .map_err(|e| Error::failed(format!("job spec for {}: {e}", job.name)))?;
+        let mut spec = job.spec.clone();
         // A job of an earlier run that died with its process.
         self.remove(&job.name).await?;
-        let created = self
-            .engine
-            .docker
-            .create_service(spec, self.creds.clone())
-            .await
-            .map_err(|e| Error::engine(format!("create job {}", job.name), describe(&e)))?;
-        let id = created.id.unwrap_or_else(|| job.name.clone());
-        let result = self.follow_job(job, &id, timeout, on_line).await;
-        if let Err(e) = self.remove(&id).await {
-            on_line(&format!(
-                "warning: job service {} not removed: {e}",
-                job.name
-            ));
+        let secret = match stdin {
+            None => None,
+            Some(value) => {
+                let name = stdin_secret_name(&job.name);
+                let mut labels = HashMap::new();
+                for k in [NAMESPACE_LABEL, "de-build.job"] {
+                    if let Some(v) = job.spec["Labels"][k].as_str() {
+                        labels.insert(k.to_string(), v.to_string());
+                    }
+                }
+                // One of an earlier run that died with its process.
+                if let Ok(old) = self.engine.docker.inspect_secret(&name).await {
+                    self.remove_secret(&old.id.unwrap_or_default()).await?;
+                }
+                let id = self.create_stdin_secret(&name, labels, value).await?;
+                with_stdin_secret(&mut spec, &id, &name);
+                Some(id)
+            }
+        };
+        let result = async {
+            let spec: ServiceSpec = serde_json::from_value(spec)
+                .map_err(|e| Error::failed(format!("job spec for {}: {e}", job.name)))?;
+            let created = self
+                .engine
+                .docker
+                .create_service(spec, self.creds.clone())
+                .await
+                .map_err(|e| engine_error(format!("create job {}", job.name), &e))?;
+            let id = created.id.unwrap_or_else(|| job.name.clone());
+            let result = self.follow_job(job, &id, timeout, on_line).await;
+            if let Err(e) = self.remove(&id).await {
+                on_line(&format!(
+                    "warning: job service {} not removed: {e}",
+                    job.name
+                ));
+            }
+            result
+        }
+        .await;
+        if let Some(id) = secret {
+            if let Err(e) = self.remove_secret(&id).await {
+                on_line(&format!(
+                    "warning: the job's secret {} was not removed ({e}): `docker secret rm {}`",
+                    stdin_secret_name(&job.name),
+                    stdin_secret_name(&job.name)
+                ));
+            }
         }
         result
     }
@@ -636,7 +806,7 @@ impl Swarm {
             );
             let mut pending = String::new();
             while let Some(Ok(chunk)) = s.next().await {
-                pending.push_str(&chunk.to_string());
+                pending.push_str(&log_text(&chunk.to_string()));
                 while let Some(i) = pending.find('\n') {
                     let line: String = pending.drain(..=i).collect();
                     if tx.send(line.trim_end().to_string()).is_err() {
@@ -654,13 +824,30 @@ impl Swarm {
                 .await?
                 .ok_or_else(|| Error::failed(format!("job {} disappeared", job.name)))
         };
+        let mut outage = Outage::default();
         let outcome = loop {
             while let Ok(l) = rx.try_recv() {
                 on_line(&l);
                 streamed += 1;
             }
-            let v = svc_view().await?;
-            let tasks = self.tasks(std::slice::from_ref(&v)).await?;
+            let view = async {
+                let v = svc_view().await?;
+                let tasks = self.tasks(std::slice::from_ref(&v)).await?;
+                Ok::<_, Error>(tasks)
+            };
+            let tasks = match view.await {
+                Ok(t) => {
+                    outage.up(&mut |l| on_line(&format!("de-build: {l}")));
+                    t
+                }
+                // A manager restarting: the job's task goes on without it.
+                Err(e) if transient(&e) && started.elapsed() <= timeout => {
+                    outage.down(&e, timeout, &mut |l| on_line(&format!("de-build: {l}")));
+                    tokio::time::sleep(Duration::from_millis(1000)).await;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
             let done = tasks.iter().find(|t| {
                 matches!(
                     t.state.as_str(),
@@ -697,7 +884,7 @@ impl Swarm {
             }),
         );
         while let Some(Ok(chunk)) = s.next().await {
-            full.push_str(&chunk.to_string());
+            full.push_str(&log_text(&chunk.to_string()));
         }
         while let Ok(l) = rx.try_recv() {
             on_line(&l);
@@ -706,37 +893,31 @@ impl Swarm {
         for l in full.lines().skip(streamed) {
             on_line(l);
         }
-        let inspect = self.task_exit_code(id).await?;
+        let inspect = self.task_exit_code(id, &task.state).await?;
+        let record = JobRecord {
+            step: job.step.clone(),
+            service: job.name.clone(),
+            command: job.command.clone(),
+            tasks: count,
+            node: task.node.clone(),
+            exit_code: inspect,
+            state: task.state.clone(),
+            error: task.error.clone(),
+        };
         crate::ui::logfile::action(
             &format!("swarm job {} `{}`", job.name, job.command.join(" ")),
-            inspect == Some(0),
+            record.completed(),
             started.elapsed(),
             &format!("task {} on {}", task.state, task.node),
         );
-        Ok((
-            JobRecord {
-                step: job.step.clone(),
-                service: job.name.clone(),
-                command: job.command.clone(),
-                tasks: count,
-                node: task.node.clone(),
-                exit_code: inspect,
-            },
-            full,
-        ))
-        .and_then(|(r, out)| match r.exit_code {
-            Some(0) => Ok((r, out)),
-            _ if task.state == "rejected" => Err(Error::failed(format!(
-                "job `{}` could not start on {}: {}",
-                job.command.join(" "),
-                task.node,
-                task.error.clone().unwrap_or_default()
-            ))),
-            _ => Ok((r, out)),
-        })
+        // A task that did not complete (rejected, shut down) is said by the
+        // caller from the record, which keeps its state and the swarm's why.
+        Ok((record, full))
     }
 
-    async fn task_exit_code(&self, service_id: &str) -> Result<Option<i64>> {
+    /// The exit code of the job's task that ended in `state` (a job whose
+    /// first task was stopped may have a replacement).
+    async fn task_exit_code(&self, service_id: &str, state: &str) -> Result<Option<i64>> {
         let filters = HashMap::from([("service".to_string(), vec![service_id.to_string()])]);
         let tasks = self
             .engine
@@ -745,10 +926,12 @@ impl Swarm {
                 filters: Some(filters),
             }))
             .await
-            .map_err(|e| Error::engine("list the job's tasks", describe(&e)))?;
+            .map_err(|e| engine_error("list the job's tasks", &e))?;
         Ok(tasks
             .into_iter()
-            .filter_map(|t| t.status?.container_status?.exit_code)
+            .filter_map(|t| t.status)
+            .filter(|st| st.state.as_ref().map(enum_str).as_deref() == Some(state))
+            .filter_map(|st| st.container_status?.exit_code)
             .next())
     }
 
@@ -761,7 +944,7 @@ impl Swarm {
         let c = match self.engine.docker.inspect_config(&name).await {
             Ok(c) => c,
             Err(e) if is_status(&e, 404) => return Ok(SwarmLock::Free),
-            Err(e) => return Err(Error::engine("read the swarm's deploy lock", describe(&e))),
+            Err(e) => return Err(engine_error("read the swarm's deploy lock", &e)),
         };
         let now = self.manager_time().await?;
         let beat = c.updated_at.or(c.created_at).unwrap_or(now);
@@ -816,7 +999,7 @@ impl Swarm {
             match self.engine.docker.create_config(spec).await {
                 Ok(r) => return Ok((r.id, took_over)),
                 Err(e) if is_status(&e, 409) => {}
-                Err(e) => return Err(Error::engine("take the swarm's deploy lock", describe(&e))),
+                Err(e) => return Err(engine_error("take the swarm's deploy lock", &e)),
             }
             match self.lock_status(namespace, stale_secs).await? {
                 SwarmLock::Free => continue,
@@ -845,7 +1028,7 @@ impl Swarm {
         let c = match self.engine.docker.inspect_config(id).await {
             Ok(c) => c,
             Err(e) if is_status(&e, 404) => return Ok(false),
-            Err(e) => return Err(Error::engine("read the swarm's deploy lock", describe(&e))),
+            Err(e) => return Err(engine_error("read the swarm's deploy lock", &e)),
         };
         let mut spec = c.spec.unwrap_or_default();
         spec.labels
@@ -860,10 +1043,7 @@ impl Swarm {
         {
             Ok(()) => Ok(true),
             Err(e) if is_status(&e, 404) => Ok(false),
-            Err(e) => Err(Error::engine(
-                "refresh the swarm's deploy lock",
-                describe(&e),
-            )),
+            Err(e) => Err(engine_error("refresh the swarm's deploy lock", &e)),
         }
     }
 
@@ -871,11 +1051,22 @@ impl Swarm {
         match self.engine.docker.delete_config(id).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
-            Err(e) => Err(Error::engine(
-                "remove the swarm's deploy lock",
-                describe(&e),
-            )),
+            Err(e) => Err(engine_error("remove the swarm's deploy lock", &e)),
         }
+    }
+}
+
+/// A chunk of service logs as text. The engine says an error of its own
+/// (e.g. a node that restarted under a followed stream) in a frame of
+/// stream type 3, which bollard hands over with its 8-byte header: said as
+/// the engine's, without the header's control bytes.
+fn log_text(chunk: &str) -> String {
+    match chunk.strip_prefix("\u{3}\u{0}\u{0}\u{0}") {
+        Some(rest) if rest.len() >= 4 => {
+            let msg = rest.get(4..).unwrap_or_default().trim_end();
+            format!("(the engine, about these logs: {msg})\n")
+        }
+        _ => chunk.to_string(),
     }
 }
 
@@ -1106,6 +1297,50 @@ pub fn job_spec_from_engine(
     v
 }
 
+/// Where a job's stdin secret is mounted in its container (a tmpfs only
+/// that task sees): `/run/secrets/<this>`.
+pub const STDIN_FILE: &str = "de-build-stdin";
+
+/// The stdin secret of a job: its name plus `.stdin`, within the 64
+/// characters a secret's name may have.
+pub fn stdin_secret_name(job: &str) -> String {
+    let mut s = job.to_string();
+    s.truncate(57);
+    format!("{s}.stdin")
+}
+
+/// Feed a job's command the secret `name` on its standard input.
+///
+/// A swarm task has no stdin to write to (the manager's API cannot attach
+/// to a task on another node, and a service spec has no input), and the
+/// alternatives would show the password: an argument (`--db-root-password`)
+/// in every process listing of the node and in `docker service inspect`, an
+/// environment variable in `docker service inspect`. A swarm secret is in
+/// neither: the manager keeps it encrypted, `docker secret inspect` never
+/// shows its data, and only this job's container gets it, as a file in its
+/// own tmpfs; `sh` redirects that file to the command. The file is readable
+/// by every user of that one container (mode 0444), because the job runs as
+/// the image's user, whose ID is not known here.
+pub fn with_stdin_secret(spec: &mut Value, secret_id: &str, name: &str) {
+    let c = &mut spec["TaskTemplate"]["ContainerSpec"];
+    let cmd: Vec<Value> = c["Command"].as_array().cloned().unwrap_or_default();
+    let mut wrapped = vec![
+        json!("sh"),
+        json!("-c"),
+        json!(format!("exec \"$@\" < /run/secrets/{STDIN_FILE}")),
+        json!("sh"),
+    ];
+    wrapped.extend(cmd);
+    c["Command"] = json!(wrapped);
+    let mut secrets = c["Secrets"].as_array().cloned().unwrap_or_default();
+    secrets.push(json!({
+        "File": {"Name": STDIN_FILE, "UID": "0", "GID": "0", "Mode": 0o444},
+        "SecretID": secret_id,
+        "SecretName": name,
+    }));
+    c["Secrets"] = json!(secrets);
+}
+
 /// A job service name: unique, short enough for the engine (63).
 pub fn job_name(namespace: &str, step: &str, deployment: &str, n: usize) -> String {
     let tail: String = deployment
@@ -1149,7 +1384,15 @@ volumes:
             image_id: "sha256:1".into(),
             namespace: "erp".into(),
             file: "/f".into(),
-            stack: crate::config::stack::parse(yaml, "erp", &["backend".into()]).unwrap(),
+            stack: crate::config::stack::parse(
+                yaml,
+                crate::config::stack::Roles {
+                    namespace: "erp",
+                    backend: "backend",
+                    web: &["backend".into()],
+                },
+            )
+            .unwrap(),
         }
     }
 
@@ -1215,5 +1458,87 @@ volumes:
             "erp_sites"
         );
         assert!(back.get("UpdateConfig").is_none());
+    }
+
+    #[test]
+    fn a_jobs_stdin_comes_from_a_secret_file_never_from_its_spec() {
+        let st = stack();
+        let cmd: Vec<String> = ["bench", "--site", "a", "restore", "./a/b.sql.gz"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let name = job_name("erp", "restore", "20261123T101010.123Z-4242", 1000);
+        let mut v = job_spec(
+            &st,
+            st.stack.service("backend").unwrap(),
+            "r:5000/x:1@sha256:ab",
+            &name,
+            &cmd,
+            "d1",
+        );
+        let before = v.clone();
+        let secret = stdin_secret_name(&name);
+        assert!(secret.len() <= 64 && secret.ends_with(".stdin"), "{secret}");
+        with_stdin_secret(&mut v, "sec-id-1", &secret);
+        let back = serde_json::to_value(spec_from(&v).unwrap()).unwrap();
+        let c = &back["TaskTemplate"]["ContainerSpec"];
+        let mut want = vec![
+            json!("sh"),
+            json!("-c"),
+            json!("exec \"$@\" < /run/secrets/de-build-stdin"),
+            json!("sh"),
+        ];
+        want.extend(cmd.iter().map(|a| json!(a)));
+        assert_eq!(c["Command"], json!(want));
+        assert_eq!(c["Secrets"][0]["SecretID"], "sec-id-1");
+        assert_eq!(c["Secrets"][0]["SecretName"], json!(secret));
+        assert_eq!(c["Secrets"][0]["File"]["Name"], STDIN_FILE);
+        assert_eq!(c["Secrets"][0]["File"]["Mode"], 0o444);
+        // Nothing else changes: no environment, no argument carries a value.
+        assert_eq!(c["Env"], before["TaskTemplate"]["ContainerSpec"]["Env"]);
+        assert_eq!(back["Labels"]["de-build.job"], "d1");
+        // A spec that names secrets already keeps them.
+        let mut v2 = before.clone();
+        v2["TaskTemplate"]["ContainerSpec"]["Secrets"] =
+            json!([{"SecretID": "other", "SecretName": "other", "File": {"Name": "x"}}]);
+        with_stdin_secret(&mut v2, "sec-id-1", &secret);
+        assert_eq!(
+            v2["TaskTemplate"]["ContainerSpec"]["Secrets"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_engine_error_in_a_log_stream_is_said_without_its_frame_header() {
+        let raw = "\u{3}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}GError grabbing logs: rpc error: code = Unknown desc = context canceled\n";
+        assert_eq!(
+            log_text(raw),
+            "(the engine, about these logs: Error grabbing logs: rpc error: code = Unknown desc = context canceled)\n"
+        );
+        assert_eq!(log_text("Migrating a\n"), "Migrating a\n");
+    }
+
+    #[test]
+    fn only_a_manager_that_cannot_answer_yet_is_waited_for() {
+        assert!(transient(&Error::engine_unreachable(
+            "inspect service x",
+            "client error (SendRequest)"
+        )));
+        assert!(transient(&Error::engine(
+            "list tasks",
+            "This node is not a swarm manager. Use \"docker swarm init\" (HTTP 503)"
+        )));
+        assert!(transient(&Error::engine(
+            "list tasks",
+            "rpc error: code = Unknown desc = The swarm does not have a leader (HTTP 500)"
+        )));
+        assert!(!transient(&Error::engine(
+            "create or update service x",
+            "update out of sequence (HTTP 500)"
+        )));
+        assert!(!transient(&Error::failed("job x disappeared")));
     }
 }

@@ -34,15 +34,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Is the project deployed to a swarm? `DE_TARGET` is `compose` (default) or `swarm`.
+/// Is the project deployed to a swarm? `DE_TARGET` is `compose` (default) or
+/// `swarm`, read by the one rule `check` applies too.
 pub fn is_swarm(inputs: &Inputs) -> Result<bool> {
-    match inputs.env.get("DE_TARGET").map(str::trim).unwrap_or("") {
-        "" | "compose" => Ok(false),
-        "swarm" => Ok(true),
-        other => Err(Error::refused(
-            format!("DE_TARGET is `{other}`"),
-            "set DE_TARGET to `compose` (one host, the default) or `swarm`",
-        )),
+    match config::rules::target(inputs.env.get("DE_TARGET")) {
+        Ok(t) => Ok(t == config::rules::Target::Swarm),
+        Err((message, hint)) => Err(Error::refused(message, hint)),
     }
 }
 
@@ -188,30 +185,31 @@ impl<'a> Session<'a> {
 
     fn parse(&self, version: &str, image: &str, yaml: &str, source: &Path) -> Result<SwarmStack> {
         let backend = required(self.inputs, "DE_BACKEND_SERVICE")?.to_string();
-        let web: Vec<String> = match self.inputs.env.get("DE_SWARM_WEB_SERVICES") {
-            Some(v) if !v.trim().is_empty() => v
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            _ => vec![backend.clone()],
+        let web = crate::config::stack::web_services(
+            self.inputs.env.get("DE_SWARM_WEB_SERVICES"),
+            &backend,
+        );
+        // The same judgement `check` made on the files, now on what compose
+        // resolved (the two differ only where compose merges lists or
+        // resolves `extends`/`include`, which de-build's reader does not).
+        let roles = crate::config::stack::Roles {
+            namespace: &self.namespace,
+            backend: &backend,
+            web: &web,
         };
-        let stack = crate::config::stack::parse(yaml, &self.namespace, &web).map_err(|p| {
+        let stack = crate::config::stack::parse(yaml, roles).map_err(|p| {
             Error::refused(
                 format!(
                     "{} cannot run on a swarm as it is: {}",
                     config::display(source),
-                    p.join("; ")
+                    p.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ")
                 ),
-                "adapt the compose file (or a DE_COMPOSE_FILE for the swarm): the README's \"Swarm target\" lists what is supported",
+                match p.iter().find_map(|p| p.hint.clone()) {
+                    Some(h) if p.len() == 1 => h,
+                    _ => "`de-build check` names each problem with its file and line; the README's \"Swarm target\" lists what is supported".into(),
+                },
             )
         })?;
-        if stack.service(&backend).is_none() {
-            return Err(Error::refused(
-                format!("the compose file has no service {backend} (DE_BACKEND_SERVICE)"),
-                "bench runs as one-off jobs modelled on that service: name the service that runs the app",
-            ));
-        }
         // A service of the release's repository must run exactly the
         // release's digest: a fixed tag would quietly run another image.
         let repo = image.split('@').next().unwrap_or(image);
@@ -667,6 +665,7 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
         interrupted: signals.flag.clone(),
         lost_lock: lost.clone(),
         jobs_started: 0,
+        db_root_password: s.inputs.env.secret("DB_PASSWORD"),
     }
     .run(plan)
     .await;
@@ -1116,6 +1115,7 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
         interrupted: Arc::new(AtomicBool::new(false)),
         lost_lock: Arc::new(AtomicBool::new(false)),
         jobs_started: 1000,
+        db_root_password: inputs.env.secret("DB_PASSWORD"),
     };
     let result = if all_done {
         match world

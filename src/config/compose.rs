@@ -82,6 +82,9 @@ pub struct ComposeSet {
     pub services: BTreeMap<String, Service>,
     /// Profiles `up` activates (`COMPOSE_PROFILES`).
     pub active_profiles: Vec<String>,
+    /// Every file merged into one document (all top-level keys, `services`
+    /// merged as above), as written: what the swarm check reads.
+    pub doc: Node,
 }
 
 /// The items of a `DE_COMPOSE_FILE` value.
@@ -106,22 +109,23 @@ impl ComposeSet {
     }
 
     /// Services that run once and exit (frappe_docker's `configurator`, the
-    /// `create-site` of `pwd.yml`): another service waits for them to
-    /// complete, or their restart policy is explicitly "no"/"none" and they
-    /// run a command of their own. A deploy waits for these before migrating.
+    /// `create-site` of `pwd.yml`), as [`runs_once`] tells. A deploy waits
+    /// for these before migrating.
     pub fn one_shot_services(&self) -> Vec<String> {
         let awaited: Vec<&str> = self
             .active()
             .flat_map(|s| s.depends_on.iter())
-            .filter(|(_, c)| c == "service_completed_successfully")
+            .filter(|(_, c)| c == COMPLETED)
             .map(|(d, _)| d.as_str())
             .collect();
         self.active()
             .filter(|s| {
-                let no_restart = s.restart.as_deref() == Some("no")
-                    || s.restart_condition.as_deref() == Some("none");
-                awaited.contains(&s.name.as_str())
-                    || (no_restart && (s.command.is_some() || s.entrypoint.is_some()))
+                runs_once(
+                    awaited.contains(&s.name.as_str()),
+                    s.restart.as_deref(),
+                    s.restart_condition.as_deref(),
+                    s.command.is_some() || s.entrypoint.is_some(),
+                )
             })
             .map(|s| s.name.clone())
             .collect()
@@ -142,6 +146,23 @@ impl ComposeSet {
     fn problem<T>(&self, at: &At<T>, code: &'static str, message: String) -> Problem {
         Problem::new(self.shown(at.file), code, message).line(at.line)
     }
+}
+
+/// The `depends_on` condition of a service that waits for another to exit 0.
+pub const COMPLETED: &str = "service_completed_successfully";
+
+/// Does a service run once and exit? Another service waits for it to
+/// complete (`awaited`), or its restart policy is explicitly "no"/"none" and
+/// it runs a command of its own. One rule for both targets: compose waits
+/// for such a service before migrating, a swarm must run it as a job.
+pub fn runs_once(
+    awaited: bool,
+    restart: Option<&str>,
+    restart_condition: Option<&str>,
+    has_command: bool,
+) -> bool {
+    let no_restart = restart == Some("no") || restart_condition == Some("none");
+    awaited || (no_restart && has_command)
 }
 
 /// Where each file of a set goes in a snapshot directory: at its path
@@ -212,6 +233,14 @@ pub fn load(project_dir: &Path, value: &str, vars: &Lookup) -> (Option<ComposeSe
         return (None, problems);
     }
     let mut services: Vec<(String, Node)> = Vec::new();
+    let mut whole = Node {
+        value: Value::Map(Vec::new()),
+        line: 1,
+        key_line: 0,
+        file: 0,
+        reset: false,
+        replace: false,
+    };
     for (i, doc) in docs {
         let shown = files[i].shown.clone();
         let Value::Map(top) = doc.value else {
@@ -229,6 +258,22 @@ pub fn load(project_dir: &Path, value: &str, vars: &Lookup) -> (Option<ComposeSe
             continue;
         };
         problems.extend(required_variables(&shown, &top, vars));
+        let rest: Vec<(String, Node)> = top
+            .iter()
+            .filter(|(k, _)| k != "services")
+            .cloned()
+            .collect();
+        merge(
+            &mut whole,
+            Node {
+                value: Value::Map(rest),
+                line: doc.line,
+                key_line: 0,
+                file: i,
+                reset: false,
+                replace: false,
+            },
+        );
         let Some((_, svcs)) = top.into_iter().find(|(k, _)| k == "services") else {
             continue;
         };
@@ -277,12 +322,27 @@ pub fn load(project_dir: &Path, value: &str, vars: &Lookup) -> (Option<ComposeSe
     if !problems.is_empty() {
         return (None, problems);
     }
+    if let Value::Map(top) = &mut whole.value {
+        let line = services.first().map(|(_, n)| n.key_line).unwrap_or(1);
+        top.push((
+            "services".into(),
+            Node {
+                value: Value::Map(services.clone()),
+                line,
+                key_line: line.saturating_sub(1),
+                file: services.first().map(|(_, n)| n.file).unwrap_or(0),
+                reset: false,
+                replace: false,
+            },
+        ));
+    }
     let mut set = ComposeSet {
         files,
         services: BTreeMap::new(),
         active_profiles: vars("COMPOSE_PROFILES")
             .map(|p| list(&p))
             .unwrap_or_default(),
+        doc: whole,
     };
     for (name, node) in services {
         match service(&name, &node, vars) {
@@ -769,6 +829,13 @@ pub fn load_and_check(
     if let Some(s) = &set {
         if problems.iter().all(|p| p.code != "compose-shape") {
             problems.extend(check(s, env, env_shown, process));
+            // A bad DE_TARGET is the rules' problem; the stack is judged
+            // for the target named.
+            let swarm = crate::config::rules::target(env.get("DE_TARGET"))
+                .is_ok_and(|t| t == crate::config::rules::Target::Swarm);
+            if swarm {
+                problems.extend(crate::config::stack::check(s, env, env_shown, &vars));
+            }
         }
     }
     (set, problems)

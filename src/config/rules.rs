@@ -6,10 +6,43 @@
 use crate::config::envfile::{EnvValues, Source};
 use crate::error::Problem;
 
+/// Where deploy, rollback, status and recover act (`DE_TARGET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// One Docker host, with compose (the default).
+    Compose,
+    /// A Docker Swarm, through a manager's API.
+    Swarm,
+}
+
+/// `DE_TARGET`: absent or empty is `compose`. Err: the message and a hint.
+/// The one reading of the key: `check` and every command agree on it.
+pub fn target(v: Option<&str>) -> Result<Target, (String, String)> {
+    match v.map(str::trim).unwrap_or("") {
+        "" | "compose" => Ok(Target::Compose),
+        "swarm" => Ok(Target::Swarm),
+        other => {
+            let names = ["compose", "swarm"];
+            let hint = match crate::config::envfile::did_you_mean(other, names.into_iter()) {
+                Some(m) => format!("did you mean `{m}`? (`compose`: one host, the default; `swarm`: a Docker Swarm)"),
+                None => "`compose` (one host, the default) or `swarm` (a Docker Swarm, DOCKER_HOST of a manager)".into(),
+            };
+            Err((format!("DE_TARGET `{other}` is not a deploy target"), hint))
+        }
+    }
+}
+
+/// Seconds a swarm key may hold: (key, least). A lock whose
+/// heartbeat (every quarter of the limit) could not beat once a second
+/// would go stale under a live holder, hence 5 s at least.
+pub const SWARM_SECS: [(&str, u64); 2] = [("DE_SWARM_TIMEOUT", 1), ("DE_SWARM_LOCK_STALE", 5)];
+
 /// Every rule over the values that are set (absent or empty ones are the
 /// schema check's business).
 pub fn check(env: &EnvValues, env_shown: &str, example_shown: &str) -> Vec<Problem> {
     let mut problems = Vec::new();
+    // Problems the `flag` closure cannot push while it borrows `problems`.
+    let mut late = Vec::new();
     let mut flag = |key: &str, code: &'static str, message: String, hint: &str| {
         let mut p = match env.source(key) {
             Some(Source::File { line }) => Problem::new(env_shown, code, message).line(*line),
@@ -135,6 +168,58 @@ pub fn check(env: &EnvValues, env_shown: &str, example_shown: &str) -> Vec<Probl
             }
         }
     }
+    match target(env.get("DE_TARGET")) {
+        Err((message, hint)) => flag("DE_TARGET", "bad-target", message, &hint),
+        Ok(Target::Compose) => {}
+        Ok(Target::Swarm) => {
+            if env.get("DE_REGISTRY").is_none() {
+                // Said where the swarm was chosen: the registry key is unset.
+                let message = "DE_TARGET is `swarm` but DE_REGISTRY is not set: every node of a swarm pulls the release by digest from the registry it was pushed to".to_string();
+                let p = match env.source("DE_TARGET") {
+                    Some(Source::File { line }) => {
+                        Problem::new(env_shown, "swarm-registry", message).line(*line)
+                    }
+                    Some(Source::Environment) => {
+                        Problem::new("environment", "swarm-registry", message)
+                    }
+                    _ => Problem::new(env_shown, "swarm-registry", message),
+                };
+                late.push(p.key("DE_REGISTRY").hint(
+                    "set DE_REGISTRY to the registry's host and port (e.g. registry.example.com:5000), then `de-build push VERSION` before each deploy",
+                ));
+            }
+            if let Some(reg) = env.get("DE_SWARM_REGISTRY") {
+                if let Err(e) = registry(reg, env.get("DE_IMAGE").unwrap_or("image")) {
+                    flag(
+                        "DE_SWARM_REGISTRY",
+                        "bad-registry",
+                        format!("DE_SWARM_REGISTRY `{reg}`: {e}"),
+                        "the registry's host and port as the nodes reach it, e.g. registry:5000",
+                    );
+                }
+            }
+            for (key, least) in SWARM_SECS {
+                if let Some(v) = env.get(key) {
+                    if !v
+                        .parse::<u64>()
+                        .is_ok_and(|n| (least..=86_400).contains(&n))
+                    {
+                        let why = if least > 1 {
+                            " (the holder refreshes the lock every quarter of it)"
+                        } else {
+                            ""
+                        };
+                        flag(
+                            key,
+                            "bad-timeout",
+                            format!("{key} `{v}`: expected seconds from {least} to 86400{why}"),
+                            "",
+                        );
+                    }
+                }
+            }
+        }
+    }
     if let Some(v) = env.get("DE_SMOKE_COMMAND") {
         if v.contains(['"', '\'', '\\']) {
             flag(
@@ -145,6 +230,7 @@ pub fn check(env: &EnvValues, env_shown: &str, example_shown: &str) -> Vec<Probl
             );
         }
     }
+    problems.extend(late);
     problems
 }
 
@@ -463,5 +549,78 @@ mod tests {
         assert!(registry("127.0.0.1:5000", "a/b").is_ok());
         assert!(service_name("backend").is_ok());
         assert!(service_name("back end").is_err());
+    }
+
+    /// Values as read from a `.env` text (each key's line known).
+    fn env_of(text: &str) -> EnvValues {
+        let example = "# @optional\nDE_TARGET=compose\n# @optional\nDE_REGISTRY=\n# @optional\nDE_SWARM_REGISTRY=\n# @type int @optional\nDE_SWARM_TIMEOUT=300\n# @type int @optional\nDE_SWARM_LOCK_STALE=60\n";
+        let (schema, p) = crate::config::envfile::schema::Schema::from_example("ex", example);
+        assert!(p.is_empty(), "{p:?}");
+        let (env, p) = crate::config::envfile::validate(
+            &schema,
+            &crate::config::envfile::EnvInput {
+                file: Some((".env", text)),
+                lookup_env: &|_| None,
+                project_dir: std::path::Path::new("."),
+            },
+        );
+        assert!(p.is_empty(), "{p:?}");
+        env
+    }
+
+    fn found(text: &str) -> Vec<(&'static str, Option<usize>, String)> {
+        check(&env_of(text), ".env", "ex")
+            .into_iter()
+            .map(|p| (p.code, p.line, p.key.unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn the_target_is_compose_or_swarm_and_a_typo_is_named() {
+        assert_eq!(target(None), Ok(Target::Compose));
+        assert_eq!(target(Some(" swarm ")), Ok(Target::Swarm));
+        let (msg, hint) = target(Some("swram")).unwrap_err();
+        assert!(msg.contains("`swram`"), "{msg}");
+        assert!(hint.contains("did you mean `swarm`?"), "{hint}");
+        let (_, hint) = target(Some("kubernetes")).unwrap_err();
+        assert!(!hint.contains("did you mean"), "{hint}");
+        assert_eq!(
+            found("DE_REGISTRY=r.example.com:5000\nDE_TARGET=Compose\n"),
+            [("bad-target", Some(2), "DE_TARGET".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_swarm_needs_a_registry_said_where_the_swarm_is_chosen() {
+        assert_eq!(
+            found("\nDE_TARGET=swarm\n"),
+            [("swarm-registry", Some(2), "DE_REGISTRY".to_string())]
+        );
+        assert_eq!(found("DE_TARGET=swarm\nDE_REGISTRY=127.0.0.1:5000\n"), []);
+        // One host needs none.
+        assert_eq!(found("DE_TARGET=compose\n"), []);
+        assert_eq!(
+            found("DE_TARGET=swarm\nDE_REGISTRY=r:5000\nDE_SWARM_REGISTRY=https://registry:5000\n"),
+            [("bad-registry", Some(3), "DE_SWARM_REGISTRY".to_string())]
+        );
+    }
+
+    #[test]
+    fn swarm_seconds_are_positive_and_the_lock_limit_leaves_room_for_heartbeats() {
+        let on = |extra: &str| found(&format!("DE_TARGET=swarm\nDE_REGISTRY=r:5000\n{extra}"));
+        assert_eq!(on("DE_SWARM_TIMEOUT=1\nDE_SWARM_LOCK_STALE=5\n"), []);
+        assert_eq!(
+            on("DE_SWARM_TIMEOUT=0\nDE_SWARM_LOCK_STALE=4\n"),
+            [
+                ("bad-timeout", Some(3), "DE_SWARM_TIMEOUT".to_string()),
+                ("bad-timeout", Some(4), "DE_SWARM_LOCK_STALE".to_string())
+            ]
+        );
+        assert_eq!(
+            on("DE_SWARM_TIMEOUT=-3\n"),
+            [("bad-timeout", Some(3), "DE_SWARM_TIMEOUT".to_string())]
+        );
+        // Keys of a swarm mean nothing to one host.
+        assert_eq!(found("DE_SWARM_TIMEOUT=0\n"), []);
     }
 }

@@ -562,7 +562,6 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             let pw = self.db_root_password;
             let out = self.bench_input(&c, &cmd, pw).await?;
             if out.exit_code != 0 {
-                let asked = out.output.to_ascii_lowercase().contains("password");
                 return Err(Error::Failed {
                     message: format!(
                         "`{}` exited with {} in {}",
@@ -570,14 +569,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                         out.exit_code,
                         c.name
                     ),
-                    hint: asked.then(|| {
-                        if pw.is_some() {
-                            "bench rejected the database root password: check DB_PASSWORD"
-                                .to_string()
-                        } else {
-                            "bench asked for the database root password: set DB_PASSWORD (the MariaDB root password, a @secret key) so a recovery can restore".to_string()
-                        }
-                    }),
+                    hint: bench::restore_hint(&out.output, pw.is_some()),
                 });
             }
         }

@@ -17,6 +17,7 @@ use crate::plan::swarm::{
 };
 use crate::record::deploy::{Gate, Progress};
 use crate::record::state::{self, Backup, Deployment, Outcome, StepRecord};
+use crate::secret::Secret;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,9 +38,12 @@ pub trait SwarmWorld {
         on_note: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Vec<TaskState>>;
     async fn ensure_network(&self, namespace: &str, name: &str) -> Result<bool>;
+    /// Run a one-off job; `stdin` is what its command reads on its standard
+    /// input (never in its spec, argv, record or log).
     async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)>;
@@ -93,10 +97,11 @@ impl SwarmWorld for RealSwarm {
     async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
-        self.swarm.run_job(job, timeout, on_line).await
+        self.swarm.run_job(job, stdin, timeout, on_line).await
     }
 
     async fn remove_jobs(&self, deployment: &str) -> Result<Vec<String>> {
@@ -152,6 +157,10 @@ pub struct SwarmExecutor<'a, W: SwarmWorld, R: Records, S: Sink> {
     /// the cluster is theirs now).
     pub lost_lock: Arc<AtomicBool>,
     pub jobs_started: usize,
+    /// The database root password `bench restore` asks for (frappe_docker
+    /// stores none in the sites): the restore job reads it on its stdin,
+    /// from a swarm secret that lives as long as the job.
+    pub db_root_password: Option<&'a Secret>,
 }
 
 /// A new record for `plan`, before anything runs.
@@ -316,9 +325,21 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 .note(&format!("recovering: {}", planner::describe(&recovery)));
         }
         let mut left: Option<String> = None;
+        // A manager restarting is waited for (bounded), not mistaken for a
+        // recovery that cannot be done.
+        if let Err(e) = self.wait_for_manager(plan).await {
+            left = Some(format!(
+                "the swarm manager did not answer within {}s ({e}): once it does, `de-build recover` (deployment {})",
+                plan.timeout_secs, plan.id
+            ));
+        }
         // A job of this deployment still running (its process died during
         // it) would go on changing the data under the recovery: stop it.
-        match self.world.remove_jobs(&plan.id).await {
+        let removed = match left {
+            Some(_) => Ok(Vec::new()),
+            None => self.world.remove_jobs(&plan.id).await,
+        };
+        match removed {
             Ok(gone) if !gone.is_empty() => self
                 .sink
                 .note(&format!("stopped the deployment's jobs still running: {}", gone.join(", "))),
@@ -377,6 +398,30 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             ));
         }
         error
+    }
+
+    /// Wait until the manager answers, at most `DE_SWARM_TIMEOUT`.
+    async fn wait_for_manager(&mut self, plan: &SwarmPlan) -> Result<()> {
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            match self.world.manager_time().await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if sw::transient(&e)
+                        && started.elapsed() < Duration::from_secs(plan.timeout_secs) =>
+                {
+                    if !said {
+                        self.sink.note(&format!(
+                            "the swarm manager does not answer ({e}): waiting for it before recovering"
+                        ));
+                        said = true;
+                    }
+                    self.world.sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn recovery_step(
@@ -615,26 +660,38 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         job: JobRun,
         record: &mut Deployment,
     ) -> Result<String> {
+        self.job_with(plan, job, None, &|_| None, record).await
+    }
+
+    /// Run a job; a non-zero exit is an error naming it, with the hint
+    /// `hint` finds in its output.
+    async fn job_with(
+        &mut self,
+        plan: &SwarmPlan,
+        job: JobRun,
+        stdin: Option<&Secret>,
+        hint: &dyn Fn(&str) -> Option<String>,
+        record: &mut Deployment,
+    ) -> Result<String> {
         self.sink.line(&format!("$ {}", job.command.join(" ")));
         let sink = &mut *self.sink;
         let mut on_line = |l: &str| sink.line(l);
         let (rec, out) = self
             .world
-            .run_job(&job, Duration::from_secs(plan.timeout_secs), &mut on_line)
+            .run_job(
+                &job,
+                stdin,
+                Duration::from_secs(plan.timeout_secs),
+                &mut on_line,
+            )
             .await?;
-        let ok = rec.exit_code == Some(0);
-        let code = rec
-            .exit_code
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "no exit code".into());
-        let node = rec.node.clone();
-        let tasks = rec.tasks;
+        let failed = (!rec.completed()).then(|| job_failure(&rec));
         run_of(record).jobs.push(rec);
-        if !ok {
-            return Err(Error::failed(format!(
-                "`{}` exited with {code} (one-off job on {node}, {tasks} task(s))",
-                job.command.join(" ")
-            )));
+        if let Some(message) = failed {
+            return Err(Error::Failed {
+                message,
+                hint: hint(&out),
+            });
         }
         Ok(out)
     }
@@ -648,16 +705,26 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         cmd: &[String],
         record: &mut Deployment,
     ) -> Result<String> {
+        let job = self.bench_job(plan, step, image, cmd)?;
+        self.job(plan, job, record).await
+    }
+
+    fn bench_job(
+        &mut self,
+        plan: &SwarmPlan,
+        step: &str,
+        image: &str,
+        cmd: &[String],
+    ) -> Result<JobRun> {
         let n = self.jobs_started;
         self.jobs_started += 1;
         let name = sw::job_name(&plan.new.namespace, step, &plan.id, n);
-        let job = JobRun {
+        Ok(JobRun {
             step: step.into(),
             name: name.clone(),
             spec: self.job_spec(plan, image, &name, cmd)?,
             command: cmd.to_vec(),
-        };
-        self.job(plan, job, record).await
+        })
     }
 
     async fn maintenance(
@@ -706,10 +773,21 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 let mut on_line = |l: &str| sink.line(l);
                 let (rec, out) = self
                     .world
-                    .run_job(&job, Duration::from_secs(plan.timeout_secs), &mut on_line)
+                    .run_job(
+                        &job,
+                        None,
+                        Duration::from_secs(plan.timeout_secs),
+                        &mut on_line,
+                    )
                     .await?;
                 let code = rec.exit_code.unwrap_or(-1);
+                // Not run to its end (rejected, shut down): no answer at all.
+                let stopped = !matches!(rec.state.as_str(), "" | "complete" | "failed");
+                let failure = job_failure(&rec);
                 run_of(record).jobs.push(rec);
+                if stopped {
+                    return Err(Error::failed(failure));
+                }
                 match bench::readiness(code, &out) {
                     Readiness::Ready => break,
                     Readiness::Unknown => {
@@ -730,6 +808,9 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         Ok(())
     }
 
+    /// `bench restore` asks for the database root password unless the sites
+    /// hold it: it reads `DB_PASSWORD` on its stdin (then end-of-file, so
+    /// it never waits on a prompt), as on one host.
     async fn restore(
         &mut self,
         plan: &SwarmPlan,
@@ -737,15 +818,12 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
         backups: &[Backup],
         record: &mut Deployment,
     ) -> Result<()> {
+        let pw = self.db_root_password;
         for b in backups {
-            self.bench(
-                plan,
-                "restore",
-                image,
-                &bench::site_args(&b.site, &["restore", &b.path]),
-                record,
-            )
-            .await?;
+            let cmd = bench::site_args(&b.site, &["restore", &b.path]);
+            let job = self.bench_job(plan, "restore", image, &cmd)?;
+            let hint = |out: &str| bench::restore_hint(out, pw.is_some());
+            self.job_with(plan, job, pw, &hint, record).await?;
         }
         Ok(())
     }
@@ -790,13 +868,39 @@ pub fn verify(stack: &SwarmStack, tasks: &[TaskState]) -> Vec<String> {
     out
 }
 
+/// What a job that did not complete did, as the swarm says it. Only a task
+/// that ended `complete` ran to its end: one its node stopped (an engine
+/// restart) may report exit code 0, and is not said as an exit.
+fn job_failure(rec: &JobRecord) -> String {
+    let ended = match (rec.state.as_str(), rec.exit_code) {
+        ("" | "complete" | "failed", Some(c)) if c != 0 => format!("exited with {c}"),
+        ("", None) => "exited with no exit code".into(),
+        (state, code) => format!(
+            "did not complete: its task ended `{state}`{}{}",
+            rec.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+            code.map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default()
+        ),
+    };
+    format!(
+        "`{}` {ended} (one-off job on {}, {} task(s))",
+        rec.command.join(" "),
+        rec.node,
+        rec.tasks
+    )
+}
+
 fn write_failure(e: Error) -> Error {
     Error::failed(format!("the deployment record could not be written: {e}"))
 }
 
 /// What is left after recovery step `rest[0]` failed, as commands.
 fn left_to_do(plan: &SwarmPlan, rest: &[SwarmRecoveryStep], e: &Error) -> String {
-    let mut out = vec![format!("{} failed ({e})", rest[0])];
+    let hint = e.hint().map(|h| format!(": {h}")).unwrap_or_default();
+    let mut out = vec![format!("{} failed ({e}){hint}", rest[0])];
     for s in rest {
         out.push(match s {
             SwarmRecoveryStep::RevertServices { services } => services

@@ -12,10 +12,30 @@ struct Fake {
     calls: RefCell<Vec<String>>,
     fail_job: Option<&'static str>,
     fail_converge: Option<&'static str>,
+    /// A job whose task its node's engine stopped: state `shutdown`, and
+    /// (as the engine may say) exit code 0.
+    stopped_job: Option<&'static str>,
+    /// As the demo bench's `.require_root_password`: `restore` reads the
+    /// database root password on its stdin and fails without this one.
+    root_password: Option<&'static str>,
+    /// What each job got on its stdin.
+    stdin: RefCell<Vec<(String, Option<String>)>>,
+    /// How many more times the manager does not answer (its engine
+    /// restarting) when asked for its time.
+    manager_down: std::cell::Cell<u32>,
 }
 
 impl SwarmWorld for Fake {
     async fn manager_time(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        let down = self.manager_down.get();
+        if down > 0 {
+            self.manager_down.set(down - 1);
+            self.calls.borrow_mut().push("manager: no answer".into());
+            return Err(Error::engine_unreachable(
+                "ask the manager for its time",
+                "connection closed before message completed",
+            ));
+        }
         Ok(chrono::Utc::now())
     }
     async fn apply(&self, spec: &Value) -> Result<()> {
@@ -61,10 +81,33 @@ impl SwarmWorld for Fake {
     async fn run_job(
         &self,
         job: &JobRun,
+        stdin: Option<&Secret>,
         _timeout: Duration,
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(JobRecord, String)> {
         let cmd = job.command.join(" ");
+        let given = stdin.map(|s| s.expose().to_string());
+        self.stdin.borrow_mut().push((cmd.clone(), given.clone()));
+        if let (Some(want), true) = (self.root_password, cmd.contains(" restore ")) {
+            if given.as_deref() != Some(want) {
+                let out = match given {
+                    None => "MySQL root password: Aborted!",
+                    Some(_) => "MySQL root password: Access denied for user 'root'@'localhost' (using password: YES)",
+                };
+                on_line(out);
+                let rec = JobRecord {
+                    step: job.step.clone(),
+                    service: job.name.clone(),
+                    command: job.command.clone(),
+                    tasks: 1,
+                    node: "n2".into(),
+                    exit_code: Some(1),
+                    state: "failed".into(),
+                    error: Some("task: non-zero exit (1)".into()),
+                };
+                return Ok((rec, out.to_string()));
+            }
+        }
         let image = job.spec["TaskTemplate"]["ContainerSpec"]["Image"]
             .as_str()
             .unwrap_or_default()
@@ -83,6 +126,7 @@ impl SwarmWorld for Fake {
             (0, String::new())
         };
         on_line(&out);
+        let stopped = self.stopped_job.is_some_and(|f| cmd.contains(f));
         Ok((
             JobRecord {
                 step: job.step.clone(),
@@ -91,6 +135,13 @@ impl SwarmWorld for Fake {
                 tasks: 1,
                 node: "n2".into(),
                 exit_code: Some(code),
+                state: match (stopped, code) {
+                    (true, _) => "shutdown",
+                    (false, 0) => "complete",
+                    (false, _) => "failed",
+                }
+                .into(),
+                error: stopped.then(|| "task: stopped by its node".into()),
             },
             out,
         ))
@@ -158,7 +209,15 @@ fn stack(v: &str) -> SwarmStack {
         image_id: format!("sha256:{v}"),
         namespace: "p".into(),
         file: "/f".into(),
-        stack: crate::config::stack::parse(&yaml, "p", &["backend".into()]).unwrap(),
+        stack: crate::config::stack::parse(
+            &yaml,
+            crate::config::stack::Roles {
+                namespace: "p",
+                backend: "backend",
+                web: &["backend".into()],
+            },
+        )
+        .unwrap(),
     }
 }
 
@@ -201,6 +260,10 @@ fn upgrade() -> SwarmPlan {
 }
 
 fn run(world: &Fake) -> (Finished, Vec<String>) {
+    run_with(world, None)
+}
+
+fn run_with(world: &Fake, db_root_password: Option<&Secret>) -> (Finished, Vec<String>) {
     let records = Saved::default();
     let mut sink = Lines::default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -216,6 +279,7 @@ fn run(world: &Fake) -> (Finished, Vec<String>) {
             interrupted: Arc::new(AtomicBool::new(false)),
             lost_lock: Arc::new(AtomicBool::new(false)),
             jobs_started: 0,
+            db_root_password,
         }
         .run(&p),
     );
@@ -315,4 +379,160 @@ fn verify_names_tasks_that_run_another_image() {
     assert!(v.iter().any(|p| p.contains("p_queue has no task")), "{v:?}");
     tasks[0].image = st.image.clone();
     assert_eq!(verify(&st, &tasks).len(), 1);
+}
+
+/// Real `bench restore` asks for the root password (frappe_docker keeps
+/// none in the sites): the restore job, and only it, reads DB_PASSWORD on
+/// its stdin; without it the recovery stops at once, saying which key.
+#[test]
+fn the_restore_job_reads_the_root_password_on_stdin_and_only_it() {
+    const PW: &str = "root-pw-canary-4711";
+    let w = Fake {
+        fail_job: Some("migrate"),
+        root_password: Some(PW),
+        ..Default::default()
+    };
+    let pw = Secret::new(PW);
+    let (f, _) = run_with(&w, Some(&pw));
+    assert_eq!(f.error.as_ref().unwrap().exit_code(), 3, "{:?}", f.error);
+    let given = w.stdin.borrow().clone();
+    let with: Vec<&str> = given
+        .iter()
+        .filter(|(_, g)| g.is_some())
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(with, ["bench --site a.local restore ./a.local/b.sql.gz"]);
+    assert!(given
+        .iter()
+        .all(|(_, g)| g.as_deref().is_none_or(|g| g == PW)));
+    let record = serde_json::to_string(&f.record).unwrap();
+    assert!(!record.contains(PW), "the password is in the record");
+
+    // Without DB_PASSWORD: the prompt reads end-of-file, the job fails, the
+    // recovery stops there (exit 4) and says which key to set.
+    let w = Fake {
+        fail_job: Some("migrate"),
+        root_password: Some(PW),
+        ..Default::default()
+    };
+    let (f, _) = run_with(&w, None);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    let left = f.record.left.clone().unwrap_or_default();
+    assert!(left.contains("set DB_PASSWORD"), "{left}");
+    // A wrong one is named as rejected.
+    let w = Fake {
+        fail_job: Some("migrate"),
+        root_password: Some(PW),
+        ..Default::default()
+    };
+    let wrong = Secret::new("not-it");
+    let (f, _) = run_with(&w, Some(&wrong));
+    assert_eq!(f.error.unwrap().exit_code(), 4);
+    assert!(f
+        .record
+        .left
+        .unwrap_or_default()
+        .contains("bench rejected the database root password"));
+}
+
+/// A manager whose engine restarts while a deployment fails: the recovery
+/// waits for it to answer again instead of giving up on the first refusal.
+#[test]
+fn a_recovery_waits_for_a_manager_that_restarts() {
+    let w = Fake {
+        fail_job: Some("migrate"),
+        manager_down: std::cell::Cell::new(3),
+        ..Default::default()
+    };
+    let records = Saved::default();
+    let mut sink = Lines::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(
+        SwarmExecutor {
+            world: &w,
+            records: &records,
+            sink: &mut sink,
+            interrupted: Arc::new(AtomicBool::new(false)),
+            lost_lock: Arc::new(AtomicBool::new(false)),
+            jobs_started: 0,
+            db_root_password: None,
+        }
+        .run(&upgrade()),
+    );
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    let calls = w.calls.borrow();
+    let waited = calls.iter().filter(|c| *c == "manager: no answer").count();
+    assert_eq!(waited, 3, "{calls:?}");
+    assert!(calls
+        .iter()
+        .any(|c| c.starts_with("job bench --site a.local restore")));
+    assert_eq!(
+        sink.0
+            .iter()
+            .filter(|l| l.contains("the swarm manager does not answer"))
+            .count(),
+        1,
+        "{:?}",
+        sink.0
+    );
+}
+
+/// A job's task that its node's engine stopped may end `shutdown` with exit
+/// code 0: that migrate did not run, and is not taken for one that did.
+#[test]
+fn a_job_stopped_by_its_node_is_no_success_even_with_exit_code_0() {
+    let w = Fake {
+        stopped_job: Some("migrate"),
+        ..Default::default()
+    };
+    let (f, calls) = run(&w);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(
+        e.to_string().contains(
+            "did not complete: its task ended `shutdown`: task: stopped by its node (exit code 0)"
+        ),
+        "{e}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("apply")), "{calls:?}");
+    assert_eq!(f.record.result, Outcome::Recovered);
+}
+
+#[test]
+fn a_job_that_did_not_complete_is_said_as_the_swarm_says_it() {
+    let rec = |state: &str, code: Option<i64>, error: Option<&str>| JobRecord {
+        step: "migrate".into(),
+        service: "p_de-build-migrate-3-x".into(),
+        command: vec!["bench".into(), "migrate".into()],
+        tasks: 1,
+        node: "n1".into(),
+        exit_code: code,
+        state: state.into(),
+        error: error.map(str::to_string),
+    };
+    assert_eq!(
+        job_failure(&rec("failed", Some(1), Some("task: non-zero exit (1)"))),
+        "`bench migrate` exited with 1 (one-off job on n1, 1 task(s))"
+    );
+    // Stopped by its node's engine: exit code 0, but it did not run to its end.
+    assert_eq!(
+        job_failure(&rec("failed", Some(0), Some("context canceled"))),
+        "`bench migrate` did not complete: its task ended `failed`: context canceled (exit code 0) (one-off job on n1, 1 task(s))"
+    );
+    // Restarted by the swarm after the engine came back, and refused.
+    assert_eq!(
+        job_failure(&rec("rejected", None, Some("Conflict. The container name is already in use"))),
+        "`bench migrate` did not complete: its task ended `rejected`: Conflict. The container name is already in use (one-off job on n1, 1 task(s))"
+    );
+    assert!(!rec("shutdown", Some(0), None).completed());
+    assert!(rec("complete", Some(0), None).completed());
+    assert!(
+        rec("", Some(0), None).completed(),
+        "records from before `state`"
+    );
 }

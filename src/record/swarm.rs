@@ -529,6 +529,21 @@ pub struct JobRecord {
     pub tasks: usize,
     pub node: String,
     pub exit_code: Option<i64>,
+    /// The final state of its task: `complete` is the only success (a task
+    /// its node's engine stopped may say `shutdown` with exit code 0).
+    /// Empty in records written before it was kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    /// Why the swarm says its task ended so, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl JobRecord {
+    /// The job ran to completion and its command exited 0.
+    pub fn completed(&self) -> bool {
+        self.exit_code == Some(0) && (self.state.is_empty() || self.state == "complete")
+    }
 }
 
 /// The swarm part of a deployment record.

@@ -273,10 +273,18 @@ impl Cluster {
             if i == 1 {
                 args.extend(["-p".to_string(), "127.0.0.1::2375".to_string()]);
             }
+            // dockerd under a loop (and docker-init as PID 1, reaping): an
+            // engine that exits starts again in the same container, with the
+            // same address and published port, as systemd would restart it
+            // on a real node (`restart_engine`).
+            args.push("--init".into());
             args.push(image.clone());
             args.extend(
                 [
-                    "dockerd",
+                    "sh",
+                    "-c",
+                    "while :; do dockerd \"$@\"; echo \"dockerd exited $?\" >&2; sleep 1; done",
+                    "sh",
                     "--host",
                     "unix:///var/run/docker.sock",
                     "--host",
@@ -372,6 +380,32 @@ impl Cluster {
         );
     }
 
+    /// Restart the engine of node `i` (1-based) in place, as `systemctl
+    /// restart docker` would: SIGTERM to its dockerd (by the pid it wrote),
+    /// which stops its containers; the node's loop starts it again. Returns
+    /// once the manager answers for three ready nodes.
+    pub fn restart_engine(&self, i: usize) {
+        let n = &self.nodes[i - 1];
+        let pid = docker_ok(&["exec", n, "cat", "/var/run/docker.pid"]);
+        let pid = pid.trim().to_string();
+        docker_ok(&["exec", n, "kill", "-TERM", &pid]);
+        wait_for(
+            &format!("n{i}'s engine to restart"),
+            Duration::from_secs(120),
+            || {
+                let now = sh("docker", &["exec", n, "cat", "/var/run/docker.pid"]);
+                let fresh =
+                    now.code == 0 && !now.stdout.trim().is_empty() && now.stdout.trim() != pid;
+                (fresh && sh("docker", &["exec", n, "docker", "info"]).code == 0).then_some(())
+            },
+        );
+        wait_for("three ready nodes", Duration::from_secs(120), || {
+            let out = self.docker(&["node", "ls", "--format", "{{.Status}}"]);
+            (out.code == 0 && out.stdout.lines().filter(|l| *l == "Ready").count() == 3)
+                .then_some(())
+        });
+    }
+
     /// Remove a stack's services (and its de-build jobs) by namespace label.
     pub fn remove_stack(&self, namespace: &str) {
         let ids = self.docker(&[
@@ -385,6 +419,16 @@ impl Cluster {
             self.docker(&["service", "rm", id]);
         }
         self.docker(&["config", "rm", &format!("de-build-lock.{namespace}")]);
+        let secrets = self.docker(&[
+            "secret",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={namespace}"),
+        ]);
+        for id in secrets.stdout.lines() {
+            self.docker(&["secret", "rm", id]);
+        }
     }
 }
 

@@ -541,3 +541,131 @@ fn the_list_form() {
     assert_eq!(list(" a.yaml , b/c.yaml,,"), ["a.yaml", "b/c.yaml"]);
     assert_eq!(list("compose.yaml"), ["compose.yaml"]);
 }
+
+fn swarm_env(pairs: &[(&str, &str)]) -> EnvValues {
+    let mut e = env(&[
+        ("DE_TARGET", "swarm"),
+        ("DE_REGISTRY", "r.example.com:5000"),
+    ]);
+    for (k, v) in pairs {
+        e.insert_plain(k, v);
+    }
+    e
+}
+
+fn swarm_codes(p: &[Problem]) -> Vec<&'static str> {
+    p.iter()
+        .map(|p| p.code)
+        .filter(|c| c.starts_with("swarm-"))
+        .collect()
+}
+
+#[test]
+fn on_a_swarm_frappe_dockers_configurator_must_be_a_job_said_at_its_line() {
+    let d = frappe_docker_layout();
+    let p = d.problems(&swarm_env(&[("DE_COMPOSE_FILE", LIST)]));
+    assert_eq!(swarm_codes(&p), ["swarm-one-shot"], "{p:#?}");
+    let one = p.iter().find(|p| p.code == "swarm-one-shot").unwrap();
+    assert!(one.file.ends_with("compose.yaml"), "{one:?}");
+    assert_eq!(one.line, Some(16), "the line of `configurator:`");
+    assert!(one.message.contains("waits for it to complete"), "{one:?}");
+    // The same files for one host: compose waits for it itself.
+    let p = d.problems(&env(&[("DE_COMPOSE_FILE", LIST)]));
+    assert_eq!(swarm_codes(&p), Vec::<&str>::new(), "{p:#?}");
+    // Made a job in an override for the swarm: accepted.
+    let d = Dir::new(&[
+        ("compose.yaml", BASE),
+        (
+            "swarm.yaml",
+            "services:\n  configurator:\n    deploy:\n      mode: replicated-job\n",
+        ),
+    ]);
+    let p = d.problems(&swarm_env(&[(
+        "DE_COMPOSE_FILE",
+        "compose.yaml,swarm.yaml",
+    )]));
+    assert_eq!(swarm_codes(&p), Vec::<&str>::new(), "{p:#?}");
+}
+
+#[test]
+fn on_a_swarm_each_problem_names_the_file_and_line_that_causes_it() {
+    let d = Dir::new(&[
+        (
+            "stack.yaml",
+            "services:\n  backend:\n    image: ${DE_IMAGE:?}:${CUSTOM_TAG:?}\n    ports:\n      - target: 8000\n        published: ${PORT:-18080}\n        mode: host\n  tool:\n    build: ./tool\n    profiles: [debug]\n",
+        ),
+        (
+            "one-host.yaml",
+            "services:\n  backend:\n    container_name: erp-backend\n    privileged: true\n    deploy:\n      resources:\n        limits: {memory: 1G}\n",
+        ),
+    ]);
+    let p = d.problems(&swarm_env(&[(
+        "DE_COMPOSE_FILE",
+        "stack.yaml,one-host.yaml",
+    )]));
+    let got: Vec<(&str, &str, Option<usize>)> = p
+        .iter()
+        .map(|p| (p.code, p.file.rsplit('/').next().unwrap(), p.line))
+        .collect();
+    // `tool` (build only) is in a profile `up` does not start: not judged.
+    assert_eq!(
+        got,
+        [
+            ("swarm-container-name", "one-host.yaml", Some(3)),
+            ("swarm-unsupported", "one-host.yaml", Some(4)),
+            ("swarm-unsupported", "one-host.yaml", Some(6)),
+        ],
+        "{p:#?}"
+    );
+    assert!(p.iter().all(|p| p.hint.is_some()), "{p:#?}");
+    // Started by its profile: now it is judged.
+    let mut e = swarm_env(&[("DE_COMPOSE_FILE", "stack.yaml")]);
+    e.insert_plain("COMPOSE_PROFILES", "debug");
+    let p = d.problems(&e);
+    assert_eq!(swarm_codes(&p), ["swarm-build-only"], "{p:#?}");
+    assert_eq!(p[0].line, Some(9));
+}
+
+#[test]
+fn on_a_swarm_web_services_are_checked_at_their_env_key() {
+    let d = Dir::new(&[(
+        "stack.yaml",
+        "services:\n  backend:\n    image: ${DE_IMAGE:?}:${CUSTOM_TAG:?}\n  frontend:\n    image: nginx\n",
+    )]);
+    let p = d.problems(&swarm_env(&[
+        ("DE_COMPOSE_FILE", "stack.yaml"),
+        ("DE_SWARM_WEB_SERVICES", "backend,frontnd"),
+    ]));
+    assert_eq!(swarm_codes(&p), ["swarm-web-service"], "{p:#?}");
+    assert_eq!(p[0].file, ".env");
+    assert_eq!(p[0].key.as_deref(), Some("DE_SWARM_WEB_SERVICES"));
+    assert!(p[0].hint.as_deref().unwrap().contains("`frontend`"));
+    // A missing backend is said once (by the compose checks), not twice.
+    let p = d.problems(&swarm_env(&[
+        ("DE_COMPOSE_FILE", "stack.yaml"),
+        ("DE_BACKEND_SERVICE", "bakend"),
+        ("DE_SWARM_WEB_SERVICES", "frontend"),
+    ]));
+    assert_eq!(codes(&p), ["backend-service"], "{p:#?}");
+}
+
+#[test]
+fn on_a_swarm_a_service_using_extends_is_not_judged_by_what_it_inherits() {
+    let d = Dir::new(&[(
+        "stack.yaml",
+        "services:\n  backend:\n    image: ${DE_IMAGE:?}:${CUSTOM_TAG:?}\n  worker:\n    extends: {file: base.yaml, service: worker}\n",
+    )]);
+    let p = d.problems(&swarm_env(&[("DE_COMPOSE_FILE", "stack.yaml")]));
+    assert_eq!(swarm_codes(&p), Vec::<&str>::new(), "{p:#?}");
+}
+
+#[test]
+fn the_demo_swarm_stack_passes() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/compose.swarm.yaml"),
+    )
+    .unwrap();
+    let d = Dir::new(&[("compose.swarm.yaml", &text)]);
+    let p = d.problems(&swarm_env(&[("DE_COMPOSE_FILE", "compose.swarm.yaml")]));
+    assert!(p.is_empty(), "{p:#?}");
+}

@@ -7,7 +7,7 @@
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Null,
     /// Every non-null scalar, as written (numbers and booleans too).
@@ -17,11 +17,15 @@ pub enum Value {
     Map(Vec<(String, Node)>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub value: Value,
     /// 1-based line where the value is written (an alias: the anchor's line).
     pub line: usize,
+    /// 1-based line of the key this node is the value of (0: none). A block
+    /// mapping's own line is its first key's, one below the key that owns it:
+    /// a problem about a key names this one.
+    pub key_line: usize,
     /// Index of the file in its compose set (set by the caller; 0 from [`parse`]).
     pub file: usize,
     /// Tagged `!reset`: removes what earlier files set.
@@ -179,6 +183,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                         Value::Str(text.into_owned())
                     },
                     line,
+                    key_line: 0,
                     file: 0,
                     reset: f.reset,
                     replace: f.replace,
@@ -218,6 +223,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                     let n = Node {
                         value: Value::Seq(items),
                         line,
+                        key_line: 0,
                         file: 0,
                         reset: tag.reset,
                         replace: tag.replace,
@@ -241,6 +247,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                     let n = Node {
                         value: Value::Map(apply_merges(entries, merges)),
                         line,
+                        key_line: 0,
                         file: 0,
                         reset: tag.reset,
                         replace: tag.replace,
@@ -310,6 +317,8 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                             ),
                         });
                     }
+                    let mut done = done;
+                    done.key_line = kline;
                     entries.push((k, done));
                 }
             },
