@@ -551,7 +551,7 @@ pub fn get(port: u16) -> Option<u16> {
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
-        "GET /api/method/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /api/method/ping HTTP/1.1\r\nHost: demo.localhost\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut b = String::new();
