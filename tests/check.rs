@@ -1,7 +1,7 @@
 //! `de-build check` end to end: the real binary on a copy of the bundled example.
 
 mod support;
-use support::{Project, CANARY};
+use support::{good_env, Project, CANARY};
 
 fn manifest_json(version: &str) -> String {
     serde_json::json!({
@@ -28,6 +28,44 @@ fn bundled_example_passes() {
         .stdout_has("check passed: version 1.2.0");
     out.stdout_has("de_macrs")
         .stdout_has("https://github.com/desiredeffect/de_macrs.git");
+}
+
+/// A frappe_docker user brings their `.env` as it is: every key of
+/// frappe_docker's example.env (its keys and sample values, as of v16) is
+/// declared in the schema, and the de-build keys are appended.
+#[test]
+fn a_frappe_docker_env_file_is_accepted_with_de_build_keys_appended() {
+    let p = Project::example();
+    let frappe_docker_env = "ERPNEXT_VERSION=v16.32.3\nDB_PASSWORD=123\nDB_PASSWORD_SECRETS_FILE=\n\
+        DB_HOST=\nDB_PORT=\nREDIS_CACHE=\nREDIS_QUEUE=\nGUNICORN_THREADS=4\nGUNICORN_WORKERS=2\n\
+        GUNICORN_TIMEOUT=120\nLETSENCRYPT_EMAIL=mail@example.com\nFRAPPE_SITE_NAME_HEADER=\n\
+        HTTP_PUBLISH_PORT=\nHTTPS_PUBLISH_PORT=\nUPSTREAM_REAL_IP_ADDRESS=\nUPSTREAM_REAL_IP_HEADER=\n\
+        UPSTREAM_REAL_IP_RECURSIVE=\nPROXY_READ_TIMEOUT=\nCLIENT_MAX_BODY_SIZE=\n\
+        SITES_RULE=Host(`erp.example.com`)\nNGINX_PROXY_HOSTS=erp.example.com\n";
+    // The de-build part: the keys that have no default.
+    let ours: String = good_env()
+        .lines()
+        .filter(|l| {
+            [
+                "DE_IMAGE=",
+                "DE_SITE_VERSION=",
+                "DE_CONTAINERFILE=",
+                "DE_MACRS_PAT=",
+                "COMPOSE_PROJECT_NAME=",
+                "DE_COMPOSE_FILE=",
+                "DE_BACKEND_SERVICE=",
+                "DE_SITES=",
+                "DE_HEALTH_URL=",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    p.write(".env", &format!("{frappe_docker_env}{ours}"));
+    let out = p.run().args(&["check"]).output();
+    out.code(0).no_leak(CANARY).no_leak("DB_PASSWORD=123");
+    assert!(!out.stderr.contains("not declared"), "{}", out.stderr);
 }
 
 #[test]
