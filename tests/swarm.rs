@@ -144,6 +144,25 @@ impl Sp {
     }
 
     /// Against the swarm's manager.
+    /// de-build against the manager, to spawn (stdout and stderr piped):
+    /// only PATH and HOME of this environment reach it.
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
+            .env("NO_COLOR", "1")
+            .env("DOCKER_HOST", &self.c.manager)
+            .args(["--project-dir", self.p.path().to_str().unwrap()])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
     fn swarm(&self, args: &[&str]) -> Done {
         self.p
             .run()
@@ -417,24 +436,9 @@ fn two_operators_deploy_at_once_and_one_is_refused() {
 
     // Operator A's migrate takes a while; B tries meanwhile from elsewhere.
     s.fault("migrate.sleep", Some("15"));
-    let a = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        )
-        .env("NO_COLOR", "1")
-        .env("DOCKER_HOST", &c.manager)
+    let a = s
+        .command(&["deploy", "1.1.0"])
         .env("USER", "operator-a")
-        .args([
-            "--project-dir",
-            s.p.path().to_str().unwrap(),
-            "deploy",
-            "1.1.0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let lock = format!("de-build-lock.{}", s.ns);
@@ -515,25 +519,7 @@ fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
 
     s.fault("migrate.sleep", Some("4"));
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        )
-        .env("NO_COLOR", "1")
-        .env("DOCKER_HOST", &c.manager)
-        .args([
-            "--project-dir",
-            s.p.path().to_str().unwrap(),
-            "deploy",
-            "1.1.0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = s.command(&["deploy", "1.1.0"]).spawn().unwrap();
     // Mid-deploy: while the migrate job runs.
     wait_for("the migrate job", Duration::from_secs(90), || {
         let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
@@ -612,20 +598,8 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
     s.release("1.1.0");
 
     s.fault("migrate.sleep", Some("20"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        )
-        .env("DOCKER_HOST", &c.manager)
-        .args([
-            "--project-dir",
-            s.p.path().to_str().unwrap(),
-            "deploy",
-            "1.1.0",
-        ])
+    let mut child = s
+        .command(&["deploy", "1.1.0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -799,25 +773,7 @@ fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recover
 
     s.fault("migrate.sleep", Some("10"));
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        )
-        .env("NO_COLOR", "1")
-        .env("DOCKER_HOST", &c.manager)
-        .args([
-            "--project-dir",
-            s.p.path().to_str().unwrap(),
-            "deploy",
-            "1.1.0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = s.command(&["deploy", "1.1.0"]).spawn().unwrap();
     let job = wait_for("the migrate job", Duration::from_secs(120), || {
         let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
         out.stdout
@@ -936,20 +892,7 @@ fn a_swarm_restore_gets_the_root_password_from_a_secret_that_lives_as_long_as_it
     // restore job while its spec and its secret are looked at.
     s.p.set_env("DB_PASSWORD", ROOT);
     s.fault("restore.sleep", Some("8"));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_de-build"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "HOME",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-        )
-        .env("NO_COLOR", "1")
-        .env("DOCKER_HOST", &c.manager)
-        .args(["--project-dir", s.p.path().to_str().unwrap(), "recover"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = s.command(&["recover"]).spawn().unwrap();
     let job = wait_for("the restore job", Duration::from_secs(120), || {
         let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
         out.stdout

@@ -307,10 +307,7 @@ impl Swarm {
     }
 
     async fn remove_job_services(&self, deployment: &str) -> Result<Vec<String>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("de-build.job={deployment}")],
-        )]);
+        let filters = job_label(deployment);
         let list = self
             .engine
             .docker
@@ -329,10 +326,7 @@ impl Swarm {
     }
 
     async fn remove_job_secrets(&self, deployment: &str) -> Result<Vec<String>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("de-build.job={deployment}")],
-        )]);
+        let filters = job_label(deployment);
         let list = self
             .engine
             .docker
@@ -1357,6 +1351,14 @@ pub fn job_name(namespace: &str, step: &str, deployment: &str, n: usize) -> Stri
 /// Parse a spec written as JSON into bollard's type.
 pub fn spec_from(v: &Value) -> Result<ServiceSpec> {
     serde_json::from_value(v.clone()).map_err(|e| Error::failed(format!("service spec: {e}")))
+}
+
+/// The filter for what a deployment's one-off jobs made (services, secrets).
+fn job_label(deployment: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("de-build.job={deployment}")],
+    )])
 }
 
 #[cfg(test)]
