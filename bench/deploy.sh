@@ -59,7 +59,7 @@ rec=$(ls -t "$work"/.de-build/deployments/*.json | head -1)
 
 echo "== manual: down, up -d, bench migrate (1.1.0 -> 1.2.0, same stack)"
 manual() {
-  local f="$work/compose.yaml" env=(env CUSTOM_IMAGE="$repo" COMPOSE_PROJECT_NAME="$project")
+  local f="$work/compose.yaml" env=(env CUSTOM_IMAGE="$repo" COMPOSE_PROJECT_NAME="$project" PULL_POLICY=never)
   "${env[@]}" CUSTOM_TAG=1.1.0 docker-compose -p "$project" -f "$f" down >/dev/null 2>&1
   "${env[@]}" CUSTOM_TAG=1.2.0 docker-compose -p "$project" -f "$f" up -d >/dev/null 2>&1
   local c; c=$(docker ps -q --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=backend)

@@ -793,6 +793,7 @@ fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
         .current_dir(s.p.path())
         .env("CUSTOM_IMAGE", &s.repo.0)
         .env("CUSTOM_TAG", "1.0.0")
+        .env("PULL_POLICY", "never")
         .env("HTTP_PUBLISH_PORT", s.port.to_string())
         .output()
         .unwrap();

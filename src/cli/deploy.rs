@@ -44,6 +44,12 @@ fn compose_env(inputs: &Inputs, project: &str, version: &str) -> BTreeMap<String
         // frappe_docker's variable for the image repository.
         env.insert("CUSTOM_IMAGE".into(), image.to_string());
     }
+    // frappe_docker writes `pull_policy: ${PULL_POLICY:-always}`: compose
+    // would pull the release from a registry (a stranger's image of that
+    // name, or none) although de-build made sure it is here, by ID.
+    if env.get("PULL_POLICY").is_none_or(|v| v.is_empty()) {
+        env.insert("PULL_POLICY".into(), "never".into());
+    }
     env
 }
 

@@ -150,12 +150,16 @@ pub fn validate(schema: &Schema, input: &EnvInput) -> (EnvValues, Vec<Problem>) 
                 };
                 let mut p = Problem::new(display, "unknown-key", message).line(e.line);
                 p.key = shown.map(str::to_string);
-                p.hint = Some(
-                    match did_you_mean(&e.key, schema.keys.iter().map(|k| k.name.as_str())) {
+                p.hint = Some(match e.key.as_str() {
+                    // frappe_docker's docs put these in .env; de-build sets
+                    // them for compose, so a value here would be ignored.
+                    "CUSTOM_IMAGE" => "de-build sets CUSTOM_IMAGE from DE_IMAGE: move the value to DE_IMAGE and remove this line".into(),
+                    "CUSTOM_TAG" => "de-build sets CUSTOM_TAG to the release it brings up (DE_SITE_VERSION for a build): remove this line".into(),
+                    _ => match did_you_mean(&e.key, schema.keys.iter().map(|k| k.name.as_str())) {
                         Some(s) => format!("did you mean {s}?"),
                         None => "remove it, or declare it in the example file if it is new".into(),
                     },
-                );
+                });
                 problems.push(p);
             }
             let key = e.key.clone();
