@@ -280,9 +280,9 @@ fn version_must_go_up() {
         .stderr_has("--replace");
 }
 
-/// A second canary shaped like a key (`ghp_` + letters and digits): a
+/// A second canary shaped like a key (letters, digits and `_`, as a pasted token is): a
 /// pasted token the parser could mistake for a variable name.
-const KEYLIKE: &str = "ghp_Kc5150DoNotLeakKc5150DoNotLeak0000x";
+const KEYLIKE: &str = "canary_Kc5150DoNotLeakKc5150DoNotLeak0000x";
 
 /// Where a problem must point: the file, and the line, key or entry in it.
 #[derive(Debug, Clone, Copy)]

@@ -690,7 +690,7 @@ mod tests {
 
     #[test]
     fn literal_credentials_are_refused_without_their_value() {
-        let token = "ghp_Literal5150DoNotLeak";
+        let token = "canary_Literal5150DoNotLeak";
         for url in [
             format!("https://{token}@github.com/o/a.git"),
             format!("https://user:{token}@host/o/a.git"),

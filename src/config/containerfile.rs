@@ -516,7 +516,7 @@ mod tests {
                 "NOPE=1",
                 "CACHE_BUST=1",
                 "just-a-word",
-                "ghp_pastedtoken=1",
+                "canary_pastedtoken=1",
                 "INSTALL_CHROMIUM=pre-canary-buildarg-77-post",
             ]),
         );
@@ -543,7 +543,7 @@ mod tests {
             .contains("it declares FRAPPE_BRANCH, DEBIAN_BASE"));
         assert!(p[5].message.contains("the secret TOK"));
         let shown = serde_json::to_string(&p).unwrap();
-        for leak in ["canary-buildarg", "ghp_pasted", "just-a-word"] {
+        for leak in ["canary-buildarg", "canary_pasted", "just-a-word"] {
             assert!(!shown.contains(leak), "{leak} in {shown}");
         }
     }

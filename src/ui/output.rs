@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn masks_fragments_cut_at_either_end() {
-        let tok = "github_pat_CANARY_not_a_real_token_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV";
+        let tok = "canary_pat_CANARY_not_a_real_token_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV";
         assert_eq!(tok.len(), 93);
         register(tok);
         // Cut after 40 characters (a width limit), and a fragment missing its start.

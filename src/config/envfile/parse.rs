@@ -366,7 +366,7 @@ mod tests {
     /// a colon, after a closing quote, or where a key belongs.
     #[test]
     fn unparsable_lines_are_never_echoed() {
-        let tok = "ghp_CanaryNotARealTokenDoNotLeak00000000";
+        let tok = "canary_NotARealTokenDoNotLeak5150";
         let declared = vec!["DE_MACRS_PAT".to_string(), "DE_IMAGE".to_string()];
         let lines = [
             tok.to_string(),
