@@ -494,27 +494,20 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     let project = format!("dbtset{}", std::process::id());
     let _cleanup = Cleanup(project.clone());
     let port = free_port();
-    let ports = "    ports:\n      - \"127.0.0.1:${HTTP_PUBLISH_PORT:-18080}:8080\"\n";
-    let base = p.read("compose.yaml");
-    assert!(
-        base.contains(ports),
-        "the demo publishes the frontend's port"
-    );
-    p.write("compose.yaml", &base.replace(ports, ""))
-        .write(
-            "overrides/compose.ports.yaml",
-            &format!("services:\n  frontend:\n{ports}"),
-        )
-        .set_env(
-            "DE_COMPOSE_FILE",
-            "compose.yaml,overrides/compose.ports.yaml",
-        )
-        .set_env("COMPOSE_PROJECT_NAME", &project)
-        .set_env(
-            "DE_HEALTH_URL",
-            &format!("http://127.0.0.1:{port}/api/method/ping"),
-        )
-        .set_env("DE_HEALTH_TIMEOUT", "15");
+    // The demo's base file publishes nothing (as frappe_docker's); the
+    // noproxy override publishes the frontend, and no door (a plain replace).
+    assert!(!p.read("compose.yaml").contains("ports:"));
+    p.set_env(
+        "DE_COMPOSE_FILE",
+        "compose.yaml,overrides/compose.noproxy.yaml",
+    )
+    .set_env("DE_DOOR", "")
+    .set_env("COMPOSE_PROJECT_NAME", &project)
+    .set_env(
+        "DE_HEALTH_URL",
+        &format!("http://127.0.0.1:{port}/api/method/ping"),
+    )
+    .set_env("DE_HEALTH_TIMEOUT", "15");
     let run = |args: &[&str]| {
         p.run()
             .env("HTTP_PUBLISH_PORT", &port.to_string())
@@ -536,7 +529,7 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     )));
     assert_eq!(main.file_name().unwrap(), "compose.yaml");
     assert!(
-        std::fs::read_to_string(snap.join("overrides/compose.ports.yaml"))
+        std::fs::read_to_string(snap.join("overrides/compose.noproxy.yaml"))
             .unwrap()
             .contains("HTTP_PUBLISH_PORT")
     );
@@ -545,7 +538,7 @@ fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
     assert_eq!(http_status(port), "200");
     // The override on disk moves on; 1.0.0 comes back with what it ran.
     p.write(
-        "overrides/compose.ports.yaml",
+        "overrides/compose.noproxy.yaml",
         &format!(
             "services:\n  backend:\n    ports:\n      - \"127.0.0.1:{}:8000\"\n",
             free_port()
@@ -744,4 +737,40 @@ services:
     .collect();
     expected.sort();
     assert_eq!(at_deploy, expected, "{yaml}");
+}
+
+/// `DE_DOOR` is checked: the door exists and outlives releases, and the
+/// services a switch doubles publish no port (the frontend under
+/// frappe_docker's noproxy override does).
+#[test]
+fn a_door_is_checked_against_the_compose_files() {
+    let repo = support::ImageRepo::new("doorcheck");
+    let p = Project::demo(&repo);
+    p.run().args(&["check"]).output().code(0);
+    p.set_env("DE_DOOR", "dor");
+    p.run()
+        .args(&["check"])
+        .output()
+        .code(2)
+        .stderr_has("DE_DOOR `dor` is not a service")
+        .stderr_has("did you mean `door`?");
+    p.set_env("DE_DOOR", "door").set_env(
+        "DE_COMPOSE_FILE",
+        "compose.yaml,overrides/compose.door.yaml,overrides/compose.noproxy.yaml",
+    );
+    p.run()
+        .args(&["check"])
+        .output()
+        .code(2)
+        .stderr_has("overrides/compose.noproxy.yaml:6: service `frontend` publishes a port")
+        .stderr_has("drop overrides/compose.noproxy.yaml");
+    p.set_env("DE_DOOR", "frontend").set_env(
+        "DE_COMPOSE_FILE",
+        "compose.yaml,overrides/compose.noproxy.yaml",
+    );
+    p.run()
+        .args(&["check"])
+        .output()
+        .code(2)
+        .stderr_has("DE_DOOR `frontend` runs the release image");
 }

@@ -32,12 +32,15 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
         .stdout_has("back up the sites")
         .stdout_has("health gate, still in maintenance")
         .stdout_has("dry run");
-    let old_ids = docker(&[
+    // The app containers (the door runs its own image and stays).
+    let old_ids: String = docker(&[
         "ps",
         "-aq",
         "--no-trunc",
         "--filter",
         &format!("label=com.docker.compose.project={}", s.project),
+        "--filter",
+        &format!("ancestor={}:1.0.0", s.repo.0),
     ])
     .stdout;
     // The logs volume (anonymous, as in frappe_docker's images) survives.

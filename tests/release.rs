@@ -27,6 +27,7 @@ fn ci_env(
         env.push((k.to_string(), v.to_string()));
     };
     set("DE_IMAGE", &repo.0);
+    set("DOOR_IMAGE", &support::door_image());
     set("DE_MACRS_PAT", CANARY);
     set("COMPOSE_PROJECT_NAME", project);
     set(

@@ -86,6 +86,21 @@ impl Compose {
         a
     }
 
+    /// New containers of `scale`'s services beside the running ones: compose
+    /// scales each to the count given and, with `--no-recreate`, leaves the
+    /// existing containers (the old release) untouched; `--no-deps` leaves
+    /// every other service alone.
+    pub fn beside_args(&self, t: &Target, scale: &[(String, usize)]) -> Vec<String> {
+        let mut a = self.base(t);
+        a.extend(["up", "--detach", "--no-deps", "--no-recreate"].map(String::from));
+        for (s, n) in scale {
+            a.push("--scale".into());
+            a.push(format!("{s}={n}"));
+        }
+        a.extend(scale.iter().map(|(s, _)| s.clone()));
+        a
+    }
+
     pub fn down_args(&self, t: &Target) -> Vec<String> {
         let mut a = self.base(t);
         a.extend(["down", "--remove-orphans"].map(String::from));

@@ -112,7 +112,10 @@ pub enum Command {
         then one compose pass recreates the services that run the release image (others, such as\n\
         the database, keep running; anonymous volumes such as logs carry over; an old app container\n\
         left behind is removed), or with --full-down a complete `down` with the compose file\n\
-        recorded at the last up, then `up`. Without a migrate there is no maintenance or backup.\n\
+        recorded at the last up, then `up`. Without a migrate there is no maintenance or backup,\n\
+        and with a door (DE_DOOR: a proxy service that publishes the port) the new web tier starts\n\
+        beside the old one, is asked directly, the door is reloaded onto it and the old one retires\n\
+        gracefully: no failed request (a rollback takes the same path).\n\
         Then every app container is checked to run the release's image, `bench --site <s> migrate`\n\
         runs in DE_BACKEND_SERVICE, and DE_HEALTH_URL must answer (2xx or the maintenance 503;\n\
         the request's Host is DE_HEALTH_HOST, else the first site of DE_SITES)\n\

@@ -321,7 +321,47 @@ impl<'a> Session<'a> {
             restore,
             full_down,
             oneshots: self.oneshots(),
+            door: self.door(),
+            web: self.web_tier(),
         })
+    }
+
+    /// `DE_DOOR` and its reload command.
+    fn door(&self) -> Option<crate::record::deploy::Door> {
+        let service = self.inputs.env.get("DE_DOOR").filter(|d| !d.is_empty())?;
+        let reload = self
+            .inputs
+            .env
+            .get("DE_DOOR_RELOAD")
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or("nginx -s reload");
+        Some(crate::record::deploy::Door {
+            service: service.to_string(),
+            reload: reload.split_whitespace().map(str::to_string).collect(),
+        })
+    }
+
+    /// The web tier a switch starts beside the old one: the backend and
+    /// frappe_docker's `websocket` (when the stack has it), then the frontend.
+    fn web_tier(&self) -> Option<crate::record::deploy::WebTier> {
+        let compose = self.inputs.compose.as_ref()?;
+        let has = |n: &str| compose.active().any(|s| s.name == n);
+        let backend = self.inputs.env.get("DE_BACKEND_SERVICE")?.to_string();
+        let frontend = self
+            .inputs
+            .env
+            .get("DE_FRONTEND_SERVICE")
+            .filter(|f| !f.is_empty())
+            .unwrap_or("frontend")
+            .to_string();
+        if !has(&backend) || !has(&frontend) {
+            return None;
+        }
+        let mut upstream = vec![backend];
+        if has("websocket") {
+            upstream.push("websocket".into());
+        }
+        Some(crate::record::deploy::WebTier { upstream, frontend })
     }
 }
 

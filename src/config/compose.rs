@@ -73,6 +73,10 @@ pub struct Service {
     pub profiles: Vec<String>,
     /// Uses `extends` (not modelled: its image may come from elsewhere).
     pub extends: bool,
+    /// Where it publishes ports (`ports:`), if it does.
+    pub ports: Option<At<()>>,
+    /// Where it sets a fixed `container_name`, if it does.
+    pub container_name: Option<At<()>>,
 }
 
 /// The merged set of compose files.
@@ -564,6 +568,23 @@ fn service(name: &str, n: &Node, vars: &Lookup) -> Result<Service, ShapeError> {
         depends_on,
         profiles,
         extends: n.get("extends").is_some_and(|e| !e.is_null()),
+        ports: at_key(n.get("ports")),
+        container_name: at_key(n.get("container_name")),
+    })
+}
+
+/// Where a key that is set (not null, not an empty list) is written.
+fn at_key(node: Option<&Node>) -> Option<At<()>> {
+    let n = node.filter(|n| !n.is_null())?;
+    if let Value::Seq(items) = &n.value {
+        if items.is_empty() {
+            return None;
+        }
+    }
+    Some(At {
+        value: (),
+        file: n.file,
+        line: if n.key_line > 0 { n.key_line } else { n.line },
     })
 }
 
@@ -760,6 +781,103 @@ pub fn check(set: &ComposeSet, env: &EnvValues, env_shown: &str, process: &Looku
                     s.name
                 )),
             );
+        }
+    }
+    problems.extend(door_problems(set, env, env_shown));
+    problems
+}
+
+/// `DE_DOOR`: the door exists and is no app service; the frontend it
+/// reaches and the services a switch starts beside the old ones publish no
+/// port and have no fixed name (compose cannot run two of them).
+fn door_problems(set: &ComposeSet, env: &EnvValues, env_shown: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let Some(door) = env.get("DE_DOOR").filter(|d| !d.is_empty()) else {
+        return problems;
+    };
+    // A swarm updates its web tier start-first itself; the door is the
+    // compose target's.
+    if env.get("DE_TARGET") == Some("swarm") {
+        return problems;
+    }
+    let names: Vec<&str> = set.active().map(|s| s.name.as_str()).collect();
+    let Some(d) = set.active().find(|s| s.name == door) else {
+        let hint = match did_you_mean(door, names.iter().copied()) {
+            Some(m) => format!("did you mean `{m}`? (services: {})", names.join(", ")),
+            None => format!(
+                "name the proxy service that publishes the port (services: {}), or leave DE_DOOR empty",
+                names.join(", ")
+            ),
+        };
+        problems.push(
+            key_problem(
+                env,
+                env_shown,
+                "DE_DOOR",
+                "door-service",
+                format!("DE_DOOR `{door}` is not a service of {}", set.names()),
+            )
+            .hint(hint),
+        );
+        return problems;
+    };
+    if d.image.as_ref().is_some_and(|i| {
+        variables(&i.value)
+            .iter()
+            .any(|v| IMAGE_VARS.contains(&v.as_str()))
+    }) {
+        problems.push(
+            key_problem(
+                env,
+                env_shown,
+                "DE_DOOR",
+                "door-is-release",
+                format!("DE_DOOR `{door}` runs the release image: a door must outlive releases"),
+            )
+            .hint("the door is a proxy with its own image (an nginx proxying to the frontend)"),
+        );
+    }
+    let frontend = env
+        .get("DE_FRONTEND_SERVICE")
+        .filter(|f| !f.is_empty())
+        .unwrap_or("frontend");
+    let backend = env.get("DE_BACKEND_SERVICE").unwrap_or("backend");
+    if !names.contains(&frontend) {
+        problems.push(key_problem(
+            env,
+            env_shown,
+            "DE_FRONTEND_SERVICE",
+            "frontend-service",
+            format!(
+                "DE_DOOR is set but the frontend `{frontend}` is not a service of {}",
+                set.names()
+            ),
+        ));
+    }
+    for s in set
+        .active()
+        .filter(|s| [frontend, backend, "websocket"].contains(&s.name.as_str()))
+    {
+        let what = [
+            (&s.ports, "publishes a port"),
+            (&s.container_name, "has a fixed container_name"),
+        ];
+        for (at, what) in what {
+            if let Some(at) = at {
+                problems.push(
+                    set.problem(
+                        at,
+                        "switch-needs-two",
+                        format!(
+                            "service `{}` {what}: with a door (DE_DOOR={door}) a release starts a second one beside it, which compose cannot",
+                            s.name
+                        ),
+                    )
+                    .hint(format!(
+                        "let the door `{door}` publish the port (drop overrides/compose.noproxy.yaml), or leave DE_DOOR empty"
+                    )),
+                );
+            }
         }
     }
     problems

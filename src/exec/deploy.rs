@@ -12,7 +12,8 @@ use crate::adapters::engine::ContainerInfo;
 use crate::error::{Error, Result};
 use crate::exec::ports::{ComposeCall, Records, World};
 use crate::plan::deploy::{
-    self as planner, DeployPlan, OnDrainTimeout, Progress, Recovery, RecoveryStep, StackSpec, Step,
+    self as planner, DeployPlan, Door, Gate, OnDrainTimeout, Progress, Recovery, RecoveryStep,
+    StackSpec, Step, WebTier,
 };
 use crate::record::state::{self, Backup, Deployment, Outcome, StepRecord};
 use crate::secret::Secret;
@@ -20,6 +21,19 @@ use crate::util::short_id;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// frappe_docker's ports: gunicorn binds 8000 in the backend, the nginx
+/// template listens on 8080 (resources/core/nginx/nginx-template.conf).
+const BACKEND_PORT: u16 = 8000;
+const FRONTEND_PORT: u16 = 8080;
+/// Where frappe_docker's image keeps the release's built assets
+/// (images/production/Containerfile moves sites/assets there;
+/// main-entrypoint.sh links sites/assets to it).
+const ASSETS_DIR: &str = "/home/frappe/frappe-bench/assets";
+/// How long a door's reload may take to reach its workers.
+const DOOR_SETTLE: Duration = Duration::from_millis(500);
+/// How long an old container may take to finish its requests.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
 
 /// Where step progress and bench output go (terminal and the deployment log).
 pub trait Sink: Send {
@@ -258,6 +272,22 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             RecoveryStep::MaintenanceOff { project } => {
                 self.maintenance(plan, project, false).await
             }
+            RecoveryStep::RemoveBeside {
+                project,
+                services,
+                image_id,
+                ..
+            } => {
+                for c in self.world.containers(project).await? {
+                    if services.contains(&c.service) && &c.image_id == image_id {
+                        self.world.remove_container(&c.id).await?;
+                        self.sink
+                            .note(&format!("removed {} ({})", c.name, c.service));
+                    }
+                }
+                Ok(())
+            }
+            RecoveryStep::ReloadDoor { project, door } => self.reload_door(project, door).await,
         }
     }
 
@@ -349,6 +379,286 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 Ok(())
             }
             Step::MaintenanceOff { project } => self.maintenance(plan, project, false).await,
+            Step::StartBeside { stack, web } => self.start_beside(stack, web).await,
+            Step::ProbeBeside {
+                stack,
+                web,
+                url_path,
+                timeout_secs,
+            } => self.probe_beside(stack, web, url_path, *timeout_secs).await,
+            Step::ShareAssets { from, to, web } => self.share_assets(from, to, web).await,
+            Step::ReloadDoor { project, door } => self.reload_door(project, door).await,
+            Step::RetireOld {
+                from,
+                to,
+                web,
+                door,
+            } => self.retire_old(from, to, web, door).await,
+        }
+    }
+
+    /// Running containers of `service` in `project` that run `image_id`.
+    async fn running_of(
+        &self,
+        project: &str,
+        service: &str,
+        image_id: &str,
+    ) -> Result<Vec<ContainerInfo>> {
+        Ok(self
+            .world
+            .containers(project)
+            .await?
+            .into_iter()
+            .filter(|c| c.service == service && c.image_id == image_id && c.state == "running")
+            .collect())
+    }
+
+    /// New containers of the web tier beside the old: the upstream services
+    /// first, then the frontend, whose nginx resolves them once at start and
+    /// so must find the new backend already there.
+    async fn start_beside(&mut self, stack: &StackSpec, web: &WebTier) -> Result<()> {
+        let project = &stack.target.project;
+        for group in [web.upstream.clone(), vec![web.frontend.clone()]] {
+            let before = self.world.containers(project).await?;
+            let mut scale = Vec::new();
+            for s in &group {
+                let old = before
+                    .iter()
+                    .filter(|c| &c.service == s && c.state == "running")
+                    .filter(|c| c.image_id != stack.image_id)
+                    .count();
+                let new = before
+                    .iter()
+                    .filter(|c| &c.service == s && c.image_id == stack.image_id)
+                    .count();
+                // As many new as old (one at least); a rerun counts the new
+                // ones it already started.
+                scale.push((s.clone(), old + old.max(1).max(new)));
+            }
+            self.world
+                .compose(
+                    &ComposeCall::Beside(stack.target.clone(), scale),
+                    &stack.env,
+                )
+                .await?;
+            for s in &group {
+                let started = self.running_of(project, s, &stack.image_id).await?;
+                if started.is_empty() {
+                    return Err(Error::failed(format!(
+                        "compose started no container of {s} running {} (image {})",
+                        stack.version,
+                        short_id(&stack.image_id)
+                    )));
+                }
+                let names: Vec<&str> = started.iter().map(|c| c.name.as_str()).collect();
+                self.sink.note(&format!("{s}: {}", names.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each new backend, then each new frontend, answers the health path
+    /// 2xx at its own address (frappe_docker's gunicorn on 8000, nginx on
+    /// 8080), before the door sends it anything.
+    async fn probe_beside(
+        &mut self,
+        stack: &StackSpec,
+        web: &WebTier,
+        path: &str,
+        timeout_secs: u64,
+    ) -> Result<()> {
+        let project = &stack.target.project;
+        let mut targets = Vec::new();
+        if let Some(b) = web.upstream.first() {
+            targets.push((b.clone(), BACKEND_PORT));
+        }
+        targets.push((web.frontend.clone(), FRONTEND_PORT));
+        for (service, port) in targets {
+            for c in self.running_of(project, &service, &stack.image_id).await? {
+                let Some(ip) = self.world.address(&c.id).await? else {
+                    return Err(Error::failed(format!("{} has no network address", c.name)));
+                };
+                let url = format!("http://{ip}:{port}{path}");
+                let took = self
+                    .world
+                    .wait_healthy(&url, Duration::from_secs(timeout_secs), Gate::Open)
+                    .await
+                    .map_err(|e| {
+                        Error::failed(format!(
+                            "the new {service} {} did not answer at {url}: {e}",
+                            c.name
+                        ))
+                    })?;
+                self.sink.note(&format!(
+                    "{} answered at {url} after {:.1}s",
+                    c.name,
+                    took.as_secs_f64()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn share_assets(
+        &mut self,
+        from: &StackSpec,
+        to: &StackSpec,
+        web: &WebTier,
+    ) -> Result<()> {
+        let project = &to.target.project;
+        let old = self
+            .running_of(project, &web.frontend, &from.image_id)
+            .await?;
+        let new = self
+            .running_of(project, &web.frontend, &to.image_id)
+            .await?;
+        let (mut into_new, mut into_old) = (0, 0);
+        for o in &old {
+            for n in &new {
+                into_new += self.world.copy_dist(&o.id, &n.id, ASSETS_DIR).await?;
+                into_old += self.world.copy_dist(&n.id, &o.id, ASSETS_DIR).await?;
+            }
+        }
+        self.sink.note(&format!(
+            "{into_new} bundle file(s) of {} copied into the new {}, {into_old} of {} into the old",
+            from.version, web.frontend, to.version
+        ));
+        Ok(())
+    }
+
+    /// Run the door's reload command in each of its running containers.
+    async fn reload_door(&mut self, project: &str, door: &Door) -> Result<()> {
+        let doors: Vec<ContainerInfo> = self
+            .world
+            .containers(project)
+            .await?
+            .into_iter()
+            .filter(|c| c.service == door.service && c.state == "running")
+            .collect();
+        if doors.is_empty() {
+            return Err(Error::Failed {
+                message: format!(
+                    "no running container of the door service {} (DE_DOOR)",
+                    door.service
+                ),
+                hint: Some("DE_DOOR names the proxy service that publishes the port".into()),
+            });
+        }
+        for d in doors {
+            self.run_checked(&d, &door.reload).await?;
+        }
+        // `nginx -s reload` only signals the master: the new workers take
+        // over a moment later, and until then the old ones still send to
+        // what they resolved before.
+        self.world.sleep(DOOR_SETTLE).await;
+        Ok(())
+    }
+
+    /// Run a command in a container; a non-zero exit is an error with its output.
+    async fn run_checked(&mut self, c: &ContainerInfo, cmd: &[String]) -> Result<()> {
+        let mut quiet = |_: &str| {};
+        let out = self.world.exec(&c.id, cmd, None, &mut quiet).await?;
+        if out.exit_code != 0 {
+            return Err(Error::failed(format!(
+                "`{}` exited with {} in {}: {}",
+                cmd.join(" "),
+                out.exit_code,
+                c.name,
+                out.output.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn retire_old(
+        &mut self,
+        from: &StackSpec,
+        to: &StackSpec,
+        web: &WebTier,
+        door: &Door,
+    ) -> Result<()> {
+        let project = &to.target.project;
+        // 1. The old frontends stop accepting and finish what they have
+        // (`nginx -s quit`); the door retries a refused connection on a new
+        // frontend (proxy_next_upstream), then forgets the old ones.
+        let old_fronts = self
+            .running_of(project, &web.frontend, &from.image_id)
+            .await?;
+        for c in &old_fronts {
+            // Else `restart: unless-stopped` starts it again once nginx
+            // exited, and the door may send it requests it will not finish.
+            self.world.no_restart(&c.id).await?;
+            let quit: Vec<String> = ["nginx", "-s", "quit"].map(String::from).to_vec();
+            if let Err(e) = self.run_checked(c, &quit).await {
+                self.sink.note(&format!("{e}; stopping {} instead", c.name));
+                self.world.stop_container(&c.id, RETIRE_GRACE).await?;
+            }
+        }
+        self.wait_exited(project, &old_fronts).await?;
+        // Removed before the reload: the engine's DNS may still answer with
+        // a container that has just exited, but not with a removed one.
+        for c in &old_fronts {
+            self.world.remove_container(&c.id).await?;
+        }
+        self.reload_door(project, door).await?;
+        // 2. The old backends and websockets stop gracefully (gunicorn
+        // finishes its requests on SIGTERM; a refused connection meanwhile
+        // goes to a new one, proxy_next_upstream). Each is removed and the
+        // new frontends reloaded at once: their nginx resolved the old
+        // address too, and a connection to an address that vanished is not
+        // refused but waits out proxy_connect_timeout (60 s in
+        // frappe_docker's template) before nginx tries the next server.
+        let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
+        let mut old_up = Vec::new();
+        for s in &web.upstream {
+            old_up.extend(self.running_of(project, s, &from.image_id).await?);
+        }
+        for c in &old_up {
+            self.world.stop_container(&c.id, RETIRE_GRACE).await?;
+            self.world.remove_container(&c.id).await?;
+            for f in self
+                .running_of(project, &web.frontend, &to.image_id)
+                .await?
+            {
+                self.run_checked(&f, &reload).await?;
+            }
+        }
+        let names: Vec<&str> = old_fronts
+            .iter()
+            .chain(&old_up)
+            .map(|c| c.name.as_str())
+            .collect();
+        self.sink.note(&format!("retired {}", names.join(", ")));
+        Ok(())
+    }
+
+    /// Wait until these containers no longer run (bounded by RETIRE_GRACE,
+    /// then stopped).
+    async fn wait_exited(&mut self, project: &str, cs: &[ContainerInfo]) -> Result<()> {
+        let started = Instant::now();
+        let mut paused = Duration::ZERO;
+        loop {
+            let running: Vec<ContainerInfo> = self
+                .world
+                .containers(project)
+                .await?
+                .into_iter()
+                .filter(|c| c.state == "running" && cs.iter().any(|o| o.id == c.id))
+                .collect();
+            if running.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed().max(paused) >= RETIRE_GRACE {
+                for c in running {
+                    self.world
+                        .stop_container(&c.id, Duration::from_secs(1))
+                        .await?;
+                }
+                return Ok(());
+            }
+            let pause = Duration::from_millis(50);
+            self.world.sleep(pause).await;
+            paused += pause;
         }
     }
 
@@ -761,6 +1071,19 @@ fn left_to_do(plan: &DeployPlan, rest: &[RecoveryStep], e: &Error) -> String {
                     .map(|b| format!("bench --site {} restore {}", b.site, b.path))
                     .collect::<Vec<_>>()
                     .join("; ")
+            ),
+            RecoveryStep::RemoveBeside {
+                services,
+                version,
+                ..
+            } => format!(
+                "remove the containers of {} that run {version}: docker rm -f <their names> (see `docker ps`)",
+                services.join(", ")
+            ),
+            RecoveryStep::ReloadDoor { door, .. } => format!(
+                "reload the door: docker exec <the {} container> {}",
+                door.service,
+                door.reload.join(" ")
             ),
             RecoveryStep::MaintenanceOff { .. } => format!(
                 "maintenance off: {}",

@@ -30,6 +30,83 @@ struct Model {
     /// `ready-for-migration` answers NOT READY this many times (the queue
     /// a worker drains), or always with `u32::MAX`.
     pending: u32,
+    /// The stack has a door and frappe_docker's web tier (frontend,
+    /// websocket); its containers are modelled one by one.
+    door: bool,
+    cs: Vec<ContainerInfo>,
+    /// The frontend containers the door resolved at its last reload.
+    door_targets: Vec<String>,
+    /// Calls after which the door had no running frontend to send a
+    /// request to: a failed request for a user.
+    outages: Vec<String>,
+    /// Containers whose restart policy was set to `no`.
+    no_restart: Vec<String>,
+}
+
+const DOOR_IMAGE: &str = "sha256:door";
+
+impl Model {
+    fn services(&self) -> Vec<&'static str> {
+        if self.door {
+            vec!["backend", "websocket", "frontend", "queue-short", "door"]
+        } else {
+            vec!["backend", "queue-short"]
+        }
+    }
+
+    fn container(&self, svc: &str, v: &str, image_id: &str, n: usize) -> ContainerInfo {
+        ContainerInfo {
+            id: format!("{svc}-{v}-{}-{n}", self.seq),
+            name: format!("p-{svc}-{n}"),
+            service: svc.to_string(),
+            image: if svc == "door" {
+                "door:1".into()
+            } else {
+                format!("demo/erpnext:{v}")
+            },
+            image_id: if svc == "door" {
+                DOOR_IMAGE.into()
+            } else {
+                image_id.into()
+            },
+            state: "running".into(),
+        }
+    }
+
+    /// compose up: one container per service running (v, id); one that
+    /// already does is kept (compose leaves a matching container alone).
+    fn converge(&mut self, v: &str, id: &str) {
+        let mut next = Vec::new();
+        for svc in self.services() {
+            let want = if svc == "door" { DOOR_IMAGE } else { id };
+            match self
+                .cs
+                .iter()
+                .find(|c| c.service == svc && c.image_id == want && c.state == "running")
+            {
+                Some(c) => next.push(c.clone()),
+                None => {
+                    let n = self.cs.iter().filter(|c| c.service == svc).count() + 1;
+                    next.push(self.container(svc, v, id, n));
+                }
+            }
+        }
+        self.cs = next;
+    }
+
+    /// A request through the door now: does a frontend it knows run?
+    fn check_door(&mut self, after: &str) {
+        if !self.door || self.door_targets.is_empty() {
+            return;
+        }
+        let live = self
+            .cs
+            .iter()
+            .any(|c| self.door_targets.contains(&c.id) && c.state == "running");
+        if !live {
+            self.outages.push(after.to_string());
+        }
+    }
 }
 
 struct Fake(Mutex<Model>);
@@ -49,7 +126,19 @@ impl Fake {
             m.running
                 .insert("p".into(), (v.into(), format!("sha256:{v}")));
             m.db.push(format!("patches-of-{v}"));
+            m.converge(v, &format!("sha256:{v}"));
+            m.door_targets =
+                m.cs.iter()
+                    .filter(|c| c.service == "frontend")
+                    .map(|c| c.id.clone())
+                    .collect();
         }
+        self
+    }
+
+    /// A stack with a door in front of its frontend.
+    fn with_door(self) -> Fake {
+        self.0.lock().unwrap().door = true;
         self
     }
 
@@ -78,20 +167,7 @@ impl World for Fake {
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
         self.call(format!("containers {project}"))?;
         let m = self.m();
-        Ok(match m.running.get(project) {
-            None => vec![],
-            Some((v, id)) => ["backend", "queue-short"]
-                .iter()
-                .map(|svc| ContainerInfo {
-                    id: format!("{svc}-{v}-{}", m.seq),
-                    name: format!("{project}-{svc}-1"),
-                    service: svc.to_string(),
-                    image: format!("demo/erpnext:{v}"),
-                    image_id: id.clone(),
-                    state: "running".into(),
-                })
-                .collect(),
-        })
+        Ok(if project == "p" { m.cs.clone() } else { vec![] })
     }
 
     async fn exec(
@@ -102,6 +178,43 @@ impl World for Fake {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RunOutput> {
         let line = cmd.join(" ");
+        if cmd[0] != "bench" {
+            let svc = self
+                .m()
+                .cs
+                .iter()
+                .find(|c| c.id == _container)
+                .map(|c| c.service.clone())
+                .unwrap_or_default();
+            self.call(format!("exec {svc} {line}"))?;
+            let mut m = self.m();
+            match line.as_str() {
+                "nginx -s quit" => {
+                    // `restart: unless-stopped` starts a container whose
+                    // process exited by itself again: a frontend that
+                    // answers requests it will not finish once removed.
+                    if !m.no_restart.iter().any(|i| i == _container) {
+                        m.outages.push(format!("{_container} restarted after quit"));
+                    }
+                    if let Some(c) = m.cs.iter_mut().find(|c| c.id == _container) {
+                        c.state = "exited".into();
+                    }
+                }
+                "nginx -s reload" if svc == "door" => {
+                    m.door_targets =
+                        m.cs.iter()
+                            .filter(|c| c.service == "frontend" && c.state == "running")
+                            .map(|c| c.id.clone())
+                            .collect();
+                }
+                _ => {}
+            }
+            m.check_door(&format!("exec {svc} {line}"));
+            return Ok(RunOutput {
+                exit_code: 0,
+                output: String::new(),
+            });
+        }
         self.call(format!("bench {}", cmd[3..].join(" ")))?;
         let mut m = self.m();
         let version = m.running.get("p").map(|r| r.0.clone()).unwrap_or_default();
@@ -174,19 +287,34 @@ impl World for Fake {
             ComposeCall::Up(t) => ("up", &t.project),
             ComposeCall::Replace(t) => ("replace", &t.project),
             ComposeCall::Down(t) => ("down", &t.project),
+            ComposeCall::Beside(t, _) => ("beside", &t.project),
         };
         self.call(format!("compose {verb} {v}"))?;
         let mut m = self.m();
+        if let ComposeCall::Beside(_, scale) = call {
+            let id = m.images[&v].clone();
+            for (svc, n) in scale {
+                let have = m.cs.iter().filter(|c| &c.service == svc).count();
+                for k in have..*n {
+                    let c = m.container(svc, &v, &id, k + 1);
+                    m.cs.push(c);
+                }
+            }
+            return Ok(());
+        }
         m.seq += 1;
         if verb == "down" {
             m.running.remove(project);
+            m.cs.clear();
         } else {
             let run = match &m.pinned {
                 Some(p) => p.clone(),
                 None => (v.clone(), m.images[&v].clone()),
             };
-            m.running.insert(project.clone(), run);
+            m.running.insert(project.clone(), run.clone());
+            m.converge(&run.0, &run.1);
         }
+        m.check_door(&format!("compose {verb} {v}"));
         Ok(())
     }
 
@@ -214,14 +342,56 @@ impl World for Fake {
     }
 
     async fn remove_container(&self, id: &str) -> Result<()> {
-        self.call(format!("remove {id}"))
+        self.call(format!("remove {id}"))?;
+        let mut m = self.m();
+        m.cs.retain(|c| c.id != id);
+        m.check_door(&format!("remove {id}"));
+        Ok(())
+    }
+
+    async fn no_restart(&self, id: &str) -> Result<()> {
+        self.call(format!("no-restart {id}"))?;
+        self.m().no_restart.push(id.to_string());
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, _grace: Duration) -> Result<()> {
+        self.call(format!("stop {id}"))?;
+        let mut m = self.m();
+        if let Some(c) = m.cs.iter_mut().find(|c| c.id == id) {
+            c.state = "exited".into();
+        }
+        m.check_door(&format!("stop {id}"));
+        Ok(())
+    }
+
+    async fn address(&self, id: &str) -> Result<Option<String>> {
+        Ok(Some(format!("ip-of-{id}")))
+    }
+
+    async fn copy_dist(&self, from: &str, to: &str, _dir: &str) -> Result<usize> {
+        self.call(format!("copy-dist {from} {to}"))?;
+        Ok(1)
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
         self.call(format!("remove volume {name}"))
     }
 
-    async fn wait_healthy(&self, _url: &str, _t: Duration, gate: Gate) -> Result<Duration> {
+    async fn wait_healthy(&self, url: &str, _t: Duration, gate: Gate) -> Result<Duration> {
+        if let Some(rest) = url.strip_prefix("http://ip-of-") {
+            // A direct probe of one container: "probe <service>".
+            let id = rest.split(':').next().unwrap_or_default();
+            let svc = self
+                .m()
+                .cs
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.service.clone())
+                .unwrap_or_default();
+            self.call(format!("probe {svc}"))?;
+            return Ok(Duration::from_millis(5));
+        }
         let g = match gate {
             Gate::Sealed => "sealed",
             Gate::Open => "open",
@@ -319,6 +489,8 @@ fn upgrade() -> DeployPlan {
         restore: vec![],
         full_down: false,
         oneshots: vec!["create-site".into()],
+        door: None,
+        web: None,
     })
 }
 
@@ -360,6 +532,8 @@ fn request_of(p: &DeployPlan) -> DeployRequest {
         restore: vec![],
         full_down: false,
         oneshots: vec!["create-site".into()],
+        door: None,
+        web: None,
     }
 }
 
@@ -665,6 +839,18 @@ fn a_signal_stops_after_the_step_and_recovers() {
         async fn remove_volume(&self, n: &str) -> Result<()> {
             self.0.remove_volume(n).await
         }
+        async fn no_restart(&self, id: &str) -> Result<()> {
+            self.0.no_restart(id).await
+        }
+        async fn stop_container(&self, id: &str, g: Duration) -> Result<()> {
+            self.0.stop_container(id, g).await
+        }
+        async fn address(&self, id: &str) -> Result<Option<String>> {
+            self.0.address(id).await
+        }
+        async fn copy_dist(&self, a: &str, b: &str, d: &str) -> Result<usize> {
+            self.0.copy_dist(a, b, d).await
+        }
         async fn wait_healthy(&self, u: &str, t: Duration, g: Gate) -> Result<Duration> {
             self.0.wait_healthy(u, t, g).await
         }
@@ -852,4 +1038,171 @@ fn a_drain_that_times_out_goes_on_when_told_to_and_says_so() {
             .any(|l| l.contains("a.local still had queued jobs after 1s")),
         "{lines:?}"
     );
+}
+
+fn switch_plan() -> DeployPlan {
+    plan(DeployRequest {
+        migrate: false,
+        oneshots: vec![],
+        door: Some(Door {
+            service: "door".into(),
+            reload: vec!["nginx".into(), "-s".into(), "reload".into()],
+        }),
+        web: Some(WebTier {
+            upstream: vec!["backend".into(), "websocket".into()],
+            frontend: "frontend".into(),
+        }),
+        ..request_of(&upgrade())
+    })
+}
+
+fn versions_by_service(m: &Model) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> =
+        m.cs.iter()
+            .map(|c| (c.service.clone(), c.image_id.clone(), c.state.clone()))
+            .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_release_without_migrate_switches_beside_the_old_one_and_the_door_never_lacks_a_frontend() {
+    let p = switch_plan();
+    let names: Vec<&str> = p.steps.iter().map(|s| s.step.name()).collect();
+    assert!(!names.contains(&"maintenance-on"), "{names:?}");
+    assert!(!names.contains(&"migrate"), "{names:?}");
+    let w = Fake::new().with_door().running("1.0.0");
+    let door_before: Vec<String> = w
+        .m()
+        .cs
+        .iter()
+        .filter(|c| c.service == "door")
+        .map(|c| c.id.clone())
+        .collect();
+    let r = Mem::default();
+    let (f, lines) = run(&w, &r, &p);
+    assert_eq!(
+        code(&f),
+        0,
+        "{:?}\n{}",
+        f.error.map(|e| e.to_string()),
+        lines.join("\n")
+    );
+    let m = w.m();
+    assert!(
+        m.outages.is_empty(),
+        "requests failed after {:?}",
+        m.outages
+    );
+    // One container per service, every app one on 2.0.0; the door is the same container.
+    let all = versions_by_service(&m);
+    for (svc, image, state) in &all {
+        assert_eq!(state, "running", "{all:?}");
+        if svc != "door" {
+            assert_eq!(image, "sha256:2.0.0", "{all:?}");
+        }
+    }
+    assert_eq!(all.len(), 5, "{all:?}");
+    let door_after: Vec<&String> =
+        m.cs.iter()
+            .filter(|c| c.service == "door")
+            .map(|c| &c.id)
+            .collect();
+    assert_eq!(door_after, door_before.iter().collect::<Vec<_>>());
+    assert!(!m.maintenance);
+    assert_eq!(m.db, vec!["patches-of-1.0.0"], "no migrate");
+    // Order: asked directly before the door heard of them; old frontends
+    // quit before their backends stopped.
+    let at = |what: &str| {
+        m.calls
+            .iter()
+            .position(|c| c.starts_with(what))
+            .unwrap_or_else(|| panic!("no call {what}: {:?}", m.calls))
+    };
+    assert!(at("probe backend") < at("probe frontend"));
+    assert!(at("probe frontend") < at("exec door nginx -s reload"));
+    assert!(at("copy-dist") < at("exec door nginx -s reload"));
+    assert!(at("exec frontend nginx -s quit") < at("stop backend-1.0.0"));
+    // A frontend that quits is not restarted by its restart policy.
+    assert!(at("no-restart frontend-1.0.0") < at("exec frontend nginx -s quit"));
+    assert!(!m
+        .calls
+        .iter()
+        .any(|c| c.starts_with("bench set-maintenance-mode on")));
+}
+
+#[test]
+fn a_new_release_that_fails_its_direct_probe_never_takes_traffic() {
+    let w = Fake::new()
+        .with_door()
+        .running("1.0.0")
+        .fail("probe frontend");
+    let r = Mem::default();
+    let before = versions_by_service(&w.m());
+    let (f, lines) = run(&w, &r, &switch_plan());
+    assert_eq!(code(&f), 3, "{}", lines.join("\n"));
+    let m = w.m();
+    assert!(m.outages.is_empty(), "{:?}", m.outages);
+    assert_eq!(
+        versions_by_service(&m),
+        before,
+        "the old release is as it was"
+    );
+    assert!(
+        !m.calls.iter().any(|c| c.starts_with("exec door")),
+        "{:?}",
+        m.calls
+    );
+    assert!(
+        !m.calls.iter().any(|c| c.starts_with("stop ")),
+        "{:?}",
+        m.calls
+    );
+    assert_eq!(f.record.result, Outcome::Recovered);
+    let msg = f.error.unwrap().to_string();
+    assert!(msg.contains("1.0.0 is serving again"), "{msg}");
+}
+
+#[test]
+fn every_step_of_a_switch_that_fails_leaves_the_old_release_serving() {
+    let p = switch_plan();
+    let mut cases = 0;
+    for (i, s) in p.steps.iter().enumerate() {
+        let name = s.step.name();
+        let fail = match name {
+            "start-beside" => "compose beside",
+            "probe-beside" => "probe backend",
+            "share-assets" => "copy-dist",
+            "reload-door" => "exec door",
+            "retire-old" => "stop backend-1.0.0",
+            "replace" => "compose replace 2.0.0",
+            "health-gate-sealed" => "health sealed",
+            "maintenance-off" => "bench set-maintenance-mode off",
+            "health-gate" => "health open",
+            _ => continue,
+        };
+        let w = Fake::new().with_door().running("1.0.0").fail(fail);
+        let r = Mem::default();
+        let (f, lines) = run(&w, &r, &p);
+        let ctx = format!("step {i} {name}: {}", lines.join("\n"));
+        assert_eq!(code(&f), 3, "{ctx}");
+        let m = w.m();
+        for (svc, image, state) in versions_by_service(&m) {
+            assert_eq!(state, "running", "{svc} {ctx}");
+            if svc != "door" {
+                assert_eq!(image, "sha256:1.0.0", "{svc} {ctx}");
+            }
+        }
+        // The door knows a running 1.0.0 frontend.
+        let fronts: Vec<&ContainerInfo> = m.cs.iter().filter(|c| c.service == "frontend").collect();
+        assert_eq!(fronts.len(), 1, "{ctx}");
+        assert!(m.door_targets.contains(&fronts[0].id), "{ctx}");
+        // Before the door was reloaded, the old release never stopped serving.
+        if ["start-beside", "probe-beside", "share-assets"].contains(&name) {
+            assert!(m.outages.is_empty(), "{ctx} {:?}", m.outages);
+        }
+        assert_eq!(m.db, vec!["patches-of-1.0.0"], "{ctx}");
+        cases += 1;
+    }
+    assert_eq!(cases, 9);
 }

@@ -24,12 +24,18 @@ pub enum ComposeCall {
     /// `up --remove-orphans` over a running stack: compose recreates what changed
     Replace(Target),
     Down(Target),
+    /// `up --no-deps --no-recreate --scale S=N S…`: new containers of these
+    /// services beside the running ones, which are left as they are.
+    Beside(Target, Vec<(String, usize)>),
 }
 
 impl ComposeCall {
     pub fn target(&self) -> &Target {
         match self {
-            ComposeCall::Up(t) | ComposeCall::Replace(t) | ComposeCall::Down(t) => t,
+            ComposeCall::Up(t)
+            | ComposeCall::Replace(t)
+            | ComposeCall::Down(t)
+            | ComposeCall::Beside(t, _) => t,
         }
     }
 }
@@ -51,6 +57,15 @@ pub trait World {
     async fn compose(&self, call: &ComposeCall, env: &BTreeMap<String, String>) -> Result<()>;
     async fn anonymous_volumes(&self, containers: &[String]) -> Result<Vec<String>>;
     async fn remove_container(&self, id: &str) -> Result<()>;
+    /// Restart policy `no`: a container about to be retired stays down.
+    async fn no_restart(&self, id: &str) -> Result<()>;
+    /// `docker stop`: the container's stop signal, SIGKILL after `grace`.
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<()>;
+    /// A container's IPv4 address on its (first) network.
+    async fn address(&self, id: &str) -> Result<Option<String>>;
+    /// Copy `dir`'s hashed bundles (paths with a `dist` component) from one
+    /// container into another; how many files.
+    async fn copy_dist(&self, from: &str, to: &str, dir: &str) -> Result<usize>;
     async fn remove_volume(&self, name: &str) -> Result<()>;
     /// Poll `url` until the gate accepts its answer; Err names the last answer.
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration>;
@@ -123,6 +138,7 @@ impl World for Real {
             ComposeCall::Up(t) => self.compose.up_args(t),
             ComposeCall::Replace(t) => self.compose.replace_args(t),
             ComposeCall::Down(t) => self.compose.down_args(t),
+            ComposeCall::Beside(t, scale) => self.compose.beside_args(t, scale),
         };
         let mut text = String::new();
         for f in &call.target().files {
@@ -148,6 +164,28 @@ impl World for Real {
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
         self.engine.remove_volume(name).await
+    }
+
+    async fn no_restart(&self, id: &str) -> Result<()> {
+        self.engine.no_restart(id).await
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
+        self.engine.stop_container(id, grace).await
+    }
+
+    async fn address(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .engine
+            .container_addresses(id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, ip)| ip))
+    }
+
+    async fn copy_dist(&self, from: &str, to: &str, dir: &str) -> Result<usize> {
+        self.engine.copy_dist_files(from, to, dir).await
     }
 
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration> {

@@ -37,6 +37,11 @@ pub struct DeployRequest {
     pub full_down: bool,
     /// One-shot services of the stack to wait for after it is up.
     pub oneshots: Vec<String>,
+    /// The door in front of the web tier (`DE_DOOR`), and the web tier it
+    /// reaches: with both, a release that changes no database switches
+    /// beside the running one instead of replacing it.
+    pub door: Option<Door>,
+    pub web: Option<WebTier>,
 }
 
 /// `DE_MIGRATE` / `--migrate` / `--no-migrate`.
@@ -111,7 +116,53 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             project: old_project.clone(),
         });
     }
+    let switch = match (&r.previous, &r.door, &r.web) {
+        (Some(prev), Some(door), Some(web))
+            if r.previous_running
+                && !changes_db
+                && !r.full_down
+                && !prev.image_id.is_empty()
+                && prev.image_id != r.new.image_id =>
+        {
+            Some((prev.clone(), door.clone(), web.clone()))
+        }
+        _ => None,
+    };
+    if let Some((prev, door, web)) = &switch {
+        steps.push(Step::StartBeside {
+            stack: r.new.clone(),
+            web: web.clone(),
+        });
+        steps.push(Step::ProbeBeside {
+            stack: r.new.clone(),
+            web: web.clone(),
+            url_path: url_path(&r.health_url),
+            timeout_secs: r.health_timeout_secs,
+        });
+        steps.push(Step::ShareAssets {
+            from: prev.clone(),
+            to: r.new.clone(),
+            web: web.clone(),
+        });
+        steps.push(Step::ReloadDoor {
+            project: new_project.clone(),
+            door: door.clone(),
+        });
+        steps.push(Step::RetireOld {
+            from: prev.clone(),
+            to: r.new.clone(),
+            web: web.clone(),
+            door: door.clone(),
+        });
+        // Workers and the scheduler follow in one compose pass; the web
+        // services already match the new configuration and are left as they are.
+        steps.push(Step::Replace {
+            from: prev.clone(),
+            to: r.new.clone(),
+        });
+    }
     match (&r.previous, r.full_down) {
+        _ if switch.is_some() => {}
         (Some(prev), false) => steps.push(Step::Replace {
             from: prev.clone(),
             to: r.new.clone(),
@@ -129,6 +180,14 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         (None, _) => steps.push(Step::Up {
             stack: r.new.clone(),
         }),
+    }
+    // A door resolves the frontend once (nginx without a resolver): after
+    // compose recreated it, the door learns its new address.
+    if let (Some(door), None) = (&r.door, &switch) {
+        steps.push(Step::ReloadDoor {
+            project: new_project.clone(),
+            door: door.clone(),
+        });
     }
     if !r.oneshots.is_empty() {
         steps.push(Step::WaitOneshots {
@@ -176,6 +235,7 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         sites: r.sites,
         backend_service: r.backend_service,
         migrate_reason: r.migrate_reason,
+        door: r.door,
         steps: Vec::new(),
     };
     // What a failure in each step leads to: the progress as it stands when
@@ -205,6 +265,8 @@ pub fn starting(p: &mut Progress, step: &Step) {
     match step {
         Step::MaintenanceOn { .. } => p.maintenance_on = true,
         Step::Down { .. } | Step::Up { .. } | Step::Replace { .. } => p.stack_touched = true,
+        Step::StartBeside { .. } => p.beside_started = true,
+        Step::ReloadDoor { .. } if p.beside_started => p.traffic_moved = true,
         Step::Migrate { .. } | Step::Restore { .. } => p.migrate_started = true,
         // Only the new release turning maintenance off lets users in.
         Step::MaintenanceOff { .. } if p.stack_touched => p.users_let_in = true,
@@ -228,6 +290,9 @@ pub fn recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
         .as_ref()
         .map(|p| p.target.project.clone())
         .unwrap_or_else(|| plan.new.target.project.clone());
+    if progress.beside_started {
+        return switch_recovery(plan, progress);
+    }
     if !progress.stack_touched {
         if progress.maintenance_on {
             steps.push(RecoveryStep::MaintenanceOff {
@@ -253,6 +318,12 @@ pub fn recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
     steps.push(RecoveryStep::BringUp {
         stack: prev.clone(),
     });
+    if let Some(door) = &plan.door {
+        steps.push(RecoveryStep::ReloadDoor {
+            project: prev.target.project.clone(),
+            door: door.clone(),
+        });
+    }
     let mut data_note = None;
     // The database only needs restoring when a migrate (or restore) may have
     // changed it, and only automatically while no user could write to it.
@@ -278,6 +349,54 @@ pub fn recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
         steps,
         outcome: Outcome::Recovered,
         data_note,
+    }
+}
+
+/// A switch changes no database: going back means removing what it
+/// started, and, once the door may have sent traffic to the new release,
+/// bringing the previous one back whole (compose recreates what was retired
+/// or replaced) and telling the door.
+fn switch_recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
+    let (Some(prev), Some(door)) = (&plan.previous, &plan.door) else {
+        return Recovery {
+            steps: Vec::new(),
+            outcome: Outcome::Aborted,
+            data_note: None,
+        };
+    };
+    let web = plan.steps.iter().find_map(|s| match &s.step {
+        Step::StartBeside { web, .. } => Some(web.all()),
+        _ => None,
+    });
+    let mut steps = vec![RecoveryStep::RemoveBeside {
+        project: plan.new.target.project.clone(),
+        services: web.unwrap_or_default(),
+        image_id: plan.new.image_id.clone(),
+        version: plan.version.clone(),
+    }];
+    if progress.traffic_moved || progress.stack_touched {
+        steps.push(RecoveryStep::BringUp {
+            stack: prev.clone(),
+        });
+        steps.push(RecoveryStep::ReloadDoor {
+            project: prev.target.project.clone(),
+            door: door.clone(),
+        });
+    }
+    Recovery {
+        steps,
+        outcome: Outcome::Recovered,
+        data_note: None,
+    }
+}
+
+/// The path (and query) of the health URL: the direct probes ask each new
+/// container for it.
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    match rest.find('/') {
+        Some(i) => rest[i..].to_string(),
+        None => "/".into(),
     }
 }
 
@@ -378,6 +497,8 @@ mod tests {
             restore: vec![],
             full_down: false,
             oneshots: vec![],
+            door: None,
+            web: None,
         }
     }
 

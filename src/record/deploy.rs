@@ -210,6 +210,69 @@ pub enum Step {
     MaintenanceOff {
         project: String,
     },
+    /// Start the new release's web tier beside the old one (compose scales
+    /// each service to twice its containers without recreating any): the
+    /// old containers keep serving, the door does not know the new ones yet.
+    StartBeside {
+        stack: StackSpec,
+        web: WebTier,
+    },
+    /// Ask the new containers directly (their own address, not the door):
+    /// every new backend answers the site 2xx, then every new frontend.
+    ProbeBeside {
+        stack: StackSpec,
+        web: WebTier,
+        url_path: String,
+        timeout_secs: u64,
+    },
+    /// Copy the hashed bundles (`assets/*/dist/`) of each release's frontend
+    /// into the other's: a page either rendered finds its CSS/JS on both.
+    ShareAssets {
+        from: StackSpec,
+        to: StackSpec,
+        web: WebTier,
+    },
+    /// Make the door read its upstreams again (`DE_DOOR_RELOAD` in it).
+    ReloadDoor {
+        project: String,
+        door: Door,
+    },
+    /// Take the old web tier out of traffic and remove it: its frontends
+    /// finish in-flight requests and quit, the door forgets them, then its
+    /// backends stop gracefully while the new frontends retry a refused
+    /// connection on the new backends (nginx `proxy_next_upstream`), and
+    /// reload to forget them.
+    RetireOld {
+        from: StackSpec,
+        to: StackSpec,
+        web: WebTier,
+        door: Door,
+    },
+}
+
+/// The door: the proxy that publishes the port and outlives releases
+/// (`DE_DOOR`), and the command that makes it resolve its upstreams again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Door {
+    pub service: String,
+    pub reload: Vec<String>,
+}
+
+/// The services a switch starts beside the old ones: `upstream` (backend,
+/// websocket) first, then `frontend`, the service the door proxies to, whose
+/// nginx resolves the upstreams once when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebTier {
+    pub upstream: Vec<String>,
+    pub frontend: String,
+}
+
+impl WebTier {
+    pub fn all(&self) -> Vec<String> {
+        let mut v = self.upstream.clone();
+        v.push(self.frontend.clone());
+        v
+    }
 }
 
 impl Step {
@@ -234,6 +297,11 @@ impl Step {
                 gate: Gate::Open, ..
             } => "health-gate",
             Step::MaintenanceOff { .. } => "maintenance-off",
+            Step::StartBeside { .. } => "start-beside",
+            Step::ProbeBeside { .. } => "probe-beside",
+            Step::ShareAssets { .. } => "share-assets",
+            Step::ReloadDoor { .. } => "reload-door",
+            Step::RetireOld { .. } => "retire-old",
         }
     }
 }
@@ -298,6 +366,39 @@ impl fmt::Display for Step {
                 url, timeout_secs, ..
             } => write!(f, "health gate: {url} answers 2xx within {timeout_secs}s"),
             Step::MaintenanceOff { .. } => write!(f, "maintenance mode off"),
+            Step::StartBeside { stack, web } => write!(
+                f,
+                "start {} beside the running release: {} (no traffic yet)",
+                stack.version,
+                web.all().join(", ")
+            ),
+            Step::ProbeBeside {
+                url_path,
+                timeout_secs,
+                web,
+                ..
+            } => write!(
+                f,
+                "ask the new {} and {} directly: {url_path} answers 2xx within {timeout_secs}s (else they are removed and the old release goes on serving)",
+                web.upstream.first().map(String::as_str).unwrap_or("backend"),
+                web.frontend
+            ),
+            Step::ShareAssets { from, to, .. } => write!(
+                f,
+                "share hashed assets between {} and {} (pages of either find their bundles)",
+                from.version, to.version
+            ),
+            Step::ReloadDoor { door, .. } => {
+                write!(f, "reload the door {}: `{}`", door.service, door.reload.join(" "))
+            }
+            Step::RetireOld { from, web, door, .. } => write!(
+                f,
+                "retire {}: its {} finishes in-flight requests and quits, {} forgets it, then {} stop gracefully",
+                from.version,
+                web.frontend,
+                door.service,
+                web.upstream.join(", ")
+            ),
         }
     }
 }
@@ -312,6 +413,12 @@ pub struct Progress {
     pub migrate_started: bool,
     /// Maintenance went off on the new release: users may have written to it.
     pub users_let_in: bool,
+    /// New web containers were started beside the old ones (a switch).
+    #[serde(default)]
+    pub beside_started: bool,
+    /// The door was reloaded with the new frontends: they may have served.
+    #[serde(default)]
+    pub traffic_moved: bool,
     pub backups: Vec<Backup>,
     /// Steps that finished, in order.
     pub done: Vec<String>,
@@ -336,6 +443,18 @@ pub enum RecoveryStep {
     MaintenanceOff {
         project: String,
     },
+    /// Remove the web containers of `services` that run `image_id` (a
+    /// switch's new release; the old one's keep serving).
+    RemoveBeside {
+        project: String,
+        services: Vec<String>,
+        image_id: String,
+        version: String,
+    },
+    ReloadDoor {
+        project: String,
+        door: Door,
+    },
 }
 
 impl fmt::Display for RecoveryStep {
@@ -345,6 +464,10 @@ impl fmt::Display for RecoveryStep {
             RecoveryStep::BringUp { stack } => write!(f, "bring {} back up", stack.version),
             RecoveryStep::Restore { .. } => write!(f, "restore the pre-deploy backup"),
             RecoveryStep::MaintenanceOff { .. } => write!(f, "maintenance mode off"),
+            RecoveryStep::RemoveBeside { version, .. } => {
+                write!(f, "remove the web containers of {version}")
+            }
+            RecoveryStep::ReloadDoor { door, .. } => write!(f, "reload the door {}", door.service),
         }
     }
 }
@@ -389,6 +512,9 @@ pub struct DeployPlan {
     /// fingerprints).
     #[serde(default)]
     pub migrate_reason: String,
+    /// The door in front of the web tier, when there is one (`DE_DOOR`).
+    #[serde(default)]
+    pub door: Option<Door>,
     pub steps: Vec<PlannedStep>,
 }
 

@@ -321,6 +321,35 @@ impl Drop for ImageRepo {
     }
 }
 
+/// The demo's door image (door/Containerfile), built once per test process
+/// when an engine answers (`docker build`, the layers are cached).
+pub fn door_image() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tag = "de-build-test/door:1".to_string();
+            let dir = tempfile::tempdir().unwrap();
+            let demo = repo_root().join("examples/demo");
+            for d in ["bin", "door", "rootfs"] {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            std::fs::copy(demo.join("bin/nginx"), dir.path().join("bin/nginx")).unwrap();
+            for f in ["Containerfile", "door.conf"] {
+                std::fs::copy(demo.join("door").join(f), dir.path().join("door").join(f)).unwrap();
+            }
+            if std::fs::copy("/bin/busybox", dir.path().join("rootfs/busybox")).is_ok()
+                && docker(&["info"]).code == 0
+            {
+                let d = dir.path().to_str().unwrap();
+                let f = format!("{d}/door/Containerfile");
+                let out = docker(&["build", "-q", "-t", &tag, "-f", &f, d]);
+                assert_eq!(out.code, 0, "build the demo's door image: {}", out.stderr);
+            }
+            tag
+        })
+        .clone()
+}
+
 impl Project {
     /// A copy of the bundled demo (FROM scratch + busybox), with the canary
     /// token and its own image repository.
@@ -333,9 +362,17 @@ impl Project {
             "Containerfile",
             "bench",
             "patches.txt",
+            "style.css",
             "compose.yaml",
         ] {
             std::fs::copy(demo.join(f), p.path().join(f)).unwrap();
+        }
+        for d in ["overrides", "door"] {
+            std::fs::create_dir_all(p.path().join(d)).unwrap();
+            for e in std::fs::read_dir(demo.join(d)).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), p.path().join(d).join(e.file_name())).unwrap();
+            }
         }
         // The stand-ins of frappe_docker's entrypoints, nginx and node.
         std::fs::create_dir_all(p.path().join("bin")).unwrap();
@@ -352,6 +389,7 @@ impl Project {
             .map(|l| match l.split_once('=') {
                 Some(("DE_MACRS_PAT", _)) => format!("DE_MACRS_PAT={CANARY}"),
                 Some(("DE_IMAGE", _)) => format!("DE_IMAGE={}", repo.0),
+                Some(("DOOR_IMAGE", _)) => format!("DOOR_IMAGE={}", door_image()),
                 _ => l.to_string(),
             })
             .collect::<Vec<_>>()

@@ -475,6 +475,135 @@ impl Engine {
         }
     }
 
+    /// Stop a container the way `docker stop` does (its stop signal, then
+    /// SIGKILL after `grace`); one already gone or stopped is fine.
+    pub async fn stop_container(&self, id: &str, grace: std::time::Duration) -> Result<()> {
+        let opts = q::StopContainerOptions {
+            t: Some(grace.as_secs().min(i32::MAX as u64) as i32),
+            ..Default::default()
+        };
+        match crate::ui::logfile::timed(
+            &format!("engine stop container {id}"),
+            self.docker.stop_container(id, Some(opts)),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_error(format!("stop container {id}"), &e)),
+        }
+    }
+
+    /// Set a container's restart policy to `no`: one that is retired by
+    /// making its process exit (`nginx -s quit`) must not be started again
+    /// by `restart: unless-stopped`.
+    pub async fn no_restart(&self, id: &str) -> Result<()> {
+        use bollard::models::{ContainerUpdateBody, RestartPolicy, RestartPolicyNameEnum};
+        let body = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        match self.docker.update_container(id, body).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error(
+                format!("update the restart policy of {id}"),
+                &e,
+            )),
+        }
+    }
+
+    /// The container's addresses on its networks (IPv4), by network name.
+    pub async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<q::InspectContainerOptions>)
+            .await
+            .map_err(|e| engine_error(format!("inspect container {id}"), &e))?;
+        let mut out = Vec::new();
+        if let Some(nets) = c.network_settings.and_then(|n| n.networks) {
+            for (name, n) in nets {
+                if let Some(ip) = n.ip_address.filter(|ip| !ip.is_empty()) {
+                    out.push((name, ip));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Copy the files under `dir` of `from` whose path has a `dist`
+    /// component (frappe's hashed bundles: `assets/<app>/dist/...`) into the
+    /// same place in `to`; returns how many files. Other files (the
+    /// `assets.json` that names the release's own bundles) stay as they are.
+    pub async fn copy_dist_files(&self, from: &str, to: &str, dir: &str) -> Result<usize> {
+        let mut stream = self.docker.download_from_container(
+            from,
+            Some(q::DownloadFromContainerOptions {
+                path: dir.to_string(),
+            }),
+        );
+        let mut tar_bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => tar_bytes.extend_from_slice(&b),
+                Err(e) if is_not_found(&e) => return Ok(0),
+                Err(e) => return Err(engine_error(format!("read {dir} from {from}"), &e)),
+            }
+        }
+        let mut out = tar::Builder::new(Vec::new());
+        let mut files = 0;
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::engine("read the container archive", e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::engine("read the container archive", e))?;
+            let path = entry
+                .path()
+                .map_err(|e| Error::engine("read the container archive", e))?
+                .into_owned();
+            if !path.components().any(|c| c.as_os_str() == "dist") {
+                continue;
+            }
+            let mut header = entry.header().clone();
+            if header.entry_type().is_file() {
+                files += 1;
+            }
+            out.append_data(&mut header, &path, &mut entry)
+                .map_err(|e| Error::engine("write the assets archive", e))?;
+        }
+        if files == 0 {
+            return Ok(0);
+        }
+        let data = out
+            .into_inner()
+            .map_err(|e| Error::engine("write the assets archive", e))?;
+        // The archive's entries start with the directory's own name.
+        let parent = std::path::Path::new(dir)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        self.docker
+            .upload_to_container(
+                to,
+                Some(q::UploadToContainerOptions {
+                    path: parent,
+                    ..Default::default()
+                }),
+                bollard::body_full(data.into()),
+            )
+            .await
+            .map_err(|e| engine_error(format!("copy assets into {to}"), &e))?;
+        Ok(files)
+    }
+
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let opts = q::RemoveContainerOptions {
             force: true,
