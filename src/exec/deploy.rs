@@ -356,11 +356,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 services,
                 timeout_secs,
             } => self.wait_oneshots(project, services, *timeout_secs).await,
-            Step::Migrate { project, image_id } => {
-                let c = match image_id {
-                    Some(image) => self.backend_of(plan, project, image).await?,
-                    None => self.backend(plan, project).await?,
-                };
+            Step::Migrate { project } => {
+                let c = self.backend(plan, project).await?;
                 for site in self.site_list(plan, &c).await? {
                     self.bench(&c, &bench::site_args(&site, &["migrate"]))
                         .await?;
@@ -397,37 +394,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 web,
                 door,
             } => self.retire_old(from, to, web, door).await,
-            Step::StopOld { from } => self.stop_old(from).await,
         }
-    }
-
-    /// Stop, all at once, every container that still runs the old image;
-    /// each gets its stop signal and RETIRE_GRACE to finish its job.
-    async fn stop_old(&mut self, from: &StackSpec) -> Result<()> {
-        if from.image_id.is_empty() {
-            return Ok(());
-        }
-        let old: Vec<ContainerInfo> = self
-            .world
-            .containers(&from.target.project)
-            .await?
-            .into_iter()
-            .filter(|c| c.image_id == from.image_id && c.state == "running")
-            .collect();
-        let world = &self.world;
-        let stops = old
-            .iter()
-            .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
-        for r in futures_util::future::join_all(stops).await {
-            r?;
-        }
-        let names: Vec<&str> = old.iter().map(|c| c.name.as_str()).collect();
-        self.sink.note(&if names.is_empty() {
-            "nothing else ran the old image".to_string()
-        } else {
-            format!("stopped {}", names.join(", "))
-        });
-        Ok(())
     }
 
     /// Running containers of `service` in `project` that run `image_id`.
@@ -695,47 +662,17 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         }
     }
 
-    /// A running backend container of `image_id` (a migrating switch runs
-    /// the old and the new backends side by side).
-    async fn backend_of(
-        &self,
-        plan: &DeployPlan,
-        project: &str,
-        image_id: &str,
-    ) -> Result<ContainerInfo> {
-        self.running_of(project, &plan.backend_service, image_id)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| {
-                Error::failed(format!(
-                    "no running container of service {} in compose project {project} runs {} (image {})",
-                    plan.backend_service,
-                    plan.version,
-                    short_id(image_id)
-                ))
-            })
-    }
-
     async fn backend(&self, plan: &DeployPlan, project: &str) -> Result<ContainerInfo> {
-        let mut all: Vec<ContainerInfo> = self
-            .world
-            .containers(project)
-            .await?
-            .into_iter()
-            .filter(|c| c.service == plan.backend_service && c.state == "running")
-            .collect();
-        // While a switch runs both releases, the backups, drain and restore
-        // are the running release's: its code made the database.
-        let prev = plan.previous.as_ref().map(|p| p.image_id.as_str());
-        all.sort_by_key(|c| Some(c.image_id.as_str()) != prev);
-        all.into_iter().next().ok_or_else(|| Error::Failed {
-            message: format!(
-                "no running container of service {} in compose project {project}",
-                plan.backend_service
-            ),
-            hint: Some("check DE_BACKEND_SERVICE and the compose file".into()),
-        })
+        let all = self.world.containers(project).await?;
+        all.into_iter()
+            .find(|c| c.service == plan.backend_service && c.state == "running")
+            .ok_or_else(|| Error::Failed {
+                message: format!(
+                    "no running container of service {} in compose project {project}",
+                    plan.backend_service
+                ),
+                hint: Some("check DE_BACKEND_SERVICE and the compose file".into()),
+            })
     }
 
     /// Run bench; a non-zero exit is an error naming the command.

@@ -41,11 +41,6 @@ struct Model {
     outages: Vec<String>,
     /// Containers whose restart policy was set to `no`.
     no_restart: Vec<String>,
-    /// Image of the container each `bench migrate` ran in.
-    migrated_in: Vec<String>,
-    /// App containers of another image that were running when maintenance
-    /// went off (old code serving or working on a migrated database).
-    mixed_at_open: Vec<String>,
 }
 
 const DOOR_IMAGE: &str = "sha256:door";
@@ -222,29 +217,10 @@ impl World for Fake {
         }
         self.call(format!("bench {}", cmd[3..].join(" ")))?;
         let mut m = self.m();
-        // The code that runs is the container's: a migrating switch runs
-        // bench in the new backend while the old release is still "up".
-        let image =
-            m.cs.iter()
-                .find(|c| c.id == _container)
-                .map(|c| c.image_id.clone());
-        let version = match &image {
-            Some(i) => i.trim_start_matches("sha256:").to_string(),
-            None => m.running.get("p").map(|r| r.0.clone()).unwrap_or_default(),
-        };
+        let version = m.running.get("p").map(|r| r.0.clone()).unwrap_or_default();
         let (code, out) = match &cmd[3..] {
             [a, b] if a == "set-maintenance-mode" => {
                 m.maintenance = b == "on";
-                if b == "off" {
-                    let latest = m.migrated_in.last().cloned().unwrap_or_default();
-                    let mixed: Vec<String> =
-                        m.cs.iter()
-                            .filter(|c| c.state == "running" && c.service != "door")
-                            .filter(|c| !latest.is_empty() && c.image_id != latest)
-                            .map(|c| c.id.clone())
-                            .collect();
-                    m.mixed_at_open.extend(mixed);
-                }
                 (0, String::new())
             }
             // frappe/commands/scheduler.py `ready-for-migration`.
@@ -286,7 +262,6 @@ impl World for Fake {
             }
             [a] if a == "migrate" => {
                 m.db.push(format!("patches-of-{version}"));
-                m.migrated_in.push(format!("sha256:{version}"));
                 (0, format!("Migrating {}", cmd[2]))
             }
             [a, p] if a == "restore" => match m.backups.get(p).cloned() {
@@ -1230,144 +1205,4 @@ fn every_step_of_a_switch_that_fails_leaves_the_old_release_serving() {
         cases += 1;
     }
     assert_eq!(cases, 9);
-}
-
-fn migrating_switch_plan() -> DeployPlan {
-    let p = switch_plan();
-    plan(DeployRequest {
-        migrate: true,
-        door: p.door.clone(),
-        web: p.steps.iter().find_map(|s| match &s.step {
-            Step::StartBeside { web, .. } => Some(web.clone()),
-            _ => None,
-        }),
-        ..request_of(&p)
-    })
-}
-
-#[test]
-fn a_migrating_release_starts_beside_before_maintenance_and_opens_on_new_code_only() {
-    let p = migrating_switch_plan();
-    let names: Vec<&str> = p.steps.iter().map(|s| s.step.name()).collect();
-    let at = |n: &str| {
-        names
-            .iter()
-            .position(|x| *x == n)
-            .unwrap_or_else(|| panic!("no step {n}: {names:?}"))
-    };
-    // Everything that needs nothing stopped comes before maintenance ...
-    for early in ["start-beside", "probe-beside", "share-assets"] {
-        assert!(at(early) < at("maintenance-on"), "{names:?}");
-    }
-    // ... which covers drain, backup, migrate and the switch only.
-    assert!(at("backup") < at("migrate"), "{names:?}");
-    assert!(at("migrate") < at("reload-door"), "{names:?}");
-    assert!(at("retire-old") < at("stop-old"), "{names:?}");
-    assert!(at("stop-old") < at("maintenance-off"), "{names:?}");
-    assert!(at("maintenance-off") < at("replace"), "{names:?}");
-    assert_eq!(names.iter().filter(|n| **n == "migrate").count(), 1);
-
-    let w = Fake::new().with_door().running("1.0.0");
-    let r = Mem::default();
-    let (f, lines) = run(&w, &r, &p);
-    assert_eq!(
-        code(&f),
-        0,
-        "{:?}\n{}",
-        f.error.map(|e| e.to_string()),
-        lines.join("\n")
-    );
-    let m = w.m();
-    assert!(
-        m.outages.is_empty(),
-        "requests failed after {:?}",
-        m.outages
-    );
-    assert_eq!(m.db, vec!["patches-of-1.0.0", "patches-of-2.0.0"]);
-    assert_eq!(m.migrated_in, vec!["sha256:2.0.0"], "in the new backend");
-    assert!(
-        m.mixed_at_open.is_empty(),
-        "old containers ran when maintenance went off: {:?}",
-        m.mixed_at_open
-    );
-    assert!(!m.maintenance);
-    for (svc, image, state) in versions_by_service(&m) {
-        assert_eq!(state, "running", "{svc}");
-        if svc != "door" {
-            assert_eq!(image, "sha256:2.0.0", "{svc}");
-        }
-    }
-    // The backup was taken by the release whose code made the database.
-    assert_eq!(f.record.backups.len(), 1);
-}
-
-#[test]
-fn every_step_of_a_migrating_switch_that_fails_leaves_the_old_release_and_its_data() {
-    let p = migrating_switch_plan();
-    let mut cases = 0;
-    for (i, s) in p.steps.iter().enumerate() {
-        let name = s.step.name();
-        let fail = match name {
-            "start-beside" => "compose beside",
-            "probe-beside" => "probe frontend",
-            "share-assets" => "copy-dist",
-            "maintenance-on" => "bench set-maintenance-mode on",
-            "drain" => "bench ready-for-migration",
-            "backup" => "bench backup",
-            "migrate" => "bench migrate",
-            "reload-door" => "exec door",
-            "retire-old" => "stop backend-1.0.0",
-            "stop-old" => "stop queue-short-1.0.0",
-            "health-gate-sealed" => "health sealed",
-            "maintenance-off" => "bench set-maintenance-mode off",
-            "replace" => "compose replace 2.0.0",
-            "health-gate" => "health open",
-            _ => continue,
-        };
-        let w = Fake::new().with_door().running("1.0.0").fail(fail);
-        let r = Mem::default();
-        let (f, lines) = run(&w, &r, &p);
-        let ctx = format!("step {i} {name}: {}", lines.join("\n"));
-        assert_eq!(code(&f), 3, "{ctx}");
-        assert_eq!(f.record.result, Outcome::Recovered, "{ctx}");
-        let m = w.m();
-        for (svc, image, state) in versions_by_service(&m) {
-            assert_eq!(state, "running", "{svc} {ctx}");
-            if svc != "door" {
-                assert_eq!(image, "sha256:1.0.0", "{svc} {ctx}");
-            }
-        }
-        let fronts: Vec<&ContainerInfo> = m.cs.iter().filter(|c| c.service == "frontend").collect();
-        assert_eq!(fronts.len(), 1, "{ctx}");
-        assert!(m.door_targets.contains(&fronts[0].id), "{ctx}");
-        assert!(!m.maintenance, "{ctx}");
-        // Until the door was reloaded, the old release never stopped answering.
-        if at_or_before(&p, i, "migrate") {
-            assert!(m.outages.is_empty(), "{ctx} {:?}", m.outages);
-        }
-        let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
-        let let_in = p.steps[..i]
-            .iter()
-            .any(|s| s.step.name() == "maintenance-off")
-            || name == "maintenance-off";
-        if let_in {
-            // Users may have written to the migrated database: kept, and said.
-            assert!(migrated, "{ctx}");
-            let note = f.record.data_note.as_deref().unwrap_or("");
-            assert!(note.contains("--restore-backup d2"), "{ctx}");
-        } else {
-            assert!(!migrated, "restored: {ctx}");
-            assert!(f.record.data_note.is_none(), "{ctx}");
-        }
-        cases += 1;
-    }
-    assert_eq!(cases, 14);
-}
-
-/// Step `i` of `p` is `name` or comes before it.
-fn at_or_before(p: &DeployPlan, i: usize, name: &str) -> bool {
-    p.steps
-        .iter()
-        .position(|s| s.step.name() == name)
-        .is_some_and(|j| i <= j)
 }

@@ -103,14 +103,23 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
     }];
     // Only a database change needs the site closed and a backup first.
     let changes_db = r.migrate || !r.restore.is_empty();
-    // With a door, the new web tier starts beside the old one: at once for a
-    // release that changes no database, before maintenance for one that
-    // migrates (a restore, which rewrites the database from a backup, keeps
-    // the replace).
+    if r.previous_running && changes_db {
+        steps.push(Step::MaintenanceOn {
+            project: old_project.clone(),
+        });
+        steps.push(Step::Drain {
+            project: old_project.clone(),
+            timeout_secs: r.drain_timeout_secs,
+            on_timeout: r.drain_on_timeout,
+        });
+        steps.push(Step::Backup {
+            project: old_project.clone(),
+        });
+    }
     let switch = match (&r.previous, &r.door, &r.web) {
         (Some(prev), Some(door), Some(web))
             if r.previous_running
-                && r.restore.is_empty()
+                && !changes_db
                 && !r.full_down
                 && !prev.image_id.is_empty()
                 && prev.image_id != r.new.image_id =>
@@ -119,9 +128,7 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         }
         _ => None,
     };
-    if let Some((prev, _, web)) = &switch {
-        // Nothing here needs the old release stopped, so it all happens
-        // before maintenance: the new containers get no traffic yet.
+    if let Some((prev, door, web)) = &switch {
         steps.push(Step::StartBeside {
             stack: r.new.clone(),
             web: web.clone(),
@@ -137,29 +144,6 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             to: r.new.clone(),
             web: web.clone(),
         });
-    }
-    if r.previous_running && changes_db {
-        steps.push(Step::MaintenanceOn {
-            project: old_project.clone(),
-        });
-        steps.push(Step::Drain {
-            project: old_project.clone(),
-            timeout_secs: r.drain_timeout_secs,
-            on_timeout: r.drain_on_timeout,
-        });
-        steps.push(Step::Backup {
-            project: old_project.clone(),
-        });
-    }
-    if let Some((prev, door, web)) = &switch {
-        if r.migrate {
-            // In the new release's backend, while the old one still answers
-            // (the maintenance 503) through the door.
-            steps.push(Step::Migrate {
-                project: new_project.clone(),
-                image_id: Some(r.new.image_id.clone()),
-            });
-        }
         steps.push(Step::ReloadDoor {
             project: new_project.clone(),
             door: door.clone(),
@@ -170,19 +154,6 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             web: web.clone(),
             door: door.clone(),
         });
-        if r.migrate {
-            steps.push(Step::StopOld { from: prev.clone() });
-            // Only the new web tier answers now: maintenance goes off, and
-            // the workers follow it.
-            steps.push(Step::HealthGate {
-                url: r.health_url.clone(),
-                timeout_secs: r.health_timeout_secs,
-                gate: Gate::Sealed,
-            });
-            steps.push(Step::MaintenanceOff {
-                project: new_project.clone(),
-            });
-        }
         // Workers and the scheduler follow in one compose pass; the web
         // services already match the new configuration and are left as they are.
         steps.push(Step::Replace {
@@ -228,11 +199,9 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
     steps.push(Step::VerifyImage {
         stack: r.new.clone(),
     });
-    let migrated_beside = switch.is_some() && r.migrate;
-    if r.migrate && !migrated_beside {
+    if r.migrate {
         steps.push(Step::Migrate {
             project: new_project.clone(),
-            image_id: None,
         });
     }
     if !r.restore.is_empty() {
@@ -241,16 +210,14 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             backups: r.restore.clone(),
         });
     }
-    if !migrated_beside {
-        steps.push(Step::HealthGate {
-            url: r.health_url.clone(),
-            timeout_secs: r.health_timeout_secs,
-            gate: Gate::Sealed,
-        });
-        steps.push(Step::MaintenanceOff {
-            project: new_project.clone(),
-        });
-    }
+    steps.push(Step::HealthGate {
+        url: r.health_url.clone(),
+        timeout_secs: r.health_timeout_secs,
+        gate: Gate::Sealed,
+    });
+    steps.push(Step::MaintenanceOff {
+        project: new_project.clone(),
+    });
     steps.push(Step::HealthGate {
         url: r.health_url.clone(),
         timeout_secs: r.health_timeout_secs,
@@ -302,7 +269,7 @@ pub fn starting(p: &mut Progress, step: &Step) {
         Step::ReloadDoor { .. } if p.beside_started => p.traffic_moved = true,
         Step::Migrate { .. } | Step::Restore { .. } => p.migrate_started = true,
         // Only the new release turning maintenance off lets users in.
-        Step::MaintenanceOff { .. } if p.stack_touched || p.traffic_moved => p.users_let_in = true,
+        Step::MaintenanceOff { .. } if p.stack_touched => p.users_let_in = true,
         _ => {}
     }
 }
@@ -385,11 +352,10 @@ pub fn recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
     }
 }
 
-/// A switch: going back means removing what it started and, once the door
-/// may have sent traffic to the new release, bringing the previous one back
-/// whole (compose recreates what was retired or replaced) and telling the
-/// door. A migrating switch also restores its backups, as long as no user
-/// could write to the migrated database, then turns maintenance off.
+/// A switch changes no database: going back means removing what it
+/// started, and, once the door may have sent traffic to the new release,
+/// bringing the previous one back whole (compose recreates what was retired
+/// or replaced) and telling the door.
 fn switch_recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
     let (Some(prev), Some(door)) = (&plan.previous, &plan.door) else {
         return Recovery {
@@ -417,29 +383,10 @@ fn switch_recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
             door: door.clone(),
         });
     }
-    let mut data_note = None;
-    if progress.migrate_started && !progress.backups.is_empty() {
-        if progress.users_let_in {
-            data_note = Some(format!(
-                "users could write to {} after maintenance went off, so its database was NOT restored (a restore would discard those writes); it stays as {} migrated it. To restore the pre-deploy backup anyway: `de-build rollback {} --restore-backup {}`",
-                plan.version, plan.version, prev.version, plan.id
-            ));
-        } else {
-            steps.push(RecoveryStep::Restore {
-                project: prev.target.project.clone(),
-                backups: progress.backups.clone(),
-            });
-        }
-    }
-    if progress.maintenance_on || progress.migrate_started {
-        steps.push(RecoveryStep::MaintenanceOff {
-            project: prev.target.project.clone(),
-        });
-    }
     Recovery {
         steps,
         outcome: Outcome::Recovered,
-        data_note,
+        data_note: None,
     }
 }
 

@@ -197,10 +197,6 @@ pub enum Step {
     },
     Migrate {
         project: String,
-        /// Run in a container of this image (a migrating switch, where the
-        /// old and the new backends both run); absent: any backend.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        image_id: Option<String>,
     },
     Restore {
         project: String,
@@ -251,12 +247,6 @@ pub enum Step {
         to: StackSpec,
         web: WebTier,
         door: Door,
-    },
-    /// Stop what still runs the old image (workers, scheduler) after a
-    /// migrate switched the web tier: no job runs old code against the
-    /// migrated schema; queued jobs wait for the new workers.
-    StopOld {
-        from: StackSpec,
     },
 }
 
@@ -312,7 +302,6 @@ impl Step {
             Step::ShareAssets { .. } => "share-assets",
             Step::ReloadDoor { .. } => "reload-door",
             Step::RetireOld { .. } => "retire-old",
-            Step::StopOld { .. } => "stop-old",
         }
     }
 }
@@ -409,11 +398,6 @@ impl fmt::Display for Step {
                 web.frontend,
                 door.service,
                 web.upstream.join(", ")
-            ),
-            Step::StopOld { from } => write!(
-                f,
-                "stop what still runs {} (workers, scheduler): no job runs its code on the migrated schema",
-                from.version
             ),
         }
     }
