@@ -332,8 +332,14 @@ impl Engine {
         Ok((RunOutput { exit_code, output }, listing))
     }
 
-    /// Top-level entries of a directory in a (stopped) container, via the archive API.
-    pub async fn list_dir(&self, container: &str, path: &str) -> Result<Vec<String>> {
+    /// `path` of a container as a tar archive (the archive API); None when
+    /// the path does not exist. `what` names the container in an error.
+    async fn download_tar(
+        &self,
+        container: &str,
+        path: &str,
+        what: &str,
+    ) -> Result<Option<Vec<u8>>> {
         let mut stream = self.docker.download_from_container(
             container,
             Some(q::DownloadFromContainerOptions {
@@ -344,10 +350,18 @@ impl Engine {
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(b) => tar_bytes.extend_from_slice(&b),
-                Err(e) if is_not_found(&e) => return Ok(vec![]),
-                Err(e) => return Err(engine_error(format!("read {path} from the container"), &e)),
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(engine_error(format!("read {path} from {what}"), &e)),
             }
         }
+        Ok(Some(tar_bytes))
+    }
+
+    /// Top-level entries of a directory in a (stopped) container, via the archive API.
+    pub async fn list_dir(&self, container: &str, path: &str) -> Result<Vec<String>> {
+        let Some(tar_bytes) = self.download_tar(container, path, "the container").await? else {
+            return Ok(vec![]);
+        };
         let mut names = std::collections::BTreeSet::new();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let entries = archive
@@ -543,20 +557,9 @@ impl Engine {
     /// same place in `to`; returns how many files. Other files (the
     /// `assets.json` that names the release's own bundles) stay as they are.
     pub async fn copy_dist_files(&self, from: &str, to: &str, dir: &str) -> Result<usize> {
-        let mut stream = self.docker.download_from_container(
-            from,
-            Some(q::DownloadFromContainerOptions {
-                path: dir.to_string(),
-            }),
-        );
-        let mut tar_bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(b) => tar_bytes.extend_from_slice(&b),
-                Err(e) if is_not_found(&e) => return Ok(0),
-                Err(e) => return Err(engine_error(format!("read {dir} from {from}"), &e)),
-            }
-        }
+        let Some(tar_bytes) = self.download_tar(from, dir, from).await? else {
+            return Ok(0);
+        };
         let mut out = tar::Builder::new(Vec::new());
         let mut files = 0;
         let mut archive = tar::Archive::new(&tar_bytes[..]);
