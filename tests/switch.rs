@@ -36,43 +36,71 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// Requests every 20 ms until stopped: (sent, failed, the first failures).
+/// Requests every 20 ms until stopped: (sent, failed, the first failures,
+/// the slowest answer in seconds).
 struct Probe {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(u32, u32, Vec<String>, f64)>,
+    handle: std::thread::JoinHandle<Probed>,
+}
+
+#[derive(Default)]
+struct Probed {
+    sent: u32,
+    failed: u32,
+    seen: Vec<String>,
+    slowest: f64,
+    /// Frappe's maintenance answers (allowed only where told): how many,
+    /// and the span from the first to the last, in seconds.
+    maintenance: u32,
+    window: Option<(f64, f64)>,
 }
 
 impl Probe {
     fn start(port: u16) -> Probe {
+        Probe::start_with(port, false)
+    }
+
+    /// `allow_503`: a migrating release answers the maintenance 503 for a
+    /// while; anything else that is not 200 still fails.
+    fn start_with(port: u16, allow_503: bool) -> Probe {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let (mut sent, mut failed, mut seen, mut slowest) = (0, 0, Vec::new(), 0.0f64);
+            let mut p = Probed::default();
             let t0 = std::time::Instant::now();
             while !flag.load(Ordering::SeqCst) {
                 let at = t0.elapsed();
                 let (code, body) = get(port, "/api/method/ping");
-                sent += 1;
-                slowest = slowest.max((t0.elapsed() - at).as_secs_f64());
-                if code != 200 {
-                    failed += 1;
-                    if seen.len() < 5 {
-                        seen.push(format!(
-                            "at {:.2}s, after {:.2}s: {code} {}",
+                p.sent += 1;
+                let took = (t0.elapsed() - at).as_secs_f64();
+                p.slowest = p.slowest.max(took);
+                if allow_503 && code == 503 {
+                    p.maintenance += 1;
+                    let t = at.as_secs_f64();
+                    p.window = Some(p.window.map_or((t, t), |(a, _)| (a, t)));
+                } else if code != 200 {
+                    p.failed += 1;
+                    if p.seen.len() < 5 {
+                        p.seen.push(format!(
+                            "at {:.2}s, after {took:.2}s: {code} {}",
                             at.as_secs_f64(),
-                            (t0.elapsed() - at).as_secs_f64(),
                             body.trim()
                         ));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20)); // the probe's interval
             }
-            (sent, failed, seen, slowest)
+            p
         });
         Probe { stop, handle }
     }
 
     fn finish(self) -> (u32, u32, Vec<String>, f64) {
+        let p = self.finish_all();
+        (p.sent, p.failed, p.seen, p.slowest)
+    }
+
+    fn finish_all(self) -> Probed {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
     }
@@ -220,4 +248,63 @@ fn a_new_release_that_fails_its_direct_probe_never_takes_traffic() {
         "1.0.1's containers are gone: {cs:?}"
     );
     assert_eq!(get(s.port, "/api/method/ping").0, 200);
+}
+
+/// A release with a migrate: its frontend moves first, the new backend
+/// starts beside, and the site is in maintenance only for drain, backup,
+/// migrate and the cut-over. Through the door, every answer is 200 or the
+/// maintenance 503: never a 502, a reset or nothing.
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn a_migrating_release_answers_only_200_or_the_maintenance_503() {
+    if !engine_available("switch-migrate") {
+        return;
+    }
+    let s = Stack::new("swmig");
+    s.build("1.0.0");
+    s.run(&["-q", "deploy", "1.0.0"]).code(0);
+    support::stack::add_patch(&s, "demo.patches.v1_1.beside");
+    s.build("1.1.0");
+
+    let probe = Probe::start_with(s.port, true);
+    let out = s.run(&["deploy", "1.1.0"]);
+    let p = probe.finish_all();
+    out.code(0)
+        .stderr_has("start 1.1.0's frontend beside the running one")
+        .stderr_has("cut over")
+        .stderr_has("Executing demo.patches.v1_1.beside");
+    let (first, last) = p.window.unwrap_or((0.0, 0.0));
+    eprintln!(
+        "migrating deploy: {} requests, {} failed, {} maintenance answers over {:.2}s, slowest {:.2}s",
+        p.sent,
+        p.failed,
+        p.maintenance,
+        last - first,
+        p.slowest
+    );
+    assert!(p.sent > 20, "the probe ran through the deploy ({})", p.sent);
+    assert!(
+        p.failed <= KNOWN_GAP,
+        "{} of {} requests were neither 200 nor the maintenance 503: {:?}\n{}",
+        p.failed,
+        p.sent,
+        p.seen,
+        out.stderr
+    );
+    assert!(p.maintenance > 0, "the probe saw the maintenance window");
+    assert_eq!(s.backend_image(), format!("{}:1.1.0", s.repo.0));
+    let log = s.patch_log();
+    assert_eq!(log.matches("demo.patches.v1_1.beside").count(), 1, "{log}");
+    let cs = s.containers();
+    for svc in ["backend", "frontend", "websocket", "queue-short", "door"] {
+        assert_eq!(
+            cs.iter().filter(|(x, _)| x == svc).count(),
+            1,
+            "{svc}: {cs:?}"
+        );
+    }
+    assert_eq!(s.status()["consistent"], true);
 }

@@ -295,6 +295,15 @@ impl<'a> Session<'a> {
             }
             None => false,
         };
+        // A switch needs the door up already (a stack started by hand
+        // without it gets the door from this deploy's `up`).
+        let door = self.door();
+        let door_running = match (&previous, &door) {
+            (Some(p), Some(d)) if previous_running => {
+                self.backend_running(&p.target.project, &d.service).await?
+            }
+            _ => false,
+        };
         if let (Some(p), false) = (&previous, previous_running) {
             output::progress(&self.style, &format!("note: {} is recorded as deployed but its {backend_service} is not running: no maintenance mode or backup", p.version));
         }
@@ -321,8 +330,8 @@ impl<'a> Session<'a> {
             restore,
             full_down,
             oneshots: self.oneshots(),
-            door: self.door(),
-            web: self.web_tier(),
+            door,
+            web: self.web_tier().filter(|_| door_running),
         })
     }
 

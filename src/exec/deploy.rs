@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::exec::ports::{ComposeCall, Records, World};
 use crate::plan::deploy::{
     self as planner, DeployPlan, Door, Gate, OnDrainTimeout, Progress, Recovery, RecoveryStep,
-    StackSpec, Step, WebTier,
+    StackSpec, Step, Tier, WebTier,
 };
 use crate::record::state::{self, Backup, Deployment, Outcome, StepRecord};
 use crate::secret::Secret;
@@ -30,6 +30,9 @@ const FRONTEND_PORT: u16 = 8080;
 /// (images/production/Containerfile moves sites/assets there;
 /// main-entrypoint.sh links sites/assets to it).
 const ASSETS_DIR: &str = "/home/frappe/frappe-bench/assets";
+/// frappe_docker's image declares it a VOLUME: each container has its own
+/// anonymous one, which goes when a switch removes the container.
+const LOGS_DIR: &str = "/home/frappe/frappe-bench/logs";
 /// How long a door's reload may take to reach its workers.
 const DOOR_SETTLE: Duration = Duration::from_millis(500);
 /// How long an old container may take to finish its requests.
@@ -325,7 +328,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
                 Ok(())
             }
-            Step::Replace { from, to } => {
+            Step::Replace { from, to, .. } => {
                 let removed = self.replace(from, to).await?;
                 if !removed.is_empty() {
                     self.sink.note(&format!(
@@ -356,8 +359,11 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 services,
                 timeout_secs,
             } => self.wait_oneshots(project, services, *timeout_secs).await,
-            Step::Migrate { project } => {
-                let c = self.backend(plan, project).await?;
+            Step::Migrate { project, image_id } => {
+                let c = match image_id {
+                    Some(image) => self.backend_of(plan, project, image).await?,
+                    None => self.backend(plan, project).await?,
+                };
                 for site in self.site_list(plan, &c).await? {
                     self.bench(&c, &bench::site_args(&site, &["migrate"]))
                         .await?;
@@ -379,13 +385,17 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 Ok(())
             }
             Step::MaintenanceOff { project } => self.maintenance(plan, project, false).await,
-            Step::StartBeside { stack, web } => self.start_beside(stack, web).await,
+            Step::StartBeside { stack, web, tier } => self.start_beside(stack, web, *tier).await,
             Step::ProbeBeside {
                 stack,
                 web,
                 url_path,
                 timeout_secs,
-            } => self.probe_beside(stack, web, url_path, *timeout_secs).await,
+                tier,
+            } => {
+                self.probe_beside(stack, web, url_path, *timeout_secs, *tier)
+                    .await
+            }
             Step::ShareAssets { from, to, web } => self.share_assets(from, to, web).await,
             Step::ReloadDoor { project, door } => self.reload_door(project, door).await,
             Step::RetireOld {
@@ -393,8 +403,88 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 to,
                 web,
                 door,
-            } => self.retire_old(from, to, web, door).await,
+                tier,
+            } => self.retire_old(from, to, web, door, *tier).await,
+            Step::Cutover { from, to, web } => self.cutover(from, to, web).await,
         }
+    }
+
+    /// Stop, all at once, every container that still runs the old image
+    /// (each gets its stop signal and RETIRE_GRACE to finish its work),
+    /// remove the old web upstreams, and have the new frontends resolve
+    /// theirs again: only the new backends are left to find.
+    async fn cutover(&mut self, from: &StackSpec, to: &StackSpec, web: &WebTier) -> Result<()> {
+        let project = &to.target.project;
+        let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
+        let fronts = self
+            .running_of(project, &web.frontend, &to.image_id)
+            .await?;
+        // First the new frontends learn the new backends beside the old ones
+        // (in maintenance both answer the same 503), so a request meets a
+        // running backend while the old ones stop.
+        for f in &fronts {
+            self.run_checked(f, &reload).await?;
+        }
+        let old: Vec<ContainerInfo> = self
+            .world
+            .containers(project)
+            .await?
+            .into_iter()
+            .filter(|c| c.image_id == from.image_id && c.state == "running")
+            .collect();
+        let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
+            old.iter().partition(|c| web.upstream.contains(&c.service));
+        // The old web upstreams and the old workers stop at once; as soon as
+        // the upstreams are down (a stopped container leaves the engine's
+        // DNS), the frontends resolve again. An address that vanished is
+        // not refused: a frontend that still knew it would wait on it.
+        let world = &self.world;
+        let web_part = async {
+            let stops = web_old
+                .iter()
+                .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
+            for r in futures_util::future::join_all(stops).await {
+                r?;
+            }
+            for f in &fronts {
+                let mut quiet = |_: &str| {};
+                let out = world.exec(&f.id, &reload, None, &mut quiet).await?;
+                if out.exit_code != 0 {
+                    return Err(Error::failed(format!(
+                        "`{}` exited with {} in {}: {}",
+                        reload.join(" "),
+                        out.exit_code,
+                        f.name,
+                        out.output.trim()
+                    )));
+                }
+            }
+            Ok(())
+        };
+        let workers_part = async {
+            let stops = rest
+                .iter()
+                .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
+            for r in futures_util::future::join_all(stops).await {
+                r?;
+            }
+            Ok::<(), Error>(())
+        };
+        let (a, b) = futures_util::future::join(web_part, workers_part).await;
+        a?;
+        b?;
+        // Their logs are kept, then they go (with their anonymous volumes).
+        for c in &web_old {
+            self.carry_logs(c, &from.version, project, to).await?;
+            self.world.remove_container(&c.id).await?;
+        }
+        let names: Vec<&str> = old.iter().map(|c| c.name.as_str()).collect();
+        self.sink.note(&if names.is_empty() {
+            "nothing ran the old image any more".to_string()
+        } else {
+            format!("stopped {}", names.join(", "))
+        });
+        Ok(())
     }
 
     /// Running containers of `service` in `project` that run `image_id`.
@@ -416,9 +506,14 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     /// New containers of the web tier beside the old: the upstream services
     /// first, then the frontend, whose nginx resolves them once at start and
     /// so must find the new backend already there.
-    async fn start_beside(&mut self, stack: &StackSpec, web: &WebTier) -> Result<()> {
+    async fn start_beside(&mut self, stack: &StackSpec, web: &WebTier, tier: Tier) -> Result<()> {
         let project = &stack.target.project;
-        for group in [web.upstream.clone(), vec![web.frontend.clone()]] {
+        let groups = match tier {
+            Tier::All => vec![web.upstream.clone(), vec![web.frontend.clone()]],
+            Tier::Frontend => vec![vec![web.frontend.clone()]],
+            Tier::Upstream => vec![web.upstream.clone()],
+        };
+        for group in groups {
             let before = self.world.containers(project).await?;
             let mut scale = Vec::new();
             for s in &group {
@@ -466,13 +561,16 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         web: &WebTier,
         path: &str,
         timeout_secs: u64,
+        tier: Tier,
     ) -> Result<()> {
         let project = &stack.target.project;
         let mut targets = Vec::new();
-        if let Some(b) = web.upstream.first() {
+        if let (Some(b), Tier::All | Tier::Upstream) = (web.upstream.first(), tier) {
             targets.push((b.clone(), BACKEND_PORT));
         }
-        targets.push((web.frontend.clone(), FRONTEND_PORT));
+        if tier != Tier::Upstream {
+            targets.push((web.frontend.clone(), FRONTEND_PORT));
+        }
         for (service, port) in targets {
             for c in self.running_of(project, &service, &stack.image_id).await? {
                 let Some(ip) = self.world.address(&c.id).await? else {
@@ -576,8 +674,34 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         to: &StackSpec,
         web: &WebTier,
         door: &Door,
+        tier: Tier,
     ) -> Result<()> {
         let project = &to.target.project;
+        let mut old_fronts = Vec::new();
+        if tier != Tier::Upstream {
+            old_fronts = self.retire_frontends(from, to, web, door, project).await?;
+        }
+        let mut old_up = Vec::new();
+        if tier != Tier::Frontend {
+            old_up = self.retire_upstream(from, to, web, project).await?;
+        }
+        let names: Vec<&str> = old_fronts
+            .iter()
+            .chain(&old_up)
+            .map(|c| c.name.as_str())
+            .collect();
+        self.sink.note(&format!("retired {}", names.join(", ")));
+        Ok(())
+    }
+
+    async fn retire_frontends(
+        &mut self,
+        from: &StackSpec,
+        to: &StackSpec,
+        web: &WebTier,
+        door: &Door,
+        project: &str,
+    ) -> Result<Vec<ContainerInfo>> {
         // 1. The old frontends stop accepting and finish what they have
         // (`nginx -s quit`); the door retries a refused connection on a new
         // frontend (proxy_next_upstream), then forgets the old ones.
@@ -595,16 +719,27 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             }
         }
         self.wait_exited(project, &old_fronts).await?;
-        // Removed before the reload: the engine's DNS may still answer with
-        // a container that has just exited, but not with a removed one.
+        // An exited container has left the engine's DNS: the door forgets
+        // it at once; its logs are kept and it is removed after.
+        self.reload_door(project, door).await?;
         for c in &old_fronts {
+            self.carry_logs(c, &from.version, project, to).await?;
             self.world.remove_container(&c.id).await?;
         }
-        self.reload_door(project, door).await?;
+        Ok(old_fronts)
+    }
+
+    async fn retire_upstream(
+        &mut self,
+        from: &StackSpec,
+        to: &StackSpec,
+        web: &WebTier,
+        project: &str,
+    ) -> Result<Vec<ContainerInfo>> {
         // 2. The old backends and websockets stop gracefully (gunicorn
         // finishes its requests on SIGTERM; a refused connection meanwhile
-        // goes to a new one, proxy_next_upstream). Each is removed and the
-        // new frontends reloaded at once: their nginx resolved the old
+        // goes to a new one, proxy_next_upstream). The new frontends are
+        // reloaded as each stops: their nginx resolved the old
         // address too, and a connection to an address that vanished is not
         // refused but waits out proxy_connect_timeout (60 s in
         // frappe_docker's template) before nginx tries the next server.
@@ -615,20 +750,54 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         }
         for c in &old_up {
             self.world.stop_container(&c.id, RETIRE_GRACE).await?;
-            self.world.remove_container(&c.id).await?;
             for f in self
                 .running_of(project, &web.frontend, &to.image_id)
                 .await?
             {
                 self.run_checked(&f, &reload).await?;
             }
+            self.carry_logs(c, &from.version, project, to).await?;
+            self.world.remove_container(&c.id).await?;
         }
-        let names: Vec<&str> = old_fronts
-            .iter()
-            .chain(&old_up)
-            .map(|c| c.name.as_str())
-            .collect();
-        self.sink.note(&format!("retired {}", names.join(", ")));
+        Ok(old_up)
+    }
+
+    /// Keep the logs of a container a switch is about to remove (its
+    /// anonymous volume goes with it) in its successor of the same service,
+    /// under `logs/<version>-<container>/`, as compose keeps them when it
+    /// recreates a container.
+    async fn carry_logs(
+        &mut self,
+        old: &ContainerInfo,
+        version: &str,
+        project: &str,
+        to: &StackSpec,
+    ) -> Result<()> {
+        let Some(next) = self
+            .running_of(project, &old.service, &to.image_id)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        let into = format!("{version}-{}", short_id(&old.id));
+        let n = self
+            .world
+            .carry_files(&old.id, &next.id, LOGS_DIR, &into)
+            .await
+            .map_err(|e| {
+                Error::failed(format!(
+                    "keep the logs of {} before removing it: {e}",
+                    old.name
+                ))
+            })?;
+        if n > 0 {
+            self.sink.note(&format!(
+                "{n} log file(s) of {} kept in {}: logs/{into}/",
+                old.name, next.name
+            ));
+        }
         Ok(())
     }
 
@@ -662,17 +831,47 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         }
     }
 
-    async fn backend(&self, plan: &DeployPlan, project: &str) -> Result<ContainerInfo> {
-        let all = self.world.containers(project).await?;
-        all.into_iter()
-            .find(|c| c.service == plan.backend_service && c.state == "running")
-            .ok_or_else(|| Error::Failed {
-                message: format!(
-                    "no running container of service {} in compose project {project}",
-                    plan.backend_service
-                ),
-                hint: Some("check DE_BACKEND_SERVICE and the compose file".into()),
+    /// A running backend container of `image_id` (a migrating switch runs
+    /// the old and the new backends side by side).
+    async fn backend_of(
+        &self,
+        plan: &DeployPlan,
+        project: &str,
+        image_id: &str,
+    ) -> Result<ContainerInfo> {
+        self.running_of(project, &plan.backend_service, image_id)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "no running container of service {} in compose project {project} runs {} (image {})",
+                    plan.backend_service,
+                    plan.version,
+                    short_id(image_id)
+                ))
             })
+    }
+
+    async fn backend(&self, plan: &DeployPlan, project: &str) -> Result<ContainerInfo> {
+        let mut all: Vec<ContainerInfo> = self
+            .world
+            .containers(project)
+            .await?
+            .into_iter()
+            .filter(|c| c.service == plan.backend_service && c.state == "running")
+            .collect();
+        // While a switch runs both releases, the backups, drain and restore
+        // are the running release's: its code made the database.
+        let prev = plan.previous.as_ref().map(|p| p.image_id.as_str());
+        all.sort_by_key(|c| Some(c.image_id.as_str()) != prev);
+        all.into_iter().next().ok_or_else(|| Error::Failed {
+            message: format!(
+                "no running container of service {} in compose project {project}",
+                plan.backend_service
+            ),
+            hint: Some("check DE_BACKEND_SERVICE and the compose file".into()),
+        })
     }
 
     /// Run bench; a non-zero exit is an error naming the command.

@@ -66,6 +66,9 @@ pub trait World {
     /// Copy `dir`'s hashed bundles (paths with a `dist` component) from one
     /// container into another; how many files.
     async fn copy_dist(&self, from: &str, to: &str, dir: &str) -> Result<usize>;
+    /// Copy the files of `dir` (logs) from a container about to be removed
+    /// into another, under `dir/<into>/`; how many files.
+    async fn carry_files(&self, from: &str, to: &str, dir: &str, into: &str) -> Result<usize>;
     async fn remove_volume(&self, name: &str) -> Result<()>;
     /// Poll `url` until the gate accepts its answer; Err names the last answer.
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration>;
@@ -186,6 +189,10 @@ impl World for Real {
 
     async fn copy_dist(&self, from: &str, to: &str, dir: &str) -> Result<usize> {
         self.engine.copy_dist_files(from, to, dir).await
+    }
+
+    async fn carry_files(&self, from: &str, to: &str, dir: &str, into: &str) -> Result<usize> {
+        self.engine.carry_files(from, to, dir, into).await
     }
 
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration> {

@@ -103,23 +103,14 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
     }];
     // Only a database change needs the site closed and a backup first.
     let changes_db = r.migrate || !r.restore.is_empty();
-    if r.previous_running && changes_db {
-        steps.push(Step::MaintenanceOn {
-            project: old_project.clone(),
-        });
-        steps.push(Step::Drain {
-            project: old_project.clone(),
-            timeout_secs: r.drain_timeout_secs,
-            on_timeout: r.drain_on_timeout,
-        });
-        steps.push(Step::Backup {
-            project: old_project.clone(),
-        });
-    }
+    // With a door, the new web tier starts beside the old one: at once for a
+    // release that changes no database, before maintenance for one that
+    // migrates (a restore, which rewrites the database from a backup, keeps
+    // the replace).
     let switch = match (&r.previous, &r.door, &r.web) {
         (Some(prev), Some(door), Some(web))
             if r.previous_running
-                && !changes_db
+                && r.restore.is_empty()
                 && !r.full_down
                 && !prev.image_id.is_empty()
                 && prev.image_id != r.new.image_id =>
@@ -128,44 +119,120 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
         }
         _ => None,
     };
-    if let Some((prev, door, web)) = &switch {
-        steps.push(Step::StartBeside {
-            stack: r.new.clone(),
-            web: web.clone(),
-        });
-        steps.push(Step::ProbeBeside {
-            stack: r.new.clone(),
-            web: web.clone(),
-            url_path: url_path(&r.health_url),
-            timeout_secs: r.health_timeout_secs,
-        });
-        steps.push(Step::ShareAssets {
-            from: prev.clone(),
-            to: r.new.clone(),
-            web: web.clone(),
-        });
-        steps.push(Step::ReloadDoor {
-            project: new_project.clone(),
-            door: door.clone(),
-        });
-        steps.push(Step::RetireOld {
-            from: prev.clone(),
-            to: r.new.clone(),
-            web: web.clone(),
-            door: door.clone(),
-        });
-        // Workers and the scheduler follow in one compose pass; the web
-        // services already match the new configuration and are left as they are.
-        steps.push(Step::Replace {
-            from: prev.clone(),
-            to: r.new.clone(),
-        });
+    let beside = |tier: Tier, web: &WebTier| {
+        [
+            Step::StartBeside {
+                stack: r.new.clone(),
+                web: web.clone(),
+                tier,
+            },
+            Step::ProbeBeside {
+                stack: r.new.clone(),
+                web: web.clone(),
+                url_path: url_path(&r.health_url),
+                timeout_secs: r.health_timeout_secs,
+                tier,
+            },
+        ]
+    };
+    let retire = |tier: Tier, prev: &StackSpec, door: &Door, web: &WebTier| Step::RetireOld {
+        from: prev.clone(),
+        to: r.new.clone(),
+        web: web.clone(),
+        door: door.clone(),
+        tier,
+    };
+    let share = |prev: &StackSpec, web: &WebTier| Step::ShareAssets {
+        from: prev.clone(),
+        to: r.new.clone(),
+        web: web.clone(),
+    };
+    let reload_door = |door: &Door| Step::ReloadDoor {
+        project: new_project.clone(),
+        door: door.clone(),
+    };
+    match &switch {
+        Some((prev, door, web)) if r.migrate => {
+            // Before maintenance, nothing that needs the old release
+            // stopped: the new frontends start while only the old backends
+            // exist (nginx resolves them once), so the door can move to
+            // them and users are still served by the old code on the old
+            // schema; then the new backends start, known to no frontend.
+            steps.extend(beside(Tier::Frontend, web));
+            steps.push(share(prev, web));
+            steps.push(reload_door(door));
+            steps.push(retire(Tier::Frontend, prev, door, web));
+            steps.extend(beside(Tier::Upstream, web));
+            // Maintenance covers drain, backup, migrate and the cut-over.
+            steps.push(Step::MaintenanceOn {
+                project: old_project.clone(),
+            });
+            steps.push(Step::Drain {
+                project: old_project.clone(),
+                timeout_secs: r.drain_timeout_secs,
+                on_timeout: r.drain_on_timeout,
+            });
+            steps.push(Step::Backup {
+                project: old_project.clone(),
+            });
+            steps.push(Step::Migrate {
+                project: new_project.clone(),
+                image_id: Some(r.new.image_id.clone()),
+            });
+            steps.push(Step::Cutover {
+                from: prev.clone(),
+                to: r.new.clone(),
+                web: web.clone(),
+            });
+            steps.push(Step::HealthGate {
+                url: r.health_url.clone(),
+                timeout_secs: r.health_timeout_secs,
+                gate: Gate::Sealed,
+            });
+            steps.push(Step::MaintenanceOff {
+                project: new_project.clone(),
+            });
+            // The workers and the scheduler start after it, in one compose
+            // pass; the web services already match and are left alone.
+            steps.push(Step::Replace {
+                from: prev.clone(),
+                to: r.new.clone(),
+                web_moved: true,
+            });
+        }
+        Some((prev, door, web)) => {
+            // No database change: the whole web tier beside, then the door.
+            steps.extend(beside(Tier::All, web));
+            steps.push(share(prev, web));
+            steps.push(reload_door(door));
+            steps.push(retire(Tier::All, prev, door, web));
+            steps.push(Step::Replace {
+                from: prev.clone(),
+                to: r.new.clone(),
+                web_moved: true,
+            });
+        }
+        None if r.previous_running && changes_db => {
+            steps.push(Step::MaintenanceOn {
+                project: old_project.clone(),
+            });
+            steps.push(Step::Drain {
+                project: old_project.clone(),
+                timeout_secs: r.drain_timeout_secs,
+                on_timeout: r.drain_on_timeout,
+            });
+            steps.push(Step::Backup {
+                project: old_project.clone(),
+            });
+        }
+        None => {}
     }
     match (&r.previous, r.full_down) {
         _ if switch.is_some() => {}
         (Some(prev), false) => steps.push(Step::Replace {
             from: prev.clone(),
             to: r.new.clone(),
+            web_moved: false,
         }),
         (Some(prev), true) => {
             steps.push(Step::Down {
@@ -199,9 +266,11 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
     steps.push(Step::VerifyImage {
         stack: r.new.clone(),
     });
-    if r.migrate {
+    let migrated_beside = switch.is_some() && r.migrate;
+    if r.migrate && !migrated_beside {
         steps.push(Step::Migrate {
             project: new_project.clone(),
+            image_id: None,
         });
     }
     if !r.restore.is_empty() {
@@ -210,14 +279,16 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             backups: r.restore.clone(),
         });
     }
-    steps.push(Step::HealthGate {
-        url: r.health_url.clone(),
-        timeout_secs: r.health_timeout_secs,
-        gate: Gate::Sealed,
-    });
-    steps.push(Step::MaintenanceOff {
-        project: new_project.clone(),
-    });
+    if !migrated_beside {
+        steps.push(Step::HealthGate {
+            url: r.health_url.clone(),
+            timeout_secs: r.health_timeout_secs,
+            gate: Gate::Sealed,
+        });
+        steps.push(Step::MaintenanceOff {
+            project: new_project.clone(),
+        });
+    }
     steps.push(Step::HealthGate {
         url: r.health_url.clone(),
         timeout_secs: r.health_timeout_secs,
@@ -243,9 +314,11 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
     let mut progress = Progress::default();
     for step in steps {
         starting(&mut progress, &step);
-        // Backups are only known at run time; say "the backups" if one is planned.
+        // Backups are only known at run time; once the backup step is behind,
+        // say "the backups".
         let mut hypothetical = progress.clone();
-        if plan.previous_running && hypothetical.backups.is_empty() && progress.stack_touched {
+        let backed_up = progress.done.iter().any(|d| d == "backup");
+        if plan.previous_running && hypothetical.backups.is_empty() && backed_up {
             hypothetical.backups.push(Backup {
                 site: "(each site)".into(),
                 path: "(taken by the backup step)".into(),
@@ -269,7 +342,7 @@ pub fn starting(p: &mut Progress, step: &Step) {
         Step::ReloadDoor { .. } if p.beside_started => p.traffic_moved = true,
         Step::Migrate { .. } | Step::Restore { .. } => p.migrate_started = true,
         // Only the new release turning maintenance off lets users in.
-        Step::MaintenanceOff { .. } if p.stack_touched => p.users_let_in = true,
+        Step::MaintenanceOff { .. } if p.stack_touched || p.traffic_moved => p.users_let_in = true,
         _ => {}
     }
 }
@@ -352,10 +425,11 @@ pub fn recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
     }
 }
 
-/// A switch changes no database: going back means removing what it
-/// started, and, once the door may have sent traffic to the new release,
-/// bringing the previous one back whole (compose recreates what was retired
-/// or replaced) and telling the door.
+/// A switch: going back means removing what it started and, once the door
+/// may have sent traffic to the new release, bringing the previous one back
+/// whole (compose recreates what was retired or replaced) and telling the
+/// door. A migrating switch also restores its backups, as long as no user
+/// could write to the migrated database, then turns maintenance off.
 fn switch_recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
     let (Some(prev), Some(door)) = (&plan.previous, &plan.door) else {
         return Recovery {
@@ -383,10 +457,29 @@ fn switch_recovery(plan: &DeployPlan, progress: &Progress) -> Recovery {
             door: door.clone(),
         });
     }
+    let mut data_note = None;
+    if progress.migrate_started && !progress.backups.is_empty() {
+        if progress.users_let_in {
+            data_note = Some(format!(
+                "users could write to {} after maintenance went off, so its database was NOT restored (a restore would discard those writes); it stays as {} migrated it. To restore the pre-deploy backup anyway: `de-build rollback {} --restore-backup {}`",
+                plan.version, plan.version, prev.version, plan.id
+            ));
+        } else {
+            steps.push(RecoveryStep::Restore {
+                project: prev.target.project.clone(),
+                backups: progress.backups.clone(),
+            });
+        }
+    }
+    if progress.maintenance_on || progress.migrate_started {
+        steps.push(RecoveryStep::MaintenanceOff {
+            project: prev.target.project.clone(),
+        });
+    }
     Recovery {
         steps,
         outcome: Outcome::Recovered,
-        data_note: None,
+        data_note,
     }
 }
 

@@ -183,6 +183,10 @@ pub enum Step {
     Replace {
         from: StackSpec,
         to: StackSpec,
+        /// After a switch the web tier already runs `to`: this pass changes
+        /// the workers and the scheduler only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        web_moved: bool,
     },
     /// One-shot services (frappe_docker's `configurator`, `create-site`)
     /// have exited 0: migrate must not race them.
@@ -197,6 +201,10 @@ pub enum Step {
     },
     Migrate {
         project: String,
+        /// Run in a container of this image (a migrating switch, where the
+        /// old and the new backends both run); absent: any backend.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_id: Option<String>,
     },
     Restore {
         project: String,
@@ -216,6 +224,9 @@ pub enum Step {
     StartBeside {
         stack: StackSpec,
         web: WebTier,
+        /// Which part of the web tier (absent: all of it, upstream first).
+        #[serde(default, skip_serializing_if = "Tier::is_all")]
+        tier: Tier,
     },
     /// Ask the new containers directly (their own address, not the door):
     /// every new backend answers the site 2xx, then every new frontend.
@@ -224,6 +235,8 @@ pub enum Step {
         web: WebTier,
         url_path: String,
         timeout_secs: u64,
+        #[serde(default, skip_serializing_if = "Tier::is_all")]
+        tier: Tier,
     },
     /// Copy the hashed bundles (`assets/*/dist/`) of each release's frontend
     /// into the other's: a page either rendered finds its CSS/JS on both.
@@ -247,7 +260,37 @@ pub enum Step {
         to: StackSpec,
         web: WebTier,
         door: Door,
+        #[serde(default, skip_serializing_if = "Tier::is_all")]
+        tier: Tier,
     },
+    /// After a migrate, in maintenance: everything that still runs the old
+    /// image (backends, websockets, workers, scheduler) stops at once, the
+    /// old web containers are removed, and the new frontends resolve their
+    /// upstreams again. From here on no old code serves or works on the
+    /// migrated database; queued jobs wait for the new workers.
+    Cutover {
+        from: StackSpec,
+        to: StackSpec,
+        web: WebTier,
+    },
+}
+
+/// The part of the web tier a switch step works on. A migrating switch
+/// moves the frontends first (their nginx then knows only the old
+/// backends), and the backends in maintenance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    #[default]
+    All,
+    Frontend,
+    Upstream,
+}
+
+impl Tier {
+    pub fn is_all(&self) -> bool {
+        *self == Tier::All
+    }
 }
 
 /// The door: the proxy that publishes the port and outlives releases
@@ -302,6 +345,7 @@ impl Step {
             Step::ShareAssets { .. } => "share-assets",
             Step::ReloadDoor { .. } => "reload-door",
             Step::RetireOld { .. } => "retire-old",
+            Step::Cutover { .. } => "cutover",
         }
     }
 }
@@ -332,7 +376,16 @@ impl fmt::Display for Step {
                 "compose down {} with the file it was brought up with, and --remove-orphans",
                 stack.version
             ),
-            Step::Replace { from, to } => write!(
+            Step::Replace {
+                from,
+                to,
+                web_moved: true,
+            } => write!(
+                f,
+                "replace {}'s workers and scheduler by {}'s in one compose pass (the web tier already runs {}; orphans removed)",
+                from.version, to.version, to.version
+            ),
+            Step::Replace { from, to, .. } => write!(
                 f,
                 "replace {} by {}: recreate every container, renew anonymous volumes, remove orphans",
                 from.version, to.version
@@ -366,23 +419,45 @@ impl fmt::Display for Step {
                 url, timeout_secs, ..
             } => write!(f, "health gate: {url} answers 2xx within {timeout_secs}s"),
             Step::MaintenanceOff { .. } => write!(f, "maintenance mode off"),
-            Step::StartBeside { stack, web } => write!(
-                f,
-                "start {} beside the running release: {} (no traffic yet)",
-                stack.version,
-                web.all().join(", ")
-            ),
+            Step::StartBeside { stack, web, tier } => match tier {
+                Tier::All => write!(
+                    f,
+                    "start {} beside the running release: {} (no traffic yet)",
+                    stack.version,
+                    web.all().join(", ")
+                ),
+                Tier::Frontend => write!(
+                    f,
+                    "start {}'s {} beside the running one (its nginx resolves the running {} only; no traffic yet)",
+                    stack.version,
+                    web.frontend,
+                    web.upstream.join(", ")
+                ),
+                Tier::Upstream => write!(
+                    f,
+                    "start {}'s {} beside the running ones (no frontend knows them yet)",
+                    stack.version,
+                    web.upstream.join(", ")
+                ),
+            },
             Step::ProbeBeside {
                 url_path,
                 timeout_secs,
                 web,
+                tier,
                 ..
-            } => write!(
-                f,
-                "ask the new {} and {} directly: {url_path} answers 2xx within {timeout_secs}s (else they are removed and the old release goes on serving)",
-                web.upstream.first().map(String::as_str).unwrap_or("backend"),
-                web.frontend
-            ),
+            } => {
+                let backend = web.upstream.first().map(String::as_str).unwrap_or("backend");
+                let what = match tier {
+                    Tier::All => format!("{backend} and {}", web.frontend),
+                    Tier::Frontend => web.frontend.clone(),
+                    Tier::Upstream => backend.to_string(),
+                };
+                write!(
+                    f,
+                    "ask the new {what} directly: {url_path} answers 2xx within {timeout_secs}s (else the new containers are removed and the old release goes on serving)"
+                )
+            }
             Step::ShareAssets { from, to, .. } => write!(
                 f,
                 "share hashed assets between {} and {} (pages of either find their bundles)",
@@ -391,13 +466,42 @@ impl fmt::Display for Step {
             Step::ReloadDoor { door, .. } => {
                 write!(f, "reload the door {}: `{}`", door.service, door.reload.join(" "))
             }
-            Step::RetireOld { from, web, door, .. } => write!(
+            Step::RetireOld {
+                from,
+                web,
+                door,
+                tier,
+                ..
+            } => match tier {
+                Tier::Upstream => write!(
+                    f,
+                    "retire {}'s {}: they stop gracefully, the new {} forgets them",
+                    from.version,
+                    web.upstream.join(", "),
+                    web.frontend
+                ),
+                Tier::Frontend => write!(
+                    f,
+                    "retire {}'s {}: it finishes in-flight requests and quits, {} forgets it",
+                    from.version, web.frontend, door.service
+                ),
+                Tier::All => write!(
+                    f,
+                    "retire {}: its {} finishes in-flight requests and quits, {} forgets it, then {} stop gracefully",
+                    from.version,
+                    web.frontend,
+                    door.service,
+                    web.upstream.join(", ")
+                ),
+            },
+            Step::Cutover { from, to, web } => write!(
                 f,
-                "retire {}: its {} finishes in-flight requests and quits, {} forgets it, then {} stop gracefully",
+                "cut over: stop everything that runs {} at once ({}, workers, scheduler), remove its {}, the new {} resolves {}'s only",
                 from.version,
+                web.upstream.join(", "),
+                web.upstream.join(", "),
                 web.frontend,
-                door.service,
-                web.upstream.join(", ")
+                to.version
             ),
         }
     }

@@ -42,6 +42,19 @@ impl Stack {
         }
     }
 
+    /// The stack without the demo's door: the frontend publishes the port
+    /// (frappe_docker's noproxy override), so a release replaces the web
+    /// tier in one compose pass instead of switching beside it.
+    pub fn without_door(self) -> Stack {
+        self.p
+            .set_env(
+                "DE_COMPOSE_FILE",
+                "compose.yaml,overrides/compose.noproxy.yaml",
+            )
+            .set_env("DE_DOOR", "");
+        self
+    }
+
     pub fn run(&self, args: &[&str]) -> super::Done {
         let mut r = self
             .p

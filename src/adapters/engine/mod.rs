@@ -607,6 +607,72 @@ impl Engine {
         Ok(files)
     }
 
+    /// Copy the files of `dir` in `from` (a container about to be removed
+    /// with its anonymous volumes, e.g. frappe_docker's `logs`) into `dir`
+    /// of `to`, under `dir/<into>/`: the new container's own files of the
+    /// same names are left alone. What an earlier carry put in a
+    /// subdirectory keeps its place. How many files.
+    pub async fn carry_files(&self, from: &str, to: &str, dir: &str, into: &str) -> Result<usize> {
+        let Some(tar_bytes) = self.download_tar(from, dir, from).await? else {
+            return Ok(0);
+        };
+        let mut out = tar::Builder::new(Vec::new());
+        let mut files = 0;
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::engine("read the container archive", e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::engine("read the container archive", e))?;
+            let path = entry
+                .path()
+                .map_err(|e| Error::engine("read the container archive", e))?
+                .into_owned();
+            let mut parts = path.components();
+            // `logs/frappe.log` -> `logs/<into>/frappe.log`.
+            let (Some(top), Some(first)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let rest: std::path::PathBuf = parts.collect();
+            let target = if rest.as_os_str().is_empty() && entry.header().entry_type().is_file() {
+                std::path::Path::new(top.as_os_str()).join(into).join(first)
+            } else if rest.as_os_str().is_empty() {
+                continue;
+            } else {
+                path.clone()
+            };
+            let mut header = entry.header().clone();
+            if !header.entry_type().is_file() {
+                continue;
+            }
+            files += 1;
+            out.append_data(&mut header, &target, &mut entry)
+                .map_err(|e| Error::engine("write the files archive", e))?;
+        }
+        if files == 0 {
+            return Ok(0);
+        }
+        let data = out
+            .into_inner()
+            .map_err(|e| Error::engine("write the files archive", e))?;
+        let parent = std::path::Path::new(dir)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        self.docker
+            .upload_to_container(
+                to,
+                Some(q::UploadToContainerOptions {
+                    path: parent,
+                    ..Default::default()
+                }),
+                bollard::body_full(data.into()),
+            )
+            .await
+            .map_err(|e| engine_error(format!("copy {dir} into {to}"), &e))?;
+        Ok(files)
+    }
+
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let opts = q::RemoveContainerOptions {
             force: true,
