@@ -328,7 +328,14 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
                 Ok(())
             }
-            Step::Replace { from, to, .. } => {
+            Step::Replace {
+                from,
+                to,
+                web_moved,
+            } => {
+                if *web_moved {
+                    self.remove_retired(from, to).await?;
+                }
                 let removed = self.replace(from, to).await?;
                 if !removed.is_empty() {
                     self.sink.note(&format!(
@@ -473,11 +480,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         let (a, b) = futures_util::future::join(web_part, workers_part).await;
         a?;
         b?;
-        // Their logs are kept, then they go (with their anonymous volumes).
-        for c in &web_old {
-            self.carry_logs(c, &from.version, project, to).await?;
-            self.world.remove_container(&c.id).await?;
-        }
+        // Their logs are kept and they are removed after maintenance went
+        // off (the replace step), outside the window.
         let names: Vec<&str> = old.iter().map(|c| c.name.as_str()).collect();
         self.sink.note(&if names.is_empty() {
             "nothing ran the old image any more".to_string()
@@ -797,6 +801,32 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 "{n} log file(s) of {} kept in {}: logs/{into}/",
                 old.name, next.name
             ));
+        }
+        Ok(())
+    }
+
+    /// The old web upstreams a cut-over stopped: their logs go to their
+    /// successors, then they go (with their anonymous volumes).
+    async fn remove_retired(&mut self, from: &StackSpec, to: &StackSpec) -> Result<()> {
+        let project = &to.target.project;
+        let all = self.world.containers(project).await?;
+        let succeeded = |service: &str| {
+            all.iter()
+                .any(|c| c.service == service && c.image_id == to.image_id && c.state == "running")
+        };
+        let stopped: Vec<ContainerInfo> = all
+            .iter()
+            .filter(|c| {
+                c.image_id == from.image_id
+                    && from.image_id != to.image_id
+                    && c.state != "running"
+                    && succeeded(&c.service)
+            })
+            .cloned()
+            .collect();
+        for c in &stopped {
+            self.carry_logs(c, &from.version, project, to).await?;
+            self.world.remove_container(&c.id).await?;
         }
         Ok(())
     }
