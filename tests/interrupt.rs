@@ -93,8 +93,13 @@ impl Running {
 }
 
 /// 1.0.0 deployed and serving; 2.0.0 built with one more patch.
+/// 1.0.0 deployed, 2.0.0 (a migrate) built, on the replace path: without
+/// a door, a release recreates the web tier in one compose pass.
 fn upgrade_ready(name: &str) -> Stack {
-    let s = Stack::new(name);
+    upgrade_ready_in(Stack::new(name).without_door())
+}
+
+fn upgrade_ready_in(s: Stack) -> Stack {
     s.build("1.0.0");
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
     add_patch(&s, "demo.patches.v2.interrupted");
@@ -227,4 +232,28 @@ fn a_second_sigint_stops_at_once_and_recover_finishes_the_job() {
     assert_ne!(st["lock"]["state"], "held");
     s.run(&["recover"]).code(3);
     assert_back_on_1_0_0(&s);
+}
+
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn sigterm_during_a_switch_backup_brings_the_running_release_back_whole() {
+    if !engine_available("sigterm-switch") {
+        return;
+    }
+    // With the door, a migrating release has moved its frontends before
+    // maintenance went on: stopping in the backup is a recovery, not an abort.
+    let s = upgrade_ready_in(Stack::new("swterm"));
+    hold(&s, "backup", 3);
+    let mut d = Running::start(&s, &["deploy", "2.0.0"]);
+    d.wait_for("$ bench --site demo.localhost backup");
+    d.signal("TERM");
+    let (code, err) = d.finish();
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("SIGTERM: stopping after this step"), "{err}");
+    assert_back_on_1_0_0(&s);
+    let st = s.status();
+    assert_eq!(st["deployments"][0]["result"], "recovered", "{st}");
 }
