@@ -8,6 +8,7 @@ pub mod context;
 pub mod engine;
 pub mod git;
 pub mod health;
+pub mod nginx;
 pub mod online;
 pub mod registry;
 pub mod swarm;

@@ -344,9 +344,16 @@ impl<'a> Session<'a> {
             .get("DE_DOOR_RELOAD")
             .filter(|r| !r.trim().is_empty())
             .unwrap_or("nginx -s reload");
+        let frontend = self
+            .inputs
+            .env
+            .get("DE_FRONTEND_SERVICE")
+            .filter(|f| !f.is_empty())
+            .unwrap_or("frontend");
         Some(crate::record::deploy::Door {
             service: service.to_string(),
             reload: reload.split_whitespace().map(str::to_string).collect(),
+            frontend: frontend.to_string(),
         })
     }
 

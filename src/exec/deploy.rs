@@ -9,6 +9,7 @@
 
 use crate::adapters::bench::{self, Readiness};
 use crate::adapters::engine::ContainerInfo;
+use crate::adapters::nginx::{self, Pin};
 use crate::error::{Error, Result};
 use crate::exec::ports::{ComposeCall, Records, World};
 use crate::plan::deploy::{
@@ -290,7 +291,13 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
                 Ok(())
             }
-            RecoveryStep::ReloadDoor { project, door } => self.reload_door(project, door).await,
+            RecoveryStep::ReloadDoor { project, door } => {
+                let to = plan
+                    .previous
+                    .as_ref()
+                    .map(|p| (p.image_id.as_str(), p.version.as_str()));
+                self.reload_door(project, door, to).await.map(|_| ())
+            }
         }
     }
 
@@ -392,7 +399,9 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 Ok(())
             }
             Step::MaintenanceOff { project } => self.maintenance(plan, project, false).await,
-            Step::StartBeside { stack, web, tier } => self.start_beside(stack, web, *tier).await,
+            Step::StartBeside { stack, web, tier } => {
+                self.start_beside(stack, web, *tier, record).await
+            }
             Step::ProbeBeside {
                 stack,
                 web,
@@ -404,31 +413,52 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                     .await
             }
             Step::ShareAssets { from, to, web } => self.share_assets(from, to, web).await,
-            Step::ReloadDoor { project, door } => self.reload_door(project, door).await,
+            Step::ReloadDoor { project, door } => {
+                record.progress.door_pinned = self
+                    .reload_door(project, door, Some((&plan.new.image_id, &plan.version)))
+                    .await?;
+                Ok(())
+            }
             Step::RetireOld {
                 from,
                 to,
                 web,
                 door,
                 tier,
-            } => self.retire_old(from, to, web, door, *tier).await,
-            Step::Cutover { from, to, web } => self.cutover(from, to, web).await,
+            } => {
+                let pinned = (record.progress.door_pinned, record.progress.fronts_pinned);
+                self.retire_old(from, to, web, door, *tier, pinned).await
+            }
+            Step::Cutover { from, to, web } => {
+                let pinned = record.progress.fronts_pinned;
+                self.cutover(from, to, web, pinned).await
+            }
         }
     }
 
-    /// Stop, all at once, every container that still runs the old image
-    /// (each gets its stop signal and RETIRE_GRACE to finish its work),
-    /// remove the old web upstreams, and have the new frontends resolve
-    /// theirs again: only the new backends are left to find.
-    async fn cutover(&mut self, from: &StackSpec, to: &StackSpec, web: &WebTier) -> Result<()> {
+    /// The cut-over inside the maintenance window. When the new frontends'
+    /// upstreams were pinned to the new backends before the window (`pinned`),
+    /// one reload moves them and only the old workers and scheduler stop
+    /// here (no job may run old code on the migrated schema); the old web
+    /// upstreams, which nothing routes to any more, stop after the window.
+    /// Otherwise (a frontend whose config names its backends another way)
+    /// the frontends resolve by name: they learn the new backends beside
+    /// the old, the old ones stop, and they resolve again.
+    async fn cutover(
+        &mut self,
+        from: &StackSpec,
+        to: &StackSpec,
+        web: &WebTier,
+        pinned: bool,
+    ) -> Result<()> {
         let project = &to.target.project;
         let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
         let fronts = self
             .running_of(project, &web.frontend, &to.image_id)
             .await?;
-        // First the new frontends learn the new backends beside the old ones
-        // (in maintenance both answer the same 503), so a request meets a
-        // running backend while the old ones stop.
+        // First the new frontends learn the new backends (in maintenance old
+        // and new answer the same 503), so a request meets a running backend
+        // while the old ones stop.
         for f in &fronts {
             self.run_checked(f, &reload).await?;
         }
@@ -441,12 +471,16 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             .collect();
         let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
             old.iter().partition(|c| web.upstream.contains(&c.service));
+        let web_old = if pinned { Vec::new() } else { web_old };
         // The old web upstreams and the old workers stop at once; as soon as
         // the upstreams are down (a stopped container leaves the engine's
         // DNS), the frontends resolve again. An address that vanished is
         // not refused: a frontend that still knew it would wait on it.
         let world = &self.world;
         let web_part = async {
+            if web_old.is_empty() {
+                return Ok(());
+            }
             let stops = web_old
                 .iter()
                 .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
@@ -482,13 +516,175 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         b?;
         // Their logs are kept and they are removed after maintenance went
         // off (the replace step), outside the window.
-        let names: Vec<&str> = old.iter().map(|c| c.name.as_str()).collect();
-        self.sink.note(&if names.is_empty() {
+        let stopped: Vec<&str> = web_old
+            .iter()
+            .chain(&rest)
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut note = if stopped.is_empty() {
             "nothing ran the old image any more".to_string()
         } else {
-            format!("stopped {}", names.join(", "))
-        });
+            format!("stopped {}", stopped.join(", "))
+        };
+        if pinned {
+            note.push_str("; the new frontends reach only the new backends, the old ones stop after the window");
+        }
+        self.sink.note(&note);
         Ok(())
+    }
+
+    /// The addresses of the running containers of each upstream service of
+    /// the web tier that run `image_id`.
+    async fn upstream_pins(
+        &self,
+        project: &str,
+        web: &WebTier,
+        image_id: &str,
+    ) -> Result<Vec<Pin>> {
+        let mut pins = Vec::new();
+        for s in &web.upstream {
+            let mut addresses = Vec::new();
+            for c in self.running_of(project, s, image_id).await? {
+                match self.world.address(&c.id).await? {
+                    Some(ip) => addresses.push(ip),
+                    None => {
+                        return Err(Error::failed(format!("{} has no network address", c.name)))
+                    }
+                }
+            }
+            if !addresses.is_empty() {
+                pins.push(Pin {
+                    service: s.clone(),
+                    addresses,
+                });
+            }
+        }
+        Ok(pins)
+    }
+
+    /// `nginx -T` in a container: its whole configuration, checked.
+    async fn nginx_dump(&mut self, c: &ContainerInfo) -> Result<String> {
+        let cmd: Vec<String> = ["nginx", "-T"].map(String::from).to_vec();
+        let mut quiet = |_: &str| {};
+        let out = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
+        if out.exit_code != 0 {
+            return Err(Error::failed(format!(
+                "`nginx -T` exited with {} in {}: {}",
+                out.exit_code,
+                c.name,
+                out.output.trim()
+            )));
+        }
+        Ok(out.output)
+    }
+
+    /// Point the upstreams of the nginx in `c` that name one of the pinned
+    /// services at their containers by address (`adapters::nginx::pin`),
+    /// check that nginx reads it (`nginx -T` passes and shows every server
+    /// written; else the files are put back), then run `reload` if given
+    /// (a cut-over writes before its window and reloads in it).
+    /// Ok(false): no upstream block of its config names those services.
+    async fn pin_nginx(
+        &mut self,
+        c: &ContainerInfo,
+        pins: &[Pin],
+        why: &str,
+        reload: Option<&[String]>,
+    ) -> Result<bool> {
+        let dump = self.nginx_dump(c).await?;
+        let mut written: Vec<(String, String)> = Vec::new();
+        let mut servers = Vec::new();
+        for (path, dumped) in nginx::dumped_files(&dump) {
+            if !dumped.contains("upstream") {
+                continue;
+            }
+            // The file itself, not the dump's copy: what is written back
+            // must be exactly what was there.
+            let Some(text) = self.world.read_file(&c.id, &path).await? else {
+                continue;
+            };
+            if let Some(p) = nginx::pin(&text, pins, why) {
+                self.world.write_file(&c.id, &path, &p.text).await?;
+                written.push((path, text));
+                servers.extend(p.servers);
+            }
+        }
+        if written.is_empty() {
+            return Ok(false);
+        }
+        let check = self.nginx_dump(c).await;
+        let missing: Vec<&String> = match &check {
+            Ok(d) => servers
+                .iter()
+                .filter(|s| !d.contains(&format!("server {s}")))
+                .collect(),
+            Err(_) => servers.iter().collect(),
+        };
+        if !missing.is_empty() {
+            for (path, text) in &written {
+                self.world.write_file(&c.id, path, text).await?;
+            }
+            let why = match check {
+                Err(e) => e.to_string(),
+                Ok(_) => format!(
+                    "`nginx -T` does not show {}",
+                    missing
+                        .iter()
+                        .map(|s| format!("server {s}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            return Err(Error::failed(format!(
+                "the upstreams pinned in {} were not taken by its nginx ({why}); its configuration was put back",
+                c.name
+            )));
+        }
+        if let Some(cmd) = reload {
+            self.run_checked(c, cmd).await?;
+        }
+        let list: Vec<String> = pins
+            .iter()
+            .map(|p| format!("{} {}", p.service, p.addresses.join(" ")))
+            .collect();
+        self.sink.note(&format!(
+            "{}: upstreams pinned to {}",
+            c.name,
+            list.join(", ")
+        ));
+        Ok(true)
+    }
+
+    /// Pin each new frontend's upstreams to the new backends and websockets;
+    /// true when every one was pinned.
+    async fn pin_frontends(
+        &mut self,
+        stack: &StackSpec,
+        web: &WebTier,
+        reload: bool,
+    ) -> Result<bool> {
+        let project = &stack.target.project;
+        let pins = self.upstream_pins(project, web, &stack.image_id).await?;
+        let cmd: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
+        let mut all = !pins.is_empty();
+        for f in self
+            .running_of(project, &web.frontend, &stack.image_id)
+            .await?
+        {
+            let why = format!("{} {}", stack.version, f.name);
+            let done = self
+                .pin_nginx(&f, &pins, &why, reload.then_some(&cmd[..]))
+                .await?;
+            if !done {
+                self.sink.note(&format!(
+                    "{}: its nginx names {} in no upstream block; it resolves them by name",
+                    f.name,
+                    web.upstream.join(", ")
+                ));
+            }
+            all &= done;
+        }
+        Ok(all)
     }
 
     /// Running containers of `service` in `project` that run `image_id`.
@@ -510,7 +706,13 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     /// New containers of the web tier beside the old: the upstream services
     /// first, then the frontend, whose nginx resolves them once at start and
     /// so must find the new backend already there.
-    async fn start_beside(&mut self, stack: &StackSpec, web: &WebTier, tier: Tier) -> Result<()> {
+    async fn start_beside(
+        &mut self,
+        stack: &StackSpec,
+        web: &WebTier,
+        tier: Tier,
+        record: &mut Deployment,
+    ) -> Result<()> {
         let project = &stack.target.project;
         let groups = match tier {
             Tier::All => vec![web.upstream.clone(), vec![web.frontend.clone()]],
@@ -552,6 +754,19 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 let names: Vec<&str> = started.iter().map(|c| c.name.as_str()).collect();
                 self.sink.note(&format!("{s}: {}", names.join(", ")));
             }
+        }
+        // The new frontends reach only the new backends, by address: at
+        // once when the whole tier moves (before the door hears of them);
+        // written now and reloaded at the cut-over when the backends move
+        // inside a maintenance window.
+        match tier {
+            Tier::All => {
+                record.progress.fronts_pinned = self.pin_frontends(stack, web, true).await?
+            }
+            Tier::Upstream => {
+                record.progress.fronts_pinned = self.pin_frontends(stack, web, false).await?
+            }
+            Tier::Frontend => {}
         }
         Ok(())
     }
@@ -628,14 +843,23 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    /// Run the door's reload command in each of its running containers.
-    async fn reload_door(&mut self, project: &str, door: &Door) -> Result<()> {
-        let doors: Vec<ContainerInfo> = self
-            .world
-            .containers(project)
-            .await?
-            .into_iter()
+    /// Point the door at the frontends of release `to` (every running
+    /// frontend when it has none, or none is given): an nginx door gets its
+    /// upstream that names the frontend service pinned to their addresses,
+    /// checked and reloaded; any other door (or an nginx whose config names
+    /// the frontend no such way) runs its reload command and resolves them
+    /// by name.
+    async fn reload_door(
+        &mut self,
+        project: &str,
+        door: &Door,
+        to: Option<(&str, &str)>,
+    ) -> Result<bool> {
+        let all = self.world.containers(project).await?;
+        let doors: Vec<ContainerInfo> = all
+            .iter()
             .filter(|c| c.service == door.service && c.state == "running")
+            .cloned()
             .collect();
         if doors.is_empty() {
             return Err(Error::Failed {
@@ -646,14 +870,57 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 hint: Some("DE_DOOR names the proxy service that publishes the port".into()),
             });
         }
+        let fronts: Vec<&ContainerInfo> = all
+            .iter()
+            .filter(|c| c.service == door.frontend && c.state == "running")
+            .collect();
+        let of_release: Vec<&ContainerInfo> = fronts
+            .iter()
+            .copied()
+            .filter(|c| to.is_some_and(|(image, _)| c.image_id == image))
+            .collect();
+        let chosen = if of_release.is_empty() {
+            fronts
+        } else {
+            of_release
+        };
+        let mut addresses = Vec::new();
+        for c in &chosen {
+            if let Some(ip) = self.world.address(&c.id).await? {
+                addresses.push(ip);
+            }
+        }
+        let pins = [Pin {
+            service: door.frontend.clone(),
+            addresses,
+        }];
+        let why = match to {
+            Some((_, version)) => format!("the frontends of {version}"),
+            None => "the running frontends".into(),
+        };
+        let nginx = door.reload.first().is_some_and(|p| p.ends_with("nginx"));
+        let mut all_pinned = true;
         for d in doors {
-            self.run_checked(&d, &door.reload).await?;
+            let pinned = nginx
+                && !pins[0].addresses.is_empty()
+                && self.pin_nginx(&d, &pins, &why, Some(&door.reload)).await?;
+            if !pinned {
+                if nginx {
+                    self.sink.note(&format!(
+                        "{}: its nginx names {} in no upstream block; it resolves the frontends by name",
+                        d.name, door.frontend
+                    ));
+                }
+                self.run_checked(&d, &door.reload).await?;
+            }
+            all_pinned &= pinned;
         }
         // `nginx -s reload` only signals the master: the new workers take
         // over a moment later, and until then the old ones still send to
-        // what they resolved before.
+        // what they resolved before (and a request they sent is accepted by
+        // its frontend before that one is told to quit).
         self.world.sleep(DOOR_SETTLE).await;
-        Ok(())
+        Ok(all_pinned)
     }
 
     /// Run a command in a container; a non-zero exit is an error with its output.
@@ -679,15 +946,20 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         web: &WebTier,
         door: &Door,
         tier: Tier,
+        (door_pinned, fronts_pinned): (bool, bool),
     ) -> Result<()> {
         let project = &to.target.project;
         let mut old_fronts = Vec::new();
         if tier != Tier::Upstream {
-            old_fronts = self.retire_frontends(from, to, web, door, project).await?;
+            old_fronts = self
+                .retire_frontends(from, to, web, door, project, door_pinned)
+                .await?;
         }
         let mut old_up = Vec::new();
         if tier != Tier::Frontend {
-            old_up = self.retire_upstream(from, to, web, project).await?;
+            old_up = self
+                .retire_upstream(from, to, web, project, fronts_pinned)
+                .await?;
         }
         let names: Vec<&str> = old_fronts
             .iter()
@@ -705,10 +977,12 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         web: &WebTier,
         door: &Door,
         project: &str,
+        door_pinned: bool,
     ) -> Result<Vec<ContainerInfo>> {
         // 1. The old frontends stop accepting and finish what they have
-        // (`nginx -s quit`); the door retries a refused connection on a new
-        // frontend (proxy_next_upstream), then forgets the old ones.
+        // (`nginx -s quit`). A pinned door sends them nothing any more; one
+        // that resolves by name retries a refused connection on a new
+        // frontend (proxy_next_upstream) and forgets them at its reload.
         let old_fronts = self
             .running_of(project, &web.frontend, &from.image_id)
             .await?;
@@ -723,9 +997,13 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             }
         }
         self.wait_exited(project, &old_fronts).await?;
-        // An exited container has left the engine's DNS: the door forgets
-        // it at once; its logs are kept and it is removed after.
-        self.reload_door(project, door).await?;
+        if !door_pinned {
+            // An exited container has left the engine's DNS: the door
+            // forgets it at this reload.
+            self.reload_door(project, door, Some((&to.image_id, &to.version)))
+                .await?;
+        }
+        // Its logs are kept, then it is removed.
         for c in &old_fronts {
             self.carry_logs(c, &from.version, project, to).await?;
             self.world.remove_container(&c.id).await?;
@@ -739,26 +1017,37 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         to: &StackSpec,
         web: &WebTier,
         project: &str,
+        fronts_pinned: bool,
     ) -> Result<Vec<ContainerInfo>> {
         // 2. The old backends and websockets stop gracefully (gunicorn
-        // finishes its requests on SIGTERM; a refused connection meanwhile
-        // goes to a new one, proxy_next_upstream). The new frontends are
-        // reloaded as each stops: their nginx resolved the old
-        // address too, and a connection to an address that vanished is not
-        // refused but waits out proxy_connect_timeout (60 s in
-        // frappe_docker's template) before nginx tries the next server.
+        // finishes its requests on SIGTERM). Pinned new frontends never knew
+        // them, and the old frontends are gone: all stop at once. Frontends
+        // that resolved them by name are reloaded as each stops: a
+        // connection to an address that vanished is not refused but waits
+        // (ARP, then proxy_connect_timeout: 60 s in frappe_docker's
+        // template) before nginx tries the next server.
         let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
         let mut old_up = Vec::new();
         for s in &web.upstream {
             old_up.extend(self.running_of(project, s, &from.image_id).await?);
         }
+        if fronts_pinned {
+            let stops = old_up
+                .iter()
+                .map(|c| self.world.stop_container(&c.id, RETIRE_GRACE));
+            for r in futures_util::future::join_all(stops).await {
+                r?;
+            }
+        }
         for c in &old_up {
-            self.world.stop_container(&c.id, RETIRE_GRACE).await?;
-            for f in self
-                .running_of(project, &web.frontend, &to.image_id)
-                .await?
-            {
-                self.run_checked(&f, &reload).await?;
+            if !fronts_pinned {
+                self.world.stop_container(&c.id, RETIRE_GRACE).await?;
+                for f in self
+                    .running_of(project, &web.frontend, &to.image_id)
+                    .await?
+                {
+                    self.run_checked(&f, &reload).await?;
+                }
             }
             self.carry_logs(c, &from.version, project, to).await?;
             self.world.remove_container(&c.id).await?;
@@ -805,8 +1094,11 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    /// The old web upstreams a cut-over stopped: their logs go to their
-    /// successors, then they go (with their anonymous volumes).
+    /// The old web upstreams a cut-over left: those still running (nothing
+    /// routes to them once the new frontends were pinned) stop gracefully,
+    /// all at once; the logs of every one go to its successor, then it goes
+    /// (with its anonymous volumes). Only containers of a service that runs
+    /// the new release already: the old workers are compose's to replace.
     async fn remove_retired(&mut self, from: &StackSpec, to: &StackSpec) -> Result<()> {
         let project = &to.target.project;
         let all = self.world.containers(project).await?;
@@ -814,17 +1106,21 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             all.iter()
                 .any(|c| c.service == service && c.image_id == to.image_id && c.state == "running")
         };
-        let stopped: Vec<ContainerInfo> = all
+        let retired: Vec<ContainerInfo> = all
             .iter()
             .filter(|c| {
-                c.image_id == from.image_id
-                    && from.image_id != to.image_id
-                    && c.state != "running"
-                    && succeeded(&c.service)
+                c.image_id == from.image_id && from.image_id != to.image_id && succeeded(&c.service)
             })
             .cloned()
             .collect();
-        for c in &stopped {
+        let stops = retired
+            .iter()
+            .filter(|c| c.state == "running")
+            .map(|c| self.world.stop_container(&c.id, RETIRE_GRACE));
+        for r in futures_util::future::join_all(stops).await {
+            r?;
+        }
+        for c in &retired {
             self.carry_logs(c, &from.version, project, to).await?;
             self.world.remove_container(&c.id).await?;
         }

@@ -57,7 +57,20 @@ struct Model {
     wrong_code: Vec<String>,
     /// Containers whose logs were carried into a successor.
     carried: Vec<String>,
+    /// The nginx configuration file of a door or frontend container, once
+    /// written (before: the one its image starts with, `default_conf`).
+    confs: BTreeMap<String, String>,
+    /// The door's config proxies to `frontend:8080` directly, without an
+    /// upstream block (nothing to pin: it resolves by name).
+    door_direct: bool,
+    /// Calls after which a request could be sent to an address that
+    /// vanished (a proxy still routing to a container that stopped or was
+    /// removed): not refused, it waits until the connection times out.
+    hangs: Vec<String>,
 }
+
+/// Where the fake's nginx keeps its one configuration file.
+const CONF: &str = "/etc/nginx/conf.d/default.conf";
 
 const DOOR_IMAGE: &str = "sha256:door";
 
@@ -121,13 +134,95 @@ impl Model {
     }
 
     fn resolve_front(&mut self, id: &str) {
-        let backs = self
+        let backs = self.resolve(id, "backend");
+        self.front_targets.insert(id.to_string(), backs);
+    }
+
+    fn resolve_door(&mut self) {
+        let Some(door) = self.cs.iter().find(|c| c.service == "door") else {
+            return;
+        };
+        let id = door.id.clone();
+        self.door_targets = self.resolve(&id, "frontend");
+    }
+
+    /// The config a container's nginx starts with: frappe_docker's
+    /// template as its entrypoint writes it, or the door's.
+    fn default_conf(&self, id: &str) -> String {
+        let svc = self
             .cs
             .iter()
-            .filter(|c| c.service == "backend" && c.state == "running")
+            .find(|c| c.id == id)
+            .map(|c| c.service.as_str());
+        match svc {
+            Some("door") if self.door_direct => {
+                "server {\n\tlocation / { proxy_pass http://frontend:8080; }\n}\n".into()
+            }
+            Some("door") => "upstream frontend-server {\n\tserver frontend:8080 fail_timeout=0;\n}\n".into(),
+            _ => "upstream backend-server {\n\tserver backend:8000 fail_timeout=0;\n}\nupstream socketio-server {\n\tserver websocket:9000 fail_timeout=0;\n}\n".into(),
+        }
+    }
+
+    fn conf(&self, id: &str) -> String {
+        self.confs
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| self.default_conf(id))
+    }
+
+    /// What nginx in `id` sends `service`'s requests to, as it would
+    /// resolve its config now: servers by address are those containers
+    /// (running or not: nginx cannot know), a name is every running
+    /// container of the service (Docker's DNS). Backups are not counted.
+    fn resolve(&self, id: &str, service: &str) -> Vec<String> {
+        let conf = self.conf(id);
+        if conf.contains(&format!("proxy_pass http://{service}:")) {
+            return self.running_ids(service);
+        }
+        let mut out = Vec::new();
+        for line in conf.lines() {
+            let Some(rest) = line.trim().strip_prefix("server ") else {
+                continue;
+            };
+            let body = rest
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_end_matches(';');
+            let mut words = body.split_whitespace();
+            let Some(addr) = words.next() else { continue };
+            if words.any(|w| w == "backup") {
+                continue;
+            }
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            match host.strip_prefix("ip-of-") {
+                Some(c) if c.starts_with(&format!("{service}-")) => out.push(c.to_string()),
+                Some(_) => {}
+                None if host == service => out.extend(self.running_ids(service)),
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// Web containers a request through the door can reach now: the
+    /// frontends it sends to, and the backends and websockets they do.
+    fn reachable(&self) -> Vec<String> {
+        let mut out = self.door_targets.clone();
+        for f in &self.door_targets {
+            out.extend(self.front_targets.get(f).cloned().unwrap_or_default());
+            out.extend(self.resolve(f, "websocket"));
+        }
+        out
+    }
+
+    fn running_ids(&self, service: &str) -> Vec<String> {
+        self.cs
+            .iter()
+            .filter(|c| c.service == service && c.state == "running")
             .map(|c| c.id.clone())
-            .collect();
-        self.front_targets.insert(id.to_string(), backs);
+            .collect()
     }
 
     /// The schema the database has now: the release that migrated it last.
@@ -151,6 +246,21 @@ impl Model {
             self.outages.push(after.to_string());
             return;
         }
+        let running = |id: &String| self.cs.iter().any(|c| &c.id == id && c.state == "running");
+        let mut hangs: Vec<String> = self
+            .door_targets
+            .iter()
+            .filter(|t| !running(t))
+            .map(|t| format!("{after}: door -> {t}"))
+            .collect();
+        for f in &live {
+            for b in self.front_targets.get(f).into_iter().flatten() {
+                if !running(b) {
+                    hangs.push(format!("{after}: {f} -> {b}"));
+                }
+            }
+        }
+        self.hangs.extend(hangs);
         // Through each live frontend, the backends its nginx knows that run.
         let reachable: Vec<ContainerInfo> = self
             .cs
@@ -195,11 +305,7 @@ impl Fake {
                 .insert("p".into(), (v.into(), format!("sha256:{v}")));
             m.db.push(format!("patches-of-{v}"));
             m.converge(v, &format!("sha256:{v}"));
-            m.door_targets =
-                m.cs.iter()
-                    .filter(|c| c.service == "frontend")
-                    .map(|c| c.id.clone())
-                    .collect();
+            m.resolve_door();
         }
         self
     }
@@ -278,12 +384,17 @@ impl World for Fake {
                     let id = _container.to_string();
                     m.resolve_front(&id);
                 }
-                "nginx -s reload" if svc == "door" => {
-                    m.door_targets =
-                        m.cs.iter()
-                            .filter(|c| c.service == "frontend" && c.state == "running")
-                            .map(|c| c.id.clone())
-                            .collect();
+                "nginx -s reload" if svc == "door" => m.resolve_door(),
+                "nginx -T" => {
+                    // nginx -T: the test's messages, then each file.
+                    let output = format!(
+                        "nginx: configuration file /etc/nginx/nginx.conf test is successful\n# configuration file /etc/nginx/nginx.conf:\nhttp {{ include conf.d/*.conf; }}\n\n# configuration file {CONF}:\n{}",
+                        m.conf(_container)
+                    );
+                    return Ok(RunOutput {
+                        exit_code: 0,
+                        output,
+                    });
                 }
                 _ => {}
             }
@@ -310,12 +421,19 @@ impl World for Fake {
                 m.maintenance = b == "on";
                 if b == "off" {
                     let latest = m.migrated_in.last().cloned().unwrap_or_default();
-                    let mixed: Vec<String> =
-                        m.cs.iter()
-                            .filter(|c| c.state == "running" && c.service != "door")
-                            .filter(|c| !latest.is_empty() && c.image_id != latest)
-                            .map(|c| c.id.clone())
-                            .collect();
+                    // Old code that can run on the migrated schema: a worker
+                    // or scheduler (they work on their own), or a web
+                    // container a request through the door can reach.
+                    let reachable = m.reachable();
+                    let web = ["frontend", "backend", "websocket"];
+                    let mixed: Vec<String> = m
+                        .cs
+                        .iter()
+                        .filter(|c| c.state == "running" && c.service != "door")
+                        .filter(|c| !latest.is_empty() && c.image_id != latest)
+                        .filter(|c| !web.contains(&c.service.as_str()) || reachable.contains(&c.id))
+                        .map(|c| c.id.clone())
+                        .collect();
                     m.mixed_at_open.extend(mixed);
                     m.check_door("maintenance off");
                 }
@@ -494,6 +612,26 @@ impl World for Fake {
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
         self.call(format!("remove volume {name}"))
+    }
+
+    async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+        let m = self.m();
+        Ok((path == CONF && m.cs.iter().any(|c| c.id == container)).then(|| m.conf(container)))
+    }
+
+    async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()> {
+        let svc = self
+            .m()
+            .cs
+            .iter()
+            .find(|c| c.id == container)
+            .map(|c| c.service.clone())
+            .unwrap_or_default();
+        self.call(format!("write {svc} {path}"))?;
+        self.m()
+            .confs
+            .insert(container.to_string(), text.to_string());
+        Ok(())
     }
 
     async fn wait_healthy(&self, url: &str, _t: Duration, gate: Gate) -> Result<Duration> {
@@ -957,6 +1095,12 @@ fn a_signal_stops_after_the_step_and_recovers() {
         async fn remove_volume(&self, n: &str) -> Result<()> {
             self.0.remove_volume(n).await
         }
+        async fn read_file(&self, c: &str, p: &str) -> Result<Option<String>> {
+            self.0.read_file(c, p).await
+        }
+        async fn write_file(&self, c: &str, p: &str, t: &str) -> Result<()> {
+            self.0.write_file(c, p, t).await
+        }
         async fn no_restart(&self, id: &str) -> Result<()> {
             self.0.no_restart(id).await
         }
@@ -1168,6 +1312,7 @@ fn switch_plan() -> DeployPlan {
         door: Some(Door {
             service: "door".into(),
             reload: vec!["nginx".into(), "-s".into(), "reload".into()],
+            frontend: "frontend".into(),
         }),
         web: Some(WebTier {
             upstream: vec!["backend".into(), "websocket".into()],
@@ -1215,6 +1360,13 @@ fn a_release_without_migrate_switches_beside_the_old_one_and_the_door_never_lack
         "requests failed after {:?}",
         m.outages
     );
+    // Nothing retired while a proxy still routed to it: the door and the
+    // new frontends were pinned to the new containers before.
+    assert!(
+        m.hangs.is_empty(),
+        "a proxy routed to a container that was gone: {:?}",
+        m.hangs
+    );
     // One container per service, every app one on 2.0.0; the door is the same container.
     let all = versions_by_service(&m);
     for (svc, image, state) in &all {
@@ -1241,7 +1393,10 @@ fn a_release_without_migrate_switches_beside_the_old_one_and_the_door_never_lack
             .unwrap_or_else(|| panic!("no call {what}: {:?}", m.calls))
     };
     assert!(at("probe backend") < at("probe frontend"));
-    assert!(at("probe frontend") < at("exec door nginx -s reload"));
+    // The new frontend is probed as it will serve: pinned to the new backends.
+    assert!(at("write frontend") < at("probe frontend"));
+    assert!(at("probe frontend") < at("write door"));
+    assert!(at("write door") < at("exec door nginx -s reload"));
     assert!(at("copy-dist") < at("exec door nginx -s reload"));
     assert!(at("exec frontend nginx -s quit") < at("stop backend-1.0.0"));
     // A frontend that quits is not restarted by its restart policy.
@@ -1250,6 +1405,38 @@ fn a_release_without_migrate_switches_beside_the_old_one_and_the_door_never_lack
         .calls
         .iter()
         .any(|c| c.starts_with("bench set-maintenance-mode on")));
+}
+
+/// A door whose nginx names the frontend only in `proxy_pass` has no
+/// upstream to pin: the switch goes on, resolving by name, and says so;
+/// the door still never lacks a frontend. (What it cannot avoid, a request
+/// sent to an old frontend's address after it vanished and before the
+/// reload, is what the pinned door is for.)
+#[test]
+fn a_door_without_an_upstream_block_is_reloaded_by_name_and_said() {
+    let w = Fake::new().with_door().running("1.0.0");
+    w.m().door_direct = true;
+    let r = Mem::default();
+    let (f, lines) = run(&w, &r, &switch_plan());
+    assert_eq!(code(&f), 0, "{}", lines.join("\n"));
+    let text = lines.join("\n");
+    assert!(
+        text.contains("names frontend in no upstream block; it resolves the frontends by name"),
+        "{text}"
+    );
+    let m = w.m();
+    assert!(m.outages.is_empty(), "{:?}", m.outages);
+    assert!(
+        !m.calls.iter().any(|c| c.starts_with("write door")),
+        "{:?}",
+        m.calls
+    );
+    // The frontends themselves were pinned all the same.
+    assert!(
+        m.calls.iter().any(|c| c.starts_with("write frontend")),
+        "{:?}",
+        m.calls
+    );
 }
 
 #[test]
@@ -1391,6 +1578,11 @@ fn a_migrating_release_starts_beside_before_maintenance_and_opens_on_new_code_on
         "users reached code of another schema: {:?}",
         m.wrong_code
     );
+    assert!(
+        m.hangs.is_empty(),
+        "a proxy routed to a container that was gone: {:?}",
+        m.hangs
+    );
     assert_eq!(m.db, vec!["patches-of-1.0.0", "patches-of-2.0.0"]);
     assert_eq!(m.migrated_in, vec!["sha256:2.0.0"], "in the new backend");
     assert!(
@@ -1437,7 +1629,7 @@ fn every_step_of_a_migrating_switch_that_fails_leaves_the_old_release_and_its_da
             "migrate" => "bench migrate",
             "reload-door" => "exec door",
             "retire-old" => "remove frontend-1.0.0",
-            "cutover" => "stop backend-1.0.0",
+            "cutover" => "stop queue-short-1.0.0",
             "health-gate-sealed" => "health sealed",
             "maintenance-off" => "bench set-maintenance-mode off",
             "replace" => "compose replace 2.0.0",

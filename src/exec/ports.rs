@@ -69,6 +69,10 @@ pub trait World {
     /// Copy the files of `dir` (logs) from a container about to be removed
     /// into another, under `dir/<into>/`; how many files.
     async fn carry_files(&self, from: &str, to: &str, dir: &str, into: &str) -> Result<usize>;
+    /// A file of a container, as text; None when it has none there.
+    async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>>;
+    /// Replace a file of a container.
+    async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()>;
     async fn remove_volume(&self, name: &str) -> Result<()>;
     /// Poll `url` until the gate accepts its answer; Err names the last answer.
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration>;
@@ -167,6 +171,14 @@ impl World for Real {
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
         self.engine.remove_volume(name).await
+    }
+
+    async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+        self.engine.read_file(container, path).await
+    }
+
+    async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()> {
+        self.engine.write_file(container, path, text).await
     }
 
     async fn no_restart(&self, id: &str) -> Result<()> {

@@ -245,16 +245,19 @@ pub enum Step {
         to: StackSpec,
         web: WebTier,
     },
-    /// Make the door read its upstreams again (`DE_DOOR_RELOAD` in it).
+    /// Point the door at the new frontends: an nginx door's upstream that
+    /// names the frontend service is pinned to their addresses (checked
+    /// with `nginx -T`), then `DE_DOOR_RELOAD` runs in it; another door
+    /// just reloads (it resolves the frontends by name).
     ReloadDoor {
         project: String,
         door: Door,
     },
-    /// Take the old web tier out of traffic and remove it: its frontends
-    /// finish in-flight requests and quit, the door forgets them, then its
-    /// backends stop gracefully while the new frontends retry a refused
-    /// connection on the new backends (nginx `proxy_next_upstream`), and
-    /// reload to forget them.
+    /// Take the old web tier out of traffic and remove it: the door no
+    /// longer sends to its frontends (pinned to the new ones), which finish
+    /// in-flight requests and quit; then its backends, which only they
+    /// reached, stop gracefully. (A door or frontend that resolves by name
+    /// is reloaded after each stop to forget the old.)
     RetireOld {
         from: StackSpec,
         to: StackSpec,
@@ -263,10 +266,12 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Tier::is_all")]
         tier: Tier,
     },
-    /// After a migrate, in maintenance: everything that still runs the old
-    /// image (backends, websockets, workers, scheduler) stops at once, the
-    /// old web containers are removed, and the new frontends resolve their
-    /// upstreams again. From here on no old code serves or works on the
+    /// After a migrate, in maintenance: the new frontends reload onto the new
+    /// backends (their addresses written before the window), and the old
+    /// workers and scheduler stop at once; the old backends and websockets,
+    /// which nothing reaches any more, stop after the window. (Frontends
+    /// that resolve by name: every old container stops here and they
+    /// resolve again.) From here on no old code serves or works on the
     /// migrated database; queued jobs wait for the new workers.
     Cutover {
         from: StackSpec,
@@ -299,6 +304,14 @@ impl Tier {
 pub struct Door {
     pub service: String,
     pub reload: Vec<String>,
+    /// The service it proxies to (`DE_FRONTEND_SERVICE`): its upstream
+    /// servers that name it are pinned to that service's containers.
+    #[serde(default = "frontend_service")]
+    pub frontend: String,
+}
+
+fn frontend_service() -> String {
+    "frontend".into()
 }
 
 /// The services a switch starts beside the old ones: `upstream` (backend,
@@ -422,9 +435,11 @@ impl fmt::Display for Step {
             Step::StartBeside { stack, web, tier } => match tier {
                 Tier::All => write!(
                     f,
-                    "start {} beside the running release: {} (no traffic yet)",
+                    "start {} beside the running release: {}; the new {} reaches the new {} by address (no traffic yet)",
                     stack.version,
-                    web.all().join(", ")
+                    web.all().join(", "),
+                    web.frontend,
+                    web.upstream.join(", ")
                 ),
                 Tier::Frontend => write!(
                     f,
@@ -435,9 +450,10 @@ impl fmt::Display for Step {
                 ),
                 Tier::Upstream => write!(
                     f,
-                    "start {}'s {} beside the running ones (no frontend knows them yet)",
+                    "start {}'s {} beside the running ones (no frontend knows them yet; the new {} gets their addresses, read at the cut-over)",
                     stack.version,
-                    web.upstream.join(", ")
+                    web.upstream.join(", "),
+                    web.frontend
                 ),
             },
             Step::ProbeBeside {
@@ -463,9 +479,13 @@ impl fmt::Display for Step {
                 "share hashed assets between {} and {} (pages of either find their bundles)",
                 from.version, to.version
             ),
-            Step::ReloadDoor { door, .. } => {
-                write!(f, "reload the door {}: `{}`", door.service, door.reload.join(" "))
-            }
+            Step::ReloadDoor { door, .. } => write!(
+                f,
+                "point the door {} at the new {} by address (checked with `nginx -T`), then `{}`",
+                door.service,
+                door.frontend,
+                door.reload.join(" ")
+            ),
             Step::RetireOld {
                 from,
                 web,
@@ -482,26 +502,26 @@ impl fmt::Display for Step {
                 ),
                 Tier::Frontend => write!(
                     f,
-                    "retire {}'s {}: it finishes in-flight requests and quits, {} forgets it",
+                    "retire {}'s {}: {} no longer sends to it; it finishes in-flight requests and quits",
                     from.version, web.frontend, door.service
                 ),
                 Tier::All => write!(
                     f,
-                    "retire {}: its {} finishes in-flight requests and quits, {} forgets it, then {} stop gracefully",
+                    "retire {}: {} no longer sends to its {}, which finishes in-flight requests and quits; then its {} stop gracefully",
                     from.version,
-                    web.frontend,
                     door.service,
+                    web.frontend,
                     web.upstream.join(", ")
                 ),
             },
             Step::Cutover { from, to, web } => write!(
                 f,
-                "cut over: stop everything that runs {} at once ({}, workers, scheduler), remove its {}, the new {} resolves {}'s only",
-                from.version,
-                web.upstream.join(", "),
-                web.upstream.join(", "),
+                "cut over: the new {} reload onto {}'s {}; {}'s workers and scheduler stop at once (its {} stop after the window, nothing routes to them)",
                 web.frontend,
-                to.version
+                to.version,
+                web.upstream.join(", "),
+                from.version,
+                web.upstream.join(", ")
             ),
         }
     }
@@ -523,6 +543,15 @@ pub struct Progress {
     /// The door was reloaded with the new frontends: they may have served.
     #[serde(default)]
     pub traffic_moved: bool,
+    /// The new frontends reach the new backends by address (their nginx
+    /// upstreams pinned): nothing routes to an old backend any more once
+    /// they reloaded, so the old ones can stop after the window.
+    #[serde(default)]
+    pub fronts_pinned: bool,
+    /// The door was pointed at the new frontends by address: it sends
+    /// nothing to the old ones any more, so they quit without a reload after.
+    #[serde(default)]
+    pub door_pinned: bool,
     pub backups: Vec<Backup>,
     /// Steps that finished, in order.
     pub done: Vec<String>,

@@ -327,9 +327,24 @@ pub fn door_image() -> String {
     static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let tag = "de-build-test/door:1".to_string();
-            let dir = tempfile::tempdir().unwrap();
             let demo = repo_root().join("examples/demo");
+            // Tagged by its content: test runs of other checkouts (another
+            // worktree, an older commit) build their own, and a deploy never
+            // finds the door's tag moved under a running door (compose would
+            // recreate it).
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for f in ["bin/nginx", "door/Containerfile", "door/door.conf"] {
+                h.update(std::fs::read(demo.join(f)).unwrap());
+            }
+            let hex: String = h
+                .finalize()
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let tag = format!("de-build-test/door:{hex}");
+            let dir = tempfile::tempdir().unwrap();
             for d in ["bin", "door", "rootfs"] {
                 std::fs::create_dir_all(dir.path().join(d)).unwrap();
             }

@@ -357,6 +357,58 @@ impl Engine {
         Ok(Some(tar_bytes))
     }
 
+    /// A file of a container, as text (the archive API); None when absent.
+    pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+        let Some(tar_bytes) = self.download_tar(container, path, container).await? else {
+            return Ok(None);
+        };
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::engine("read the container archive", e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::engine("read the container archive", e))?;
+            if entry.header().entry_type().is_file() {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text)
+                    .map_err(|e| Error::engine(format!("read {path} from {container}"), e))?;
+                return Ok(Some(text));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Replace a file of a container (the archive API: no shell needed in
+    /// it), mode 0644.
+    pub async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()> {
+        let p = std::path::Path::new(path);
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(Error::failed(format!("{path} is not a file path")));
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+        header.set_cksum();
+        let mut out = tar::Builder::new(Vec::new());
+        out.append_data(&mut header, name, text.as_bytes())
+            .map_err(|e| Error::engine("write the file archive", e))?;
+        let data = out
+            .into_inner()
+            .map_err(|e| Error::engine("write the file archive", e))?;
+        self.docker
+            .upload_to_container(
+                container,
+                Some(q::UploadToContainerOptions {
+                    path: parent.display().to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_full(data.into()),
+            )
+            .await
+            .map_err(|e| engine_error(format!("write {path} in {container}"), &e))
+    }
+
     /// Top-level entries of a directory in a (stopped) container, via the archive API.
     pub async fn list_dir(&self, container: &str, path: &str) -> Result<Vec<String>> {
         let Some(tar_bytes) = self.download_tar(container, path, "the container").await? else {
