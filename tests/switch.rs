@@ -106,6 +106,17 @@ impl Probe {
     }
 }
 
+/// A demo stack with its door: the demo's stand-in, or another door image
+/// (e.g. Debian's real nginx with door/door.conf in conf.d, see the README)
+/// with DE_TEST_DOOR_IMAGE=<image>.
+fn stack(name: &str) -> Stack {
+    let s = Stack::new(name);
+    if let Ok(image) = std::env::var("DE_TEST_DOOR_IMAGE") {
+        s.p.set_env("DOOR_IMAGE", &image);
+    }
+    s
+}
+
 /// The hashed stylesheet the page links.
 fn page_css(port: u16) -> String {
     let (code, body) = get(port, "/");
@@ -123,12 +134,7 @@ fn a_release_without_migrate_and_a_rollback_switch_without_a_failed_request() {
     if !engine_available("switch") {
         return;
     }
-    let s = Stack::new("switch");
-    // Another door image (e.g. Debian's real nginx with door/door.conf in
-    // conf.d): DE_TEST_DOOR_IMAGE=<image>.
-    if let Ok(image) = std::env::var("DE_TEST_DOOR_IMAGE") {
-        s.p.set_env("DOOR_IMAGE", &image);
-    }
+    let s = stack("switch");
     s.build("1.0.0");
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
     let css_1 = page_css(s.port);
@@ -222,7 +228,7 @@ fn a_new_release_that_fails_its_direct_probe_never_takes_traffic() {
     if !engine_available("switch-bad") {
         return;
     }
-    let s = Stack::new("switchbad");
+    let s = stack("switchbad");
     s.p.set_env("DE_HEALTH_TIMEOUT", "5");
     s.build("1.0.0");
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
@@ -258,7 +264,7 @@ fn a_migrating_release_answers_only_200_or_the_maintenance_503() {
     if !engine_available("switch-migrate") {
         return;
     }
-    let s = Stack::new("swmig");
+    let s = stack("swmig");
     s.build("1.0.0");
     s.run(&["-q", "deploy", "1.0.0"]).code(0);
     support::stack::add_patch(&s, "demo.patches.v1_1.beside");
