@@ -184,6 +184,25 @@ fn a_release_without_migrate_and_a_rollback_switch_without_a_failed_request() {
     );
     assert_eq!(door_id(&s), door_before);
 
+    // The new frontend's config, pinned, still belongs to the user that
+    // wrote it (frappe_docker's frontend rewrites it at each start as uid 1000).
+    let front = support::docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.project),
+        "--filter",
+        "label=com.docker.compose.service=frontend",
+    ])
+    .stdout
+    .trim()
+    .to_string();
+    let conf = "/etc/nginx/conf.d/frappe.conf";
+    let stat = support::docker(&["exec", &front, "stat", "-c", "%u:%g %a", conf]);
+    assert_eq!(stat.stdout.trim(), "1000:1000 644", "{}", stat.stderr);
+    let text = support::docker(&["exec", &front, "cat", conf]).stdout;
+    assert!(text.contains("# de-build: backend"), "{text}");
+
     // A page 1.0.0 rendered before the switch still finds its bundle, and
     // the new page links the new one.
     let css_2 = page_css(s.port);

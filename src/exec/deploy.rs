@@ -8,7 +8,7 @@
 //! done or is left is computed from what happened.
 
 use crate::adapters::bench::{self, Readiness};
-use crate::adapters::engine::ContainerInfo;
+use crate::adapters::engine::{ContainerFile, ContainerInfo};
 use crate::adapters::nginx::{self, Pin};
 use crate::error::{Error, Result};
 use crate::exec::ports::{ComposeCall, Records, World};
@@ -592,20 +592,24 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         reload: Option<&[String]>,
     ) -> Result<bool> {
         let dump = self.nginx_dump(c).await?;
-        let mut written: Vec<(String, String)> = Vec::new();
+        let mut written: Vec<(String, ContainerFile)> = Vec::new();
         let mut servers = Vec::new();
         for (path, dumped) in nginx::dumped_files(&dump) {
             if !dumped.contains("upstream") {
                 continue;
             }
             // The file itself, not the dump's copy: what is written back
-            // must be exactly what was there.
-            let Some(text) = self.world.read_file(&c.id, &path).await? else {
+            // must be exactly what was there, with its mode and owner.
+            let Some(file) = self.world.read_file(&c.id, &path).await? else {
                 continue;
             };
-            if let Some(p) = nginx::pin(&text, pins, why) {
-                self.world.write_file(&c.id, &path, &p.text).await?;
-                written.push((path, text));
+            if let Some(p) = nginx::pin(&file.text, pins, why) {
+                let pinned = ContainerFile {
+                    text: p.text,
+                    ..file.clone()
+                };
+                self.world.write_file(&c.id, &path, &pinned).await?;
+                written.push((path, file));
                 servers.extend(p.servers);
             }
         }
@@ -621,8 +625,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             Err(_) => servers.iter().collect(),
         };
         if !missing.is_empty() {
-            for (path, text) in &written {
-                self.world.write_file(&c.id, path, text).await?;
+            for (path, file) in &written {
+                self.world.write_file(&c.id, path, file).await?;
             }
             let why = match check {
                 Err(e) => e.to_string(),

@@ -614,12 +614,30 @@ impl World for Fake {
         self.call(format!("remove volume {name}"))
     }
 
-    async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+    async fn read_file(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> Result<Option<crate::adapters::engine::ContainerFile>> {
         let m = self.m();
-        Ok((path == CONF && m.cs.iter().any(|c| c.id == container)).then(|| m.conf(container)))
+        Ok(
+            (path == CONF && m.cs.iter().any(|c| c.id == container)).then(|| {
+                crate::adapters::engine::ContainerFile {
+                    text: m.conf(container),
+                    mode: 0o644,
+                    uid: 1000,
+                    gid: 1000,
+                }
+            }),
+        )
     }
 
-    async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()> {
+    async fn write_file(
+        &self,
+        container: &str,
+        path: &str,
+        file: &crate::adapters::engine::ContainerFile,
+    ) -> Result<()> {
         let svc = self
             .m()
             .cs
@@ -1095,11 +1113,20 @@ fn a_signal_stops_after_the_step_and_recovers() {
         async fn remove_volume(&self, n: &str) -> Result<()> {
             self.0.remove_volume(n).await
         }
-        async fn read_file(&self, c: &str, p: &str) -> Result<Option<String>> {
+        async fn read_file(
+            &self,
+            c: &str,
+            p: &str,
+        ) -> Result<Option<crate::adapters::engine::ContainerFile>> {
             self.0.read_file(c, p).await
         }
-        async fn write_file(&self, c: &str, p: &str, t: &str) -> Result<()> {
-            self.0.write_file(c, p, t).await
+        async fn write_file(
+            &self,
+            c: &str,
+            p: &str,
+            f: &crate::adapters::engine::ContainerFile,
+        ) -> Result<()> {
+            self.0.write_file(c, p, f).await
         }
         async fn no_restart(&self, id: &str) -> Result<()> {
             self.0.no_restart(id).await

@@ -8,7 +8,7 @@
 #![allow(async_fn_in_trait)]
 
 use crate::adapters::compose::{Compose, Target};
-use crate::adapters::engine::{ContainerInfo, Engine, Oneshot, RunOutput};
+use crate::adapters::engine::{ContainerFile, ContainerInfo, Engine, Oneshot, RunOutput};
 use crate::error::{Error, Result};
 use crate::record::deploy::Gate;
 use crate::record::state::{Deployment, State};
@@ -69,10 +69,11 @@ pub trait World {
     /// Copy the files of `dir` (logs) from a container about to be removed
     /// into another, under `dir/<into>/`; how many files.
     async fn carry_files(&self, from: &str, to: &str, dir: &str, into: &str) -> Result<usize>;
-    /// A file of a container, as text; None when it has none there.
-    async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>>;
-    /// Replace a file of a container.
-    async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()>;
+    /// A file of a container, with its mode and owner; None when it has
+    /// none there.
+    async fn read_file(&self, container: &str, path: &str) -> Result<Option<ContainerFile>>;
+    /// Replace a file of a container, with that mode and owner.
+    async fn write_file(&self, container: &str, path: &str, file: &ContainerFile) -> Result<()>;
     async fn remove_volume(&self, name: &str) -> Result<()>;
     /// Poll `url` until the gate accepts its answer; Err names the last answer.
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration>;
@@ -173,12 +174,12 @@ impl World for Real {
         self.engine.remove_volume(name).await
     }
 
-    async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+    async fn read_file(&self, container: &str, path: &str) -> Result<Option<ContainerFile>> {
         self.engine.read_file(container, path).await
     }
 
-    async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()> {
-        self.engine.write_file(container, path, text).await
+    async fn write_file(&self, container: &str, path: &str, file: &ContainerFile) -> Result<()> {
+        self.engine.write_file(container, path, file).await
     }
 
     async fn no_restart(&self, id: &str) -> Result<()> {

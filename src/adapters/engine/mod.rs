@@ -46,6 +46,15 @@ pub struct Oneshot {
 }
 
 /// Exit code and combined output of a finished container or exec.
+/// A file read from a container: its text, mode and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFile {
+    pub text: String,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOutput {
     pub exit_code: i64,
@@ -357,8 +366,9 @@ impl Engine {
         Ok(Some(tar_bytes))
     }
 
-    /// A file of a container, as text (the archive API); None when absent.
-    pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<String>> {
+    /// A file of a container, as text with its mode and owner (the archive
+    /// API); None when absent.
+    pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<ContainerFile>> {
         let Some(tar_bytes) = self.download_tar(container, path, container).await? else {
             return Ok(None);
         };
@@ -368,30 +378,52 @@ impl Engine {
             .map_err(|e| Error::engine("read the container archive", e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| Error::engine("read the container archive", e))?;
-            if entry.header().entry_type().is_file() {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut entry, &mut text)
-                    .map_err(|e| Error::engine(format!("read {path} from {container}"), e))?;
-                return Ok(Some(text));
+            let h = entry.header();
+            if !h.entry_type().is_file() {
+                continue;
             }
+            let bad = |e| Error::engine(format!("read {path} from {container}"), e);
+            let (mode, uid, gid) = (
+                h.mode().map_err(bad)?,
+                h.uid().map_err(bad)?,
+                h.gid().map_err(bad)?,
+            );
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
+            return Ok(Some(ContainerFile {
+                text,
+                mode,
+                uid,
+                gid,
+            }));
         }
         Ok(None)
     }
 
     /// Replace a file of a container (the archive API: no shell needed in
-    /// it), mode 0644.
-    pub async fn write_file(&self, container: &str, path: &str, text: &str) -> Result<()> {
+    /// it) with this text, mode and owner: the engine extracts with the
+    /// archive's owner, so a file the container's user wrote stays its own
+    /// (frappe_docker's frontend runs as `frappe` and writes its config
+    /// anew at each start).
+    pub async fn write_file(
+        &self,
+        container: &str,
+        path: &str,
+        file: &ContainerFile,
+    ) -> Result<()> {
         let p = std::path::Path::new(path);
         let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
             return Err(Error::failed(format!("{path} is not a file path")));
         };
         let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_mode(0o644);
+        header.set_size(file.text.len() as u64);
+        header.set_mode(file.mode);
+        header.set_uid(file.uid);
+        header.set_gid(file.gid);
         header.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
         header.set_cksum();
         let mut out = tar::Builder::new(Vec::new());
-        out.append_data(&mut header, name, text.as_bytes())
+        out.append_data(&mut header, name, file.text.as_bytes())
             .map_err(|e| Error::engine("write the file archive", e))?;
         let data = out
             .into_inner()
