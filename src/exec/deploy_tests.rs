@@ -646,9 +646,11 @@ impl World for Fake {
             .map(|c| c.service.clone())
             .unwrap_or_default();
         self.call(format!("write {svc} {path}"))?;
+        // The container's user owns its config: a rewrite keeps it so.
+        assert_eq!((file.uid, file.gid, file.mode), (1000, 1000, 0o644));
         self.m()
             .confs
-            .insert(container.to_string(), text.to_string());
+            .insert(container.to_string(), file.text.clone());
         Ok(())
     }
 
