@@ -76,7 +76,10 @@ probe "$work/manual.json" -- manual
 
 echo "== de-build deploy 1.2.0 (adopts the hand-run stack) then 1.2.1 (same schema: no migrate)"
 de -q deploy 1.2.0 >/dev/null
+door_id() { docker ps -q --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=door; }
+door_before=$(door_id)
 probe "$work/nomigrate.json" -- de -q deploy 1.2.1
+[ "$(door_id)" = "$door_before" ] || echo "note: the door container was recreated during the deploy without migrate"
 echo "== de-build rollback 1.2.1 -> 1.2.0 (image present)"
 t0=$(date +%s.%N)
 probe "$work/rollback.json" -- de -q rollback 1.2.0
@@ -95,5 +98,8 @@ print(f"whole command: de-build deploy {open(sys.argv[6]).read().strip()}s, manu
 print(f"rollback with the image present: {t1 - t0:.2f}s (goal <= 5s)")
 print(f"failed requests (of {de['samples']}/{man['samples']}/{nomig['samples']}/{rb['samples']} probes): deploy with migrate {de['failed']}, manual {man['failed']}, deploy without migrate {nomig['failed']} (goal 0), rollback {rb['failed']} (goal 0)")
 print(f"unreachable without migrate: deploy {nomig['unreachable']:.2f}s, rollback {rb['unreachable']:.2f}s (goal 0); maintenance answers: {nomig['maintenance_answers']}, {rb['maintenance_answers']}; slowest answer: {nomig['slowest']:.2f}s, {rb['slowest']:.2f}s")
+for name, r in (("deploy with migrate", de), ("deploy without migrate", nomig), ("rollback", rb)):
+    if r["failures"]:
+        print(f"failed requests in the {name}, the first: {', '.join(r['failures'])}")
 print("de-build deploy steps: " + ", ".join(f"{s['step'].split(':')[0][:28]} {s['seconds']:.2f}s" for s in rec["steps"]))
 PY

@@ -13,6 +13,8 @@ interval = float(os.environ.get("PROBE_INTERVAL", "0.02"))
 host = os.environ.get("PROBE_HOST")
 u = urllib.parse.urlparse(url)
 samples = []
+failures = []  # the first few: when, and what came
+start = time.monotonic()
 slowest = 0.0
 while not os.path.exists(stop):
     t = time.monotonic()
@@ -21,9 +23,12 @@ while not os.path.exists(stop):
         c.request("GET", u.path or "/", headers={"Host": host} if host else {})
         code = c.getresponse().status
         c.close()
-    except Exception:
+    except Exception as e:
         code = 0
+        why = type(e).__name__
     samples.append((t, code))
+    if not (200 <= code < 300) and code != 503 and len(failures) < 5:
+        failures.append(f"{t - start:.2f}s: {code or why}")
     slowest = max(slowest, time.monotonic() - t)
     time.sleep(max(0.0, interval - (time.monotonic() - t)))
 unreach = maint = 0.0
@@ -35,4 +40,5 @@ for (t0, c0), (t1, _) in zip(samples, samples[1:]):
 failed = sum(1 for _, c in samples if not (200 <= c < 300) and c != 503)
 in_maint = sum(1 for _, c in samples if c == 503)
 json.dump({"unreachable": unreach, "maintenance": maint, "samples": len(samples),
-           "failed": failed, "maintenance_answers": in_maint, "slowest": slowest}, open(out, "w"))
+           "failed": failed, "failures": failures, "maintenance_answers": in_maint,
+           "slowest": slowest}, open(out, "w"))

@@ -341,6 +341,13 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 web_moved,
             } => {
                 if *web_moved {
+                    let cut_over = plan.steps.iter().find_map(|s| match &s.step {
+                        Step::Cutover { web, .. } => Some(web.clone()),
+                        _ => None,
+                    });
+                    if let Some(web) = cut_over {
+                        self.confirm_ended(from, to, &web).await?;
+                    }
                     self.remove_retired(from, to).await?;
                 }
                 let removed = self.replace(from, to).await?;
@@ -502,7 +509,24 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             }
             Ok(())
         };
+        // The old workers and scheduler were drained and the site is in
+        // maintenance: they only have to take no new job. With pinned
+        // frontends they get SIGTERM and the window goes on at once (an rq
+        // worker that is told to stop while idle takes no job; the engine
+        // takes ~0.3 s more to report the exit, which is confirmed after the
+        // window); their restart policy is set to `no` first, or
+        // `unless-stopped` would start what exited by itself again.
         let workers_part = async {
+            if pinned {
+                let ends = rest.iter().map(|c| async move {
+                    world.no_restart(&c.id).await?;
+                    world.signal(&c.id, "SIGTERM").await
+                });
+                for r in futures_util::future::join_all(ends).await {
+                    r?;
+                }
+                return Ok(());
+            }
             let stops = rest
                 .iter()
                 .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
@@ -523,6 +547,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             .collect();
         let mut note = if stopped.is_empty() {
             "nothing ran the old image any more".to_string()
+        } else if pinned {
+            format!("told {} to stop (SIGTERM)", stopped.join(", "))
         } else {
             format!("stopped {}", stopped.join(", "))
         };
@@ -1129,6 +1155,45 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             self.world.remove_container(&c.id).await?;
         }
         Ok(())
+    }
+
+    /// After a cut-over's window: the old workers and scheduler it sent
+    /// SIGTERM have ended. One that still runs is waited for (RETIRE_GRACE),
+    /// then stopped, and that is said: it ignored the signal.
+    async fn confirm_ended(
+        &mut self,
+        from: &StackSpec,
+        to: &StackSpec,
+        web: &WebTier,
+    ) -> Result<()> {
+        let project = &to.target.project;
+        let web = web.all();
+        let started = Instant::now();
+        loop {
+            let running: Vec<ContainerInfo> = self
+                .world
+                .containers(project)
+                .await?
+                .into_iter()
+                .filter(|c| c.image_id == from.image_id && c.state == "running")
+                .filter(|c| !web.contains(&c.service))
+                .collect();
+            if running.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= Duration::from_secs(5) {
+                for c in &running {
+                    self.world.stop_container(&c.id, RETIRE_GRACE).await?;
+                }
+                let names: Vec<&str> = running.iter().map(|c| c.name.as_str()).collect();
+                self.sink.note(&format!(
+                    "warning: {} still ran 5 s after SIGTERM (stopped now, after maintenance went off)",
+                    names.join(", ")
+                ));
+                return Ok(());
+            }
+            self.world.sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Wait until these containers no longer run (bounded by RETIRE_GRACE,

@@ -595,6 +595,21 @@ impl World for Fake {
         Ok(())
     }
 
+    async fn signal(&self, id: &str, signal: &str) -> Result<()> {
+        self.call(format!("signal {signal} {id}"))?;
+        let mut m = self.m();
+        // A drained worker or scheduler ends on SIGTERM; one whose restart
+        // policy is still `unless-stopped` is started again by the engine.
+        if !m.no_restart.iter().any(|i| i == id) {
+            m.outages.push(format!("{id} restarted after {signal}"));
+        }
+        if let Some(c) = m.cs.iter_mut().find(|c| c.id == id) {
+            c.state = "exited".into();
+        }
+        m.check_door(&format!("signal {id}"));
+        Ok(())
+    }
+
     async fn address(&self, id: &str) -> Result<Option<String>> {
         Ok(Some(format!("ip-of-{id}")))
     }
@@ -1136,6 +1151,9 @@ fn a_signal_stops_after_the_step_and_recovers() {
         async fn stop_container(&self, id: &str, g: Duration) -> Result<()> {
             self.0.stop_container(id, g).await
         }
+        async fn signal(&self, id: &str, s: &str) -> Result<()> {
+            self.0.signal(id, s).await
+        }
         async fn address(&self, id: &str) -> Result<Option<String>> {
             self.0.address(id).await
         }
@@ -1658,7 +1676,7 @@ fn every_step_of_a_migrating_switch_that_fails_leaves_the_old_release_and_its_da
             "migrate" => "bench migrate",
             "reload-door" => "exec door",
             "retire-old" => "remove frontend-1.0.0",
-            "cutover" => "stop queue-short-1.0.0",
+            "cutover" => "signal SIGTERM queue-short-1.0.0",
             "health-gate-sealed" => "health sealed",
             "maintenance-off" => "bench set-maintenance-mode off",
             "replace" => "compose replace 2.0.0",

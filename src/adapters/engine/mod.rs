@@ -595,6 +595,26 @@ impl Engine {
         }
     }
 
+    /// Send a signal to a container's main process and return at once
+    /// (`docker kill -s`); one already gone or stopped is fine.
+    pub async fn signal_container(&self, id: &str, signal: &str) -> Result<()> {
+        let opts = q::KillContainerOptions {
+            signal: signal.to_string(),
+        };
+        match self.docker.kill_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // 409: the container is not running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine_error(
+                format!("signal {signal} to container {id}"),
+                &e,
+            )),
+        }
+    }
+
     /// Set a container's restart policy to `no`: one that is retired by
     /// making its process exit (`nginx -s quit`) must not be started again
     /// by `restart: unless-stopped`.
