@@ -465,9 +465,12 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             .await?;
         // First the new frontends learn the new backends (in maintenance old
         // and new answer the same 503), so a request meets a running backend
-        // while the old ones stop.
-        for f in &fronts {
-            self.run_checked(f, &reload).await?;
+        // while the old ones stop. Pinned, they send only to the new ones
+        // after it, and the old workers are told to stop meanwhile (below).
+        if !pinned {
+            for f in &fronts {
+                self.run_checked(f, &reload).await?;
+            }
         }
         let old: Vec<ContainerInfo> = self
             .world
@@ -484,16 +487,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         // DNS), the frontends resolve again. An address that vanished is
         // not refused: a frontend that still knew it would wait on it.
         let world = &self.world;
-        let web_part = async {
-            if web_old.is_empty() {
-                return Ok(());
-            }
-            let stops = web_old
-                .iter()
-                .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
-            for r in futures_util::future::join_all(stops).await {
-                r?;
-            }
+        let reload_fronts = || async {
             for f in &fronts {
                 let mut quiet = |_: &str| {};
                 let out = world.exec(&f.id, &reload, None, &mut quiet).await?;
@@ -508,6 +502,21 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
             }
             Ok(())
+        };
+        let web_part = async {
+            if pinned {
+                return reload_fronts().await;
+            }
+            if web_old.is_empty() {
+                return Ok(());
+            }
+            let stops = web_old
+                .iter()
+                .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
+            for r in futures_util::future::join_all(stops).await {
+                r?;
+            }
+            reload_fronts().await
         };
         // The old workers and scheduler were drained and the site is in
         // maintenance: they only have to take no new job. With pinned
