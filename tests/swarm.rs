@@ -954,6 +954,51 @@ fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recover
         "{st:#}"
     );
     assert_eq!(get(s.lb.port), Some(200));
+
+    // The manager away while a record is saved: the last save (right after
+    // the health gate, which asks no manager) waits for it, and "deployed"
+    // is said once the swarm holds the record. The gate is held until the
+    // manager's engine is down, then let through.
+    s.release("1.1.1");
+    let gate = support::cluster::Gate::start();
+    s.p.set_env(
+        "DE_HEALTH_URL",
+        &format!("http://127.0.0.1:{}/api/method/ping", gate.port),
+    );
+    let child = s
+        .command(&["deploy", "1.1.1", "--no-migrate"])
+        .spawn()
+        .unwrap();
+    wait_for("the health gate", Duration::from_secs(180), || {
+        (gate.requests() > 0).then_some(())
+    });
+    let pid = c.stop_engine(1);
+    wait_for(
+        "the manager to stop answering",
+        Duration::from_secs(60),
+        || (c.docker(&["info", "--format", "{{.ID}}"]).code != 0).then_some(()),
+    );
+    gate.open();
+    let out = child.wait_with_output().unwrap();
+    c.wait_engine_back(1, &pid);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("deployed 1.1.1"), "{stdout}");
+    assert!(
+        stderr.contains("did not answer") && stderr.contains("while saving the record"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the record is saved on the swarm"),
+        "{stderr}"
+    );
+    let st = wait_for("every task running again", Duration::from_secs(120), || {
+        let st = s.status();
+        (st["consistent"] == true).then_some(st)
+    });
+    assert_eq!(st["current"]["version"], "1.1.1", "{st:#}");
+    assert_eq!(st["deployments"][0]["result"], "succeeded", "{st:#}");
 }
 
 /// Real `bench restore` asks for the database root password (frappe_docker
