@@ -134,6 +134,39 @@ impl Sp {
         b
     }
 
+    /// de-build against the manager from operator B's checkout.
+    fn on_b(&self, b: &Project, args: &[&str]) -> Done {
+        b.run()
+            .env("DOCKER_HOST", &self.c.manager)
+            .env("USER", "operator-b")
+            .args(args)
+            .output()
+    }
+
+    /// The stack's deployment records on the swarm: config name and its
+    /// `de-build.deployment` label.
+    fn record_configs(&self) -> Vec<(String, String)> {
+        self.c
+            .docker_ok(&[
+                "config",
+                "ls",
+                "--filter",
+                &format!("label=de-build.record={}", self.ns),
+                "--format",
+                "{{.Name}} {{.Labels}}",
+            ])
+            .lines()
+            .map(|l| {
+                let (name, labels) = l.split_once(' ').unwrap();
+                let d = labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("de-build.deployment="))
+                    .unwrap_or_default();
+                (name.to_string(), d.to_string())
+            })
+            .collect()
+    }
+
     fn sites(&self) -> PathBuf {
         self.c.shared.join(&self.ns).join("sites")
     }
@@ -478,6 +511,49 @@ fn two_operators_deploy_at_once_and_one_is_refused() {
         "the lock is released"
     );
     assert_eq!(s.patch_log().matches("v1_1.add_field").count(), 1);
+
+    // A's records live on the swarm, one config per deployment (each save
+    // replaced the one before): B, with no record of its own, reads them.
+    let a_st = s.status();
+    let a_id = a_st["current"]["deployment"].as_str().unwrap().to_string();
+    let configs = s.record_configs();
+    assert_eq!(configs.len(), 2, "{configs:?}");
+    assert!(configs.iter().any(|(_, d)| *d == a_id), "{configs:?}");
+    assert!(!b.path().join(".de-build/deployments").exists());
+    let st = s.on_b(&b, &["--json", "status"]).json();
+    assert_eq!(st["consistent"], true, "{st:#}");
+    assert_eq!(st["current"]["version"], "1.1.0", "{st:#}");
+    assert_eq!(st["current"]["deployment"], a_id.as_str(), "{st:#}");
+    assert_eq!(st["previous_version"], "1.0.0", "{st:#}");
+    assert_eq!(st["records"]["source"], "swarm", "{st:#}");
+    assert_eq!(st["deployments"][0]["user"], "operator-a", "{st:#}");
+    s.on_b(&b, &["status"])
+        .code(0)
+        .stdout_has("deployed: 1.1.0")
+        .stdout_has(&format!("deployment {a_id}"))
+        .stdout_has("records:  2 on the swarm");
+
+    // B rolls back to A's previous release: by its digest, with the file A
+    // deployed it with (from A's record).
+    let d0 = s.digest("1.0.0");
+    s.on_b(&b, &["rollback"])
+        .code(0)
+        .clean()
+        .stdout_has("rolled back to 1.0.0 (was 1.1.0)");
+    for svc in ["backend", "queue-short"] {
+        let imgs = s.task_images(svc);
+        assert!(
+            !imgs.is_empty() && imgs.iter().all(|i| i.ends_with(&d0)),
+            "{svc}: {imgs:?}"
+        );
+    }
+    assert_eq!(get(s.lb.port), Some(200));
+    // And A sees B's rollback.
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st:#}");
+    assert_eq!(st["current"]["version"], "1.0.0", "{st:#}");
+    assert_eq!(st["deployments"][0]["action"], "rollback", "{st:#}");
+    assert_eq!(st["deployments"][0]["user"], "operator-b", "{st:#}");
 }
 
 #[test]
@@ -584,7 +660,7 @@ fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
-fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
+fn a_deploy_killed_mid_migrate_on_one_machine_is_finished_by_recover_on_another() {
     let Some((c, _one)) = cluster("swarm_killed_deploy") else {
         return;
     };
@@ -596,10 +672,23 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
     let before = s.patch_log();
     s.add_patch("demo.patches.v1_1.add_field");
     s.release("1.1.0");
+    let b = s.operator_b();
+    b.set_env("DE_SWARM_LOCK_STALE", "6");
+
+    // As if 1.0.0 had been deployed by a de-build that kept its records on
+    // its own machine: only A's file has it. A's next deploy uploads it.
+    let first = s.record_configs();
+    assert_eq!(first.len(), 1, "{first:?}");
+    c.docker_ok(&["config", "rm", &first[0].0]);
+    s.swarm(&["-v", "status"])
+        .code(0)
+        .stdout_has("1 only on this machine")
+        .stderr_has("records only on this machine");
 
     s.fault("migrate.sleep", Some("20"));
     let mut child = s
         .command(&["deploy", "1.1.0"])
+        .env("USER", "operator-a")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -608,16 +697,17 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
         let out = c.docker(&["service", "ls", "--format", "{{.Name}}"]);
         out.stdout
             .lines()
-            .any(|n| n.contains("de-build-migrate"))
+            .any(|n| n.starts_with(&s.ns) && n.contains("de-build-migrate"))
             .then_some(())
     });
     child.kill().unwrap(); // SIGKILL: no handler runs
     child.wait().unwrap();
 
-    // Once its heartbeat is missed, the swarm's lock is stale and the
-    // record still says running: status names both.
+    // On B's machine, with no record of its own: once A's heartbeat is
+    // missed, the swarm's lock is stale and A's record on the swarm still
+    // says running; status names both, and that recover works from here.
     let st = wait_for("a stale lock", Duration::from_secs(60), || {
-        let st = s.status();
+        let st = s.on_b(&b, &["--json", "status"]).json();
         (st["lock"]["state"] == "stale").then_some(st)
     });
     assert_eq!(st["consistent"], false);
@@ -626,20 +716,29 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
         codes.contains("stale-lock") && codes.contains("interrupted"),
         "{st:#}"
     );
-    s.swarm(&["deploy", "1.1.0"])
+    assert!(
+        codes.contains("from any machine: its record is on the swarm"),
+        "{st:#}"
+    );
+    // A's record of 1.0.0 was uploaded by A's deploy: B knows what ran before.
+    assert_eq!(st["current"]["version"], "1.0.0", "{st:#}");
+    assert_eq!(st["deployments"].as_array().unwrap().len(), 2, "{st:#}");
+    assert_eq!(st["deployments"][0]["user"], "operator-a", "{st:#}");
+    s.on_b(&b, &["deploy", "1.1.0"])
         .code(2)
         .stderr_has("was interrupted")
         .stderr_has("de-build recover");
-    s.swarm(&["recover", "--dry-run"])
+    s.on_b(&b, &["recover", "--dry-run"])
         .code(0)
         .stdout_has("restore the pre-deploy backup");
 
     s.fault("migrate.sleep", None);
-    let out = s.swarm(&["recover"]);
+    let out = s.on_b(&b, &["recover"]);
     out.code(3)
         .clean()
         .stderr_has("stopped the deployment's jobs still running")
-        .stderr_has("took over a lock");
+        .stderr_has("took over a lock")
+        .stderr_has("operator-a@");
     assert!(
         !c.docker_ok(&["service", "ls", "--format", "{{.Name}}"])
             .contains("de-build-migrate"),
@@ -652,12 +751,26 @@ fn a_deploy_killed_mid_migrate_is_finished_by_recover_from_its_record() {
     );
     assert!(s.service_image("backend").ends_with(&d0));
     assert_eq!(get(s.lb.port), Some(200), "maintenance is off again");
+    // A's own file still says running; the swarm's copy (B's recovery) is
+    // the truth on A's machine too, and -v says they differ.
     let st = s.status();
     assert_eq!(st["consistent"], true, "{st:#}");
     assert_eq!(st["deployments"][0]["result"], "recovered");
+    assert_eq!(st["current"]["version"], "1.0.0");
+    assert_eq!(
+        st["records"]["differs"].as_array().unwrap().len(),
+        1,
+        "{st:#}"
+    );
+    s.swarm(&["-v", "status"])
+        .code(0)
+        .stderr_has("differs from the swarm's copy; the swarm's newest is used");
     s.swarm(&["recover"])
         .code(0)
         .stdout_has("nothing to recover");
+    // One config per deployment, never a secret: the uploaded 1.0.0 and
+    // the recovered 1.1.0.
+    assert_eq!(s.record_configs().len(), 2, "{:?}", s.record_configs());
 }
 
 #[test]
@@ -841,6 +954,51 @@ fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recover
         "{st:#}"
     );
     assert_eq!(get(s.lb.port), Some(200));
+
+    // The manager away while a record is saved: the last save (right after
+    // the health gate, which asks no manager) waits for it, and "deployed"
+    // is said once the swarm holds the record. The gate is held until the
+    // manager's engine is down, then let through.
+    s.release("1.1.1");
+    let gate = support::cluster::Gate::start();
+    s.p.set_env(
+        "DE_HEALTH_URL",
+        &format!("http://127.0.0.1:{}/api/method/ping", gate.port),
+    );
+    let child = s
+        .command(&["deploy", "1.1.1", "--no-migrate"])
+        .spawn()
+        .unwrap();
+    wait_for("the health gate", Duration::from_secs(180), || {
+        (gate.requests() > 0).then_some(())
+    });
+    let pid = c.stop_engine(1);
+    wait_for(
+        "the manager to stop answering",
+        Duration::from_secs(60),
+        || (c.docker(&["info", "--format", "{{.ID}}"]).code != 0).then_some(()),
+    );
+    gate.open();
+    let out = child.wait_with_output().unwrap();
+    c.wait_engine_back(1, &pid);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("deployed 1.1.1"), "{stdout}");
+    assert!(
+        stderr.contains("did not answer") && stderr.contains("while saving the record"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the record is saved on the swarm"),
+        "{stderr}"
+    );
+    let st = wait_for("every task running again", Duration::from_secs(120), || {
+        let st = s.status();
+        (st["consistent"] == true).then_some(st)
+    });
+    assert_eq!(st["current"]["version"], "1.1.1", "{st:#}");
+    assert_eq!(st["deployments"][0]["result"], "succeeded", "{st:#}");
 }
 
 /// Real `bench restore` asks for the database root password (frappe_docker
@@ -942,6 +1100,14 @@ fn a_swarm_restore_gets_the_root_password_from_a_secret_that_lives_as_long_as_it
                 assert!(!text.contains(ROOT), "the password is in {}", p.display());
             }
         }
+    }
+    // Nor in the records on the swarm, which every operator reads.
+    let records = s.record_configs();
+    assert!(!records.is_empty());
+    for (name, _) in records {
+        let shown = c.docker_ok(&["config", "inspect", "--pretty", &name]);
+        assert!(shown.contains("\"result\""), "{shown}");
+        assert!(!shown.contains(ROOT), "the password is in config {name}");
     }
 }
 

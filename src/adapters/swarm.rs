@@ -10,6 +10,7 @@
 
 use crate::adapters::engine::{describe, engine_error, Engine};
 use crate::error::{Error, Result};
+use crate::record::state::Deployment;
 use crate::record::swarm::{
     JobRecord, ModeDef, MountKind, Role, ServiceDef, SwarmStack, TaskState,
 };
@@ -1050,6 +1051,233 @@ impl Swarm {
     }
 }
 
+/// Deployment records kept on the swarm, so that every machine that reaches
+/// the manager reads the same history (`status`, `recover`, `rollback` from
+/// anywhere). A record is a config object per save: configs are immutable,
+/// so a save creates `…<seq>` and then removes the older copies of that
+/// deployment (never fewer than one). The label filter, not the name, finds
+/// them; the name only makes a second writer of the same sequence number fail.
+pub const RECORD_LABEL: &str = "de-build.record";
+/// swarmkit refuses a config whose data exceeds 500 KiB (`MaxConfigSize`).
+pub const MAX_RECORD_BYTES: usize = 500 * 1024;
+
+/// One copy of a deployment record on the swarm.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub config_id: String,
+    pub name: String,
+    pub deployment: String,
+    pub seq: u64,
+    /// The record, or why it cannot be read.
+    pub record: std::result::Result<Deployment, String>,
+}
+
+/// A config's name for copy `seq` of a record: at most the 64 characters
+/// swarmkit allows; a namespace that does not fit is named by its hash (the
+/// labels carry it whole).
+pub fn record_name(namespace: &str, deployment: &str, seq: u64) -> String {
+    let name = format!("de-build-record.{namespace}.{deployment}.{seq}");
+    if name.len() <= 64 {
+        return name;
+    }
+    let ns = &crate::util::sha256_hex(namespace.as_bytes())[..8];
+    let name = format!("de-build-record.{ns}.{deployment}.{seq}");
+    if name.len() <= 64 {
+        return name;
+    }
+    let d = &crate::util::sha256_hex(deployment.as_bytes())[..16];
+    format!("de-build-record.{ns}.{d}.{seq}")
+}
+
+/// The data of a record's config: compact JSON with every registered
+/// secret masked (as the local file), within the swarm's size limit.
+pub fn record_data(d: &Deployment) -> Result<String> {
+    let text = serde_json::to_string(d)
+        .map_err(|e| Error::failed(format!("encode deployment record {}: {e}", d.id)))?;
+    let text = crate::ui::output::redact::redact(&text);
+    if text.len() > MAX_RECORD_BYTES {
+        return Err(Error::Failed {
+            message: format!(
+                "the record of deployment {} is {} KiB, more than the {} KiB a swarm config may hold",
+                d.id,
+                text.len() / 1024,
+                MAX_RECORD_BYTES / 1024
+            ),
+            hint: Some("its largest parts are the resolved compose file and the services' previous specs: a smaller stack file (fewer or shorter services) fits".into()),
+        });
+    }
+    Ok(text)
+}
+
+fn record_filter(namespace: &str, deployment: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{RECORD_LABEL}={namespace}")];
+    if let Some(d) = deployment {
+        labels.push(format!("de-build.deployment={d}"));
+    }
+    HashMap::from([("label".to_string(), labels)])
+}
+
+fn config_text(c: &bollard::models::Config) -> Option<String> {
+    use base64::Engine as _;
+    let data = c.spec.as_ref()?.data.as_ref()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+impl Swarm {
+    /// Every copy of the stack's records (or of one deployment's).
+    pub async fn record_copies(
+        &self,
+        namespace: &str,
+        deployment: Option<&str>,
+    ) -> Result<Vec<StoredRecord>> {
+        let list = self
+            .engine
+            .docker
+            .list_configs(Some(q::ListConfigsOptions {
+                filters: Some(record_filter(namespace, deployment)),
+            }))
+            .await
+            .map_err(|e| engine_error("read the deployment records on the swarm", &e))?;
+        let mut out = Vec::new();
+        for c in list {
+            let labels = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.labels.clone())
+                .unwrap_or_default();
+            let name = c
+                .spec
+                .as_ref()
+                .and_then(|s| s.name.clone())
+                .unwrap_or_default();
+            let record = match config_text(&c) {
+                Some(t) => serde_json::from_str::<Deployment>(&t).map_err(|e| e.to_string()),
+                None => Err("its data is not UTF-8 base64".to_string()),
+            };
+            out.push(StoredRecord {
+                config_id: c.id.clone().unwrap_or_default(),
+                name,
+                deployment: labels
+                    .get("de-build.deployment")
+                    .cloned()
+                    .unwrap_or_default(),
+                seq: labels
+                    .get("de-build.seq")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                record,
+            });
+        }
+        out.sort_by(|a, b| (&a.deployment, a.seq).cmp(&(&b.deployment, b.seq)));
+        Ok(out)
+    }
+
+    /// The newest copy of each deployment's record, oldest deployment
+    /// first, and the copies that cannot be read (name, why).
+    pub async fn records(
+        &self,
+        namespace: &str,
+    ) -> Result<(Vec<Deployment>, Vec<(String, String)>)> {
+        let copies = self.record_copies(namespace, None).await?;
+        let mut newest: Vec<StoredRecord> = Vec::new();
+        for c in copies {
+            match newest.last_mut() {
+                Some(l) if l.deployment == c.deployment => *l = c,
+                _ => newest.push(c),
+            }
+        }
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for c in newest {
+            match c.record {
+                Ok(d) => ok.push(d),
+                Err(e) => bad.push((c.name, e)),
+            }
+        }
+        ok.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((ok, bad))
+    }
+
+    /// Create copy `seq` of a record. A copy of that name already there
+    /// with the same data is this process's own (a request whose answer
+    /// was lost to a manager restart, sent again); with other data it is
+    /// another writer's, and refused.
+    pub async fn put_record(
+        &self,
+        namespace: &str,
+        d: &Deployment,
+        data: &str,
+        seq: u64,
+    ) -> Result<()> {
+        use base64::Engine as _;
+        let name = record_name(namespace, &d.id, seq);
+        let spec = ConfigSpec {
+            name: Some(name.clone()),
+            labels: Some(HashMap::from([
+                (RECORD_LABEL.to_string(), namespace.to_string()),
+                ("de-build.deployment".to_string(), d.id.clone()),
+                ("de-build.seq".to_string(), seq.to_string()),
+                ("de-build.result".to_string(), d.result.as_str().to_string()),
+            ])),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        };
+        match self.engine.docker.create_config(spec).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                let same = match self.engine.docker.inspect_config(&name).await {
+                    Ok(c) => config_text(&c).as_deref() == Some(data),
+                    Err(e) => return Err(engine_error(format!("read the record copy {name}"), &e)),
+                };
+                if same {
+                    Ok(())
+                } else {
+                    Err(Error::Failed {
+                        message: format!(
+                            "another process wrote the record of deployment {} on the swarm at the same time ({name})",
+                            d.id
+                        ),
+                        hint: Some("only the holder of the swarm's lock writes a deployment's record: `de-build status` shows who holds it".into()),
+                    })
+                }
+            }
+            Err(e) => Err(engine_error(
+                format!("save the record of deployment {} on the swarm", d.id),
+                &e,
+            )),
+        }
+    }
+
+    /// Remove the copies of a deployment's record older than `seq` (the
+    /// newest stays, so a reader always finds one).
+    pub async fn remove_records_before(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        seq: u64,
+    ) -> Result<usize> {
+        let mut n = 0;
+        for c in self.record_copies(namespace, Some(deployment)).await? {
+            if c.seq < seq {
+                match self.engine.docker.delete_config(&c.config_id).await {
+                    Ok(()) => n += 1,
+                    Err(e) if is_status(&e, 404) => {}
+                    Err(e) => {
+                        return Err(engine_error(
+                            format!("remove the old record copy {}", c.name),
+                            &e,
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// A chunk of service logs as text. The engine says an error of its own
 /// (e.g. a node that restarted under a followed stream) in a frame of
 /// stream type 3, which bollard hands over with its 8-byte header: said as
@@ -1521,6 +1749,44 @@ volumes:
             "(the engine, about these logs: Error grabbing logs: rpc error: code = Unknown desc = context canceled)\n"
         );
         assert_eq!(log_text("Migrating a\n"), "Migrating a\n");
+    }
+
+    #[test]
+    fn a_records_config_name_fits_the_64_characters_a_swarm_allows() {
+        let id = "20260101T120000.123Z-4194304";
+        assert_eq!(
+            record_name("erp", id, 7),
+            "de-build-record.erp.20260101T120000.123Z-4194304.7"
+        );
+        let long = record_name("a-rather-long-project-namespace", id, 12345);
+        assert!(long.len() <= 64, "{long}");
+        assert!(long.ends_with(&format!(".{id}.12345")), "{long}");
+        assert_ne!(
+            long,
+            record_name("a-rather-long-project-namespacf", id, 12345)
+        );
+        let longer = record_name("ns", &"9".repeat(60), 1);
+        assert!(longer.len() <= 64, "{longer}");
+    }
+
+    #[test]
+    fn a_record_on_the_swarm_masks_secrets_and_fits_a_config_or_is_refused() {
+        use crate::record::state::{sample, Outcome};
+        let canary = "swarm-record-canary-9a8b7c";
+        let _s = Secret::new(canary);
+        let mut d = sample("d1", "1.0.0", Outcome::Fatal);
+        d.error = Some(format!("bench said {canary}"));
+        let data = record_data(&d).unwrap();
+        assert!(!data.contains(canary), "{data}");
+        let back: Deployment = serde_json::from_str(&data).unwrap();
+        assert_eq!(back.id, "d1");
+        d.error = Some("x".repeat(MAX_RECORD_BYTES));
+        let e = record_data(&d).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("more than the 500 KiB a swarm config may hold"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::plan::swarm::{self as planner, PreviousRelease, SwarmPlan, SwarmReque
 use crate::record::deploy::{Action, Gate, Sites};
 use crate::record::manifest::{Loaded, Store};
 use crate::record::state::{self, Backup, Deployment, Outcome, State};
-use crate::record::swarm::TaskState;
+use crate::record::swarm::{self as record_swarm, KnownRecords, TaskState};
 use crate::ui::output::{self, Style};
 use crate::util::short_id;
 use serde_json::{json, Value};
@@ -51,9 +51,43 @@ fn secs(inputs: &Inputs, key: &str, default: u64) -> u64 {
     crate::cli::deploy::secs(inputs, key, default)
 }
 
-/// Only the swarm's records (a project may have deployed with compose before).
-fn swarm_records(all: &[Deployment]) -> Vec<Deployment> {
-    all.iter().filter(|d| d.swarm.is_some()).cloned().collect()
+/// This machine's records of the stack (a project may have deployed with
+/// compose before, or to another namespace), and the files it cannot read.
+fn local_records(st: &State, namespace: &str) -> (Vec<Deployment>, Vec<state::Unreadable>) {
+    let (all, bad) = st.deployments();
+    let mine = all
+        .into_iter()
+        .filter(|d| {
+            d.swarm
+                .as_ref()
+                .is_some_and(|r| r.plan.new.namespace == namespace)
+        })
+        .collect();
+    (mine, bad)
+}
+
+/// Say (with `-v`, and in the log file) where the records disagree: the
+/// swarm's copy is the truth of a swarm deployment.
+fn say_merge(style: &Style, k: &KnownRecords) {
+    for id in &k.differs {
+        let line = format!(
+            "record {id}: this machine's .de-build/deployments/{id}.json differs from the swarm's copy; the swarm's newest is used"
+        );
+        crate::ui::logfile::action(&line, true, Duration::ZERO, "");
+        if style.verbose {
+            output::progress(style, &line);
+        }
+    }
+    if !k.local_only.is_empty() {
+        let line = format!(
+            "records only on this machine (uploaded to the swarm by the next deploy, rollback or recover from here): {}",
+            k.local_only.join(", ")
+        );
+        crate::ui::logfile::action(&line, true, Duration::ZERO, "");
+        if style.verbose {
+            output::progress(style, &line);
+        }
+    }
 }
 
 struct Session<'a> {
@@ -82,6 +116,75 @@ impl<'a> Session<'a> {
             namespace: required(inputs, "COMPOSE_PROJECT_NAME")?.to_string(),
             stale_secs: secs(inputs, "DE_SWARM_LOCK_STALE", 60).max(5),
         })
+    }
+
+    /// The stack's records: the swarm's (readable from every machine that
+    /// reaches the manager) joined with this machine's that the swarm does
+    /// not have. `strict`: a record that cannot be read stops the command
+    /// (it may be the one that decides); else it is said and left out.
+    async fn known(&self, strict: bool) -> Result<KnownRecords> {
+        let (local, bad_local) = local_records(&self.state, &self.namespace);
+        let (swarm, bad_swarm) = self.swarm.records(&self.namespace).await?;
+        let mut bad: Vec<(String, String, String)> = bad_swarm
+            .into_iter()
+            .map(|(name, e)| {
+                (
+                    format!("swarm config {name}"),
+                    e,
+                    format!("`docker config inspect --pretty {name}` on a manager; `docker config rm {name}` once you know what it said"),
+                )
+            })
+            .collect();
+        bad.extend(bad_local.into_iter().map(|u| {
+            (
+                u.path.display().to_string(),
+                u.error,
+                "move it aside (it may be the record of the release that runs; `de-build status` shows what the swarm runs)".to_string(),
+            )
+        }));
+        if let Some((what, error, hint)) = bad.first() {
+            if strict {
+                return Err(Error::refused(
+                    format!("deployment record {what} cannot be read: {error}"),
+                    format!("{hint}, then try again"),
+                ));
+            }
+            for (what, error, _) in &bad {
+                output::diag(&format!(
+                    "warning: deployment record {what} cannot be read ({error}); it is not considered"
+                ));
+            }
+        }
+        let k = record_swarm::merge(swarm, local);
+        say_merge(&self.style, &k);
+        Ok(k)
+    }
+
+    /// Upload the records only this machine has (kept here before records
+    /// lived on the swarm, or written while it could not take them), under
+    /// the swarm's lock: then every machine sees that history too. A record
+    /// the swarm refuses is said and stays here; the deployment goes on.
+    async fn upload(&self, world: &RealSwarm, k: &KnownRecords) {
+        let mut done = Vec::new();
+        for d in k.all.iter().filter(|d| k.local_only.contains(&d.id)) {
+            match world.save_record(d).await {
+                Ok(()) => done.push(d.id.clone()),
+                Err(e) => output::diag(&format!(
+                    "warning: the record of deployment {} stays on this machine only: {e}",
+                    d.id
+                )),
+            }
+        }
+        if !done.is_empty() {
+            output::progress(
+                &self.style,
+                &format!(
+                    "uploaded {} record(s) this machine kept to the swarm: {}",
+                    done.len(),
+                    done.join(", ")
+                ),
+            );
+        }
     }
 
     fn backend_name(&self) -> Result<String> {
@@ -481,8 +584,8 @@ pub async fn deploy(
     mode: Option<MigrateMode>,
 ) -> Result<Option<Deployment>> {
     let s = Session::open(inputs, style).await?;
-    let all = swarm_records(&s.state.deployments_checked()?);
-    s.refuse_over_unfinished(&all).await?;
+    let known = s.known(true).await?;
+    s.refuse_over_unfinished(&known.all).await?;
     let l = manifest(inputs, version)?;
     let image = release_image(inputs, &l);
     s.swarm.registry_has(&digest_only(&image)).await?;
@@ -514,16 +617,17 @@ pub async fn deploy(
     if !style.json {
         output::progress(style, &plan.to_string());
     }
-    execute(&s, &plan).await.map(Some)
+    execute(&s, &plan, &known).await.map(Some)
 }
 
 /// `de-build rollback [VERSION]` on a swarm: the same plan without migrate.
 pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
     let s = Session::open(inputs, style).await?;
-    let all = swarm_records(&s.state.deployments_checked()?);
-    s.refuse_over_unfinished(&all).await?;
-    let candidates: Vec<String> = state::earlier(&all)
+    let known = s.known(true).await?;
+    let all = &known.all;
+    s.refuse_over_unfinished(all).await?;
+    let candidates: Vec<String> = state::earlier(all)
         .iter()
         .map(|d| d.version.clone())
         .collect();
@@ -531,7 +635,7 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
         Some(v) => v.clone(),
         None => candidates.first().cloned().ok_or_else(|| {
             Error::refused(
-                "no earlier swarm deployment is recorded here to roll back to",
+                "no earlier swarm deployment is recorded, on the swarm or here, to roll back to",
                 "name a pushed release: `de-build rollback 1.2.0`",
             )
         })?,
@@ -541,17 +645,25 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
     s.swarm.registry_has(&digest_only(&image)).await?;
     let restore = match &args.restore_backup {
         None => Vec::new(),
-        Some(id) => state::backups_of(&all, id)?,
+        Some(id) => state::backups_of(all, id)?,
     };
-    // The exact resolved file the target ran with, when it ran from here;
-    // else the compose file as it is now, with the target's digest.
+    // The exact resolved file the target ran with, from whichever machine
+    // deployed it (its record keeps the text); else the compose file as it
+    // is now, with the target's digest.
     let recorded = all
         .iter()
         .rev()
         .filter(|d| d.result.is_up() && d.version == target)
         .find_map(|d| {
             let run = d.swarm.as_ref()?;
-            let text = std::fs::read_to_string(&run.plan.new.file).ok()?;
+            let text = std::fs::read_to_string(&run.plan.new.file)
+                .ok()
+                .or_else(|| {
+                    run.plan.steps.iter().find_map(|p| match &p.step {
+                        planner::SwarmStep::Snapshot { text, .. } => Some(text.clone()),
+                        _ => None,
+                    })
+                })?;
             Some((
                 text,
                 run.plan.new.file.clone(),
@@ -591,7 +703,7 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
         output::progress(style, &plan.to_string());
     }
     let current = plan.previous.as_ref().map(|p| p.version.clone());
-    let d = execute(&s, &plan).await?;
+    let d = execute(&s, &plan, &known).await?;
     let db_note = if restore.is_empty() {
         current.map(|c| {
             match all.iter().rev().find(|d| d.version == c && !d.backups.is_empty()) {
@@ -607,7 +719,7 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
 }
 
 /// Run `plan` under the swarm's lock, with signals, progress and the audit line.
-async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
+async fn execute(s: &Session<'_>, plan: &SwarmPlan, known: &KnownRecords) -> Result<Deployment> {
     let signals = Signals::install(&s.state, &plan.id)?;
     let holder = s.holder(plan.action.as_str(), &plan.version, &plan.id);
     let (lock_id, took_over) = s
@@ -654,10 +766,11 @@ async fn execute(s: &Session<'_>, plan: &SwarmPlan) -> Result<Deployment> {
     let logs = s.state.ensure_dir("logs")?;
     let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", plan.id)));
     let started = Instant::now();
-    let world = RealSwarm {
-        swarm: s.swarm.clone(),
-        health_host: crate::config::rules::health_host(&s.inputs.env),
-    };
+    let world = RealSwarm::new(
+        s.swarm.clone(),
+        crate::config::rules::health_host(&s.inputs.env),
+    );
+    s.upload(&world, known).await;
     let Finished { record, error } = SwarmExecutor {
         world: &world,
         records: &s.state,
@@ -697,19 +810,20 @@ enum View {
         services: Vec<crate::adapters::swarm::ServiceView>,
         tasks: Vec<TaskState>,
         lock: SwarmLock,
+        /// The records on the swarm, and its copies that cannot be read.
+        records: (Vec<Deployment>, Vec<(String, String)>),
     },
 }
 
 /// `de-build status` on a swarm: records against services and tasks per node.
 pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
     let st = State::new(&inputs.paths.state);
-    let (all, unreadable) = st.deployments();
-    let all = swarm_records(&all);
     let namespace = inputs
         .env
         .get("COMPOSE_PROJECT_NAME")
         .unwrap_or_default()
         .to_string();
+    let (local, unreadable) = local_records(&st, &namespace);
     let stale_secs = secs(inputs, "DE_SWARM_LOCK_STALE", 60).max(5);
     let view = async {
         let engine = Engine::connect().await?;
@@ -718,14 +832,33 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
         let services = swarm.services(&namespace).await?;
         let tasks = swarm.tasks(&services).await?;
         let lock = swarm.lock_status(&namespace, stale_secs).await?;
+        let records = swarm.records(&namespace).await?;
         Ok::<_, Error>(View::Stack {
             services,
             tasks,
             lock,
+            records,
         })
     }
     .await
     .unwrap_or_else(|e| View::Unreachable(e.to_string()));
+    // Without the manager, this machine's records are all there is to show.
+    let (known, on_swarm) = match &view {
+        View::Stack { records, .. } => (
+            record_swarm::merge(records.0.clone(), local),
+            Some(records.0.len()),
+        ),
+        View::Unreachable(_) => (
+            KnownRecords {
+                local_only: local.iter().map(|d| d.id.clone()).collect(),
+                all: local,
+                differs: Vec::new(),
+            },
+            None,
+        ),
+    };
+    say_merge(style, &known);
+    let all = known.all.clone();
     let current = state::current(&all).cloned();
     let mut found: Vec<Finding> = unreadable
         .iter()
@@ -735,6 +868,13 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
             fix: "inspect it; move it aside if it is damaged".into(),
         })
         .collect();
+    if let View::Stack { records, .. } = &view {
+        found.extend(records.1.iter().map(|(name, e)| Finding {
+            code: "unreadable-record",
+            message: format!("the record in swarm config {name} cannot be read: {e}"),
+            fix: format!("`docker config inspect --pretty {name}` on a manager; `docker config rm {name}` once you know what it said"),
+        }));
+    }
     let backend = format!(
         "{namespace}_{}",
         inputs.env.get("DE_BACKEND_SERVICE").unwrap_or("backend")
@@ -749,6 +889,7 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
             services,
             tasks,
             lock,
+            ..
         } => {
             found.extend(findings(
                 &all,
@@ -764,7 +905,7 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
     let previous = state::earlier(&all).first().map(|d| d.version.clone());
     if style.json {
         let (services, tasks, lock) = match &view {
-            View::Stack { services, tasks, lock } => (
+            View::Stack { services, tasks, lock, .. } => (
                 services.iter().map(|s| json!({"name": s.name, "image": s.image(), "replicas": s.replicas(), "version": s.label("de-build.version"), "deployment": s.label("de-build.deployment"), "update_state": s.update_state.as_ref().map(|u| u.0.clone())})).collect::<Vec<_>>(),
                 tasks.iter().filter(|t| t.desired == "running" || t.state == "running").cloned().collect::<Vec<_>>(),
                 serde_json::to_value(lock).unwrap_or_default(),
@@ -778,7 +919,11 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
             "current": current.as_ref().map(|d| json!({"version": d.version, "deployment": d.id, "image": d.swarm.as_ref().map(|r| r.plan.new.image.clone()), "since": d.finished})),
             "previous_version": previous,
             "lock": lock, "services": services, "tasks": tasks,
-            "deployments": all.iter().rev().take(10).map(|d| json!({"id": d.id, "action": d.action, "version": d.version, "previous": d.previous_version, "result": d.result, "started": d.started, "backups": d.backups, "error": d.error, "left": d.left, "data_note": d.data_note, "jobs": d.swarm.as_ref().map(|r| r.jobs.clone())})).collect::<Vec<_>>(),
+            "records": {
+                "source": if on_swarm.is_some() { "swarm" } else { "this machine" },
+                "on_swarm": on_swarm, "local_only": known.local_only, "differs": known.differs,
+            },
+            "deployments": all.iter().rev().take(10).map(|d| json!({"id": d.id, "action": d.action, "version": d.version, "previous": d.previous_version, "result": d.result, "started": d.started, "user": d.user, "host": d.host, "backups": d.backups, "error": d.error, "left": d.left, "data_note": d.data_note, "jobs": d.swarm.as_ref().map(|r| r.jobs.clone())})).collect::<Vec<_>>(),
         }));
         return Ok(if consistent { EXIT_OK } else { EXIT_FAILURE });
     }
@@ -798,12 +943,28 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
         "previous: {}",
         previous.as_deref().unwrap_or("none")
     ));
+    let here = if known.local_only.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} only on this machine (uploaded by the next deploy, rollback or recover from here)",
+            known.local_only.len()
+        )
+    };
+    match on_swarm {
+        Some(n) => output::result(&format!("records:  {n} on the swarm{here}")),
+        None => output::result(&format!(
+            "records:  this machine's only ({}), the swarm did not answer",
+            all.len()
+        )),
+    }
     match &view {
         View::Unreachable(_) => output::result("swarm:    not reachable"),
         View::Stack {
             services,
             tasks,
             lock,
+            ..
         } => {
             output::result(&format!("lock:     {}", lock.describe()));
             if services.is_empty() {
@@ -848,7 +1009,7 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
         output::result("last deployments:");
         for d in all.iter().rev().take(10) {
             output::result(&format!(
-                "  {}  {:<8} {} -> {:<10} {}{}",
+                "  {}  {:<8} {} -> {:<10} {}{} · by {}@{}",
                 d.id,
                 d.action,
                 d.previous_version.as_deref().unwrap_or("-"),
@@ -858,7 +1019,9 @@ pub async fn status(inputs: &Inputs, style: &Style) -> Result<i32> {
                     String::new()
                 } else {
                     format!(" · {} backup(s)", d.backups.len())
-                }
+                },
+                d.user,
+                d.host
             ));
             if let Some(l) = &d.left {
                 output::result(&format!("      left to do: {l}"));
@@ -899,9 +1062,9 @@ fn findings(
             code: "stale-lock",
             message: format!("the swarm's lock was {}", lock.describe()),
             fix: if all.iter().any(|d| json!(d.id) == holder["deployment"]) {
-                "`de-build recover` (its record is here)".into()
+                "`de-build recover` (from any machine: its record is on the swarm)".into()
             } else {
-                "its record is on the holder's machine: `de-build recover` there, or `de-build lock release` here once you know the stack is sound".into()
+                "no record of its deployment is on the swarm or here: it died before its first save (nothing changed), or a de-build that kept records on its own machine held it (`de-build recover` there); else `de-build lock release` once you know the stack is sound".into()
             },
         }),
         SwarmLock::Free => {}
@@ -983,7 +1146,7 @@ fn findings(
                         b.label("de-build.version").unwrap_or_else(|| "none".into()),
                         b.label("de-build.deployment").unwrap_or_else(|| "none".into())
                     ),
-                    fix: "another machine (or a hand) deployed since: its records are there; `de-build deploy <version>` puts the release you want".into(),
+                    fix: "changed since by hand (or by a de-build that keeps its records on its own machine): `de-build deploy <version>` puts the release you want".into(),
                 });
             }
             for t in tasks.iter().filter(|t| t.desired == "running" && t.state == "running") {
@@ -1000,11 +1163,11 @@ fn findings(
         (None, Some(b)) => out.push(Finding {
             code: "unrecorded-stack",
             message: format!(
-                "no swarm deployment is recorded here, but {backend} runs {} (version label {})",
+                "no swarm deployment is recorded on the swarm or here, but {backend} runs {} (version label {})",
                 b.image(),
                 b.label("de-build.version").unwrap_or_else(|| "none".into())
             ),
-            fix: "deployed from another machine (its records are there) or by hand; `de-build deploy <version>` from here takes it over".into(),
+            fix: "deployed by hand, or by a de-build that kept its records on its own machine (a deploy from there uploads them); `de-build deploy <version>` from here takes it over".into(),
         }),
         (None, None) => {}
     }
@@ -1013,17 +1176,12 @@ fn findings(
 
 /// `de-build recover` on a swarm.
 pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Result<i32> {
-    let st = State::new(&inputs.paths.state);
-    let (all, bad) = st.deployments();
-    for b in &bad {
-        output::diag(&format!(
-            "warning: deployment record {} cannot be read ({}); it is not considered",
-            b.path.display(),
-            b.error
-        ));
-    }
-    let all = swarm_records(&all);
-    let target = all
+    // The records on the swarm: a deployment interrupted on another
+    // machine is finished from this one.
+    let s = Session::open(inputs, style).await?;
+    let known = s.known(false).await?;
+    let target = known
+        .all
         .last()
         .filter(|d| {
             matches!(
@@ -1073,7 +1231,6 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
         }
         return Ok(EXIT_OK);
     }
-    let s = Session::open(inputs, style).await?;
     let holder = s.holder("recover", &record.version, &record.id);
     let (lock_id, took_over) = s
         .swarm
@@ -1082,10 +1239,11 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
     if let Some(l) = took_over {
         output::progress(style, &format!("note: took over a lock {}", l.describe()));
     }
-    let world = RealSwarm {
-        swarm: s.swarm.clone(),
-        health_host: crate::config::rules::health_host(&s.inputs.env),
-    };
+    let world = RealSwarm::new(
+        s.swarm.clone(),
+        crate::config::rules::health_host(&s.inputs.env),
+    );
+    s.upload(&world, &known).await;
     let url = required(inputs, "DE_HEALTH_URL")?.to_string();
     // Never restore a database that serves users.
     let mut recovery = recovery;
@@ -1129,7 +1287,7 @@ pub async fn recover(inputs: &Inputs, args: &RecoverArgs, style: &Style) -> Resu
             Ok(_) => {
                 record.result = Outcome::Succeeded;
                 record.finished = Some(state::now());
-                s.state.save(&record).map(|_| None)
+                ex.save(&plan, &record).await.map(|_| None)
             }
             Err(e) => {
                 let r = planner::recovery(

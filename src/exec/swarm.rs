@@ -54,6 +54,10 @@ pub trait SwarmWorld {
     async fn wait_healthy(&self, url: &str, timeout: Duration, gate: Gate) -> Result<Duration>;
     async fn sleep(&self, d: Duration);
     fn write_snapshot(&self, to: &std::path::Path, text: &str) -> Result<()>;
+    /// Keep the record on the swarm, where every operator's machine reads
+    /// it (this machine's file is written by [`Records`]). One attempt: the
+    /// executor waits out a manager that does not answer.
+    async fn save_record(&self, d: &Deployment) -> Result<()>;
 }
 
 /// The production world: the manager's API.
@@ -61,6 +65,20 @@ pub struct RealSwarm {
     pub swarm: Swarm,
     /// The health gate's Host header (`config::rules::health_host`).
     pub health_host: Option<String>,
+    /// The sequence number of the last copy of each record this process
+    /// saved on the swarm (the first save of a record continues after the
+    /// copies already there: `recover` of another machine's deployment).
+    saved: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl RealSwarm {
+    pub fn new(swarm: Swarm, health_host: Option<String>) -> RealSwarm {
+        RealSwarm {
+            swarm,
+            health_host,
+            saved: Default::default(),
+        }
+    }
 }
 
 impl SwarmWorld for RealSwarm {
@@ -144,6 +162,54 @@ impl SwarmWorld for RealSwarm {
         }
         state::write_private(to, text.as_bytes())
     }
+
+    async fn save_record(&self, d: &Deployment) -> Result<()> {
+        let data = sw::record_data(d)?;
+        let namespace = d
+            .swarm
+            .as_ref()
+            .map(|r| r.plan.new.namespace.clone())
+            .unwrap_or_else(|| d.project.clone());
+        let last = self
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&d.id)
+            .copied();
+        let last = match last {
+            Some(n) => n,
+            None => self
+                .swarm
+                .record_copies(&namespace, Some(&d.id))
+                .await?
+                .iter()
+                .map(|c| c.seq)
+                .max()
+                .unwrap_or(0),
+        };
+        let seq = last + 1;
+        self.swarm.put_record(&namespace, d, &data, seq).await?;
+        self.saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d.id.clone(), seq);
+        // A leftover older copy is harmless (readers take the newest) and
+        // the next save removes it: not worth failing a deployment over.
+        let started = Instant::now();
+        if let Err(e) = self
+            .swarm
+            .remove_records_before(&namespace, &d.id, seq)
+            .await
+        {
+            crate::ui::logfile::action(
+                &format!("remove older copies of record {}", d.id),
+                false,
+                started.elapsed(),
+                &e.to_string(),
+            );
+        }
+        Ok(())
+    }
 }
 
 pub struct SwarmExecutor<'a, W: SwarmWorld, R: Records, S: Sink> {
@@ -205,15 +271,15 @@ fn run_of(d: &mut Deployment) -> &mut SwarmRun {
 impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
     pub async fn run(&mut self, plan: &SwarmPlan) -> Finished {
         let mut record = new_record(plan);
-        if let Err(e) = self.records.save(&record) {
+        if let Err(e) = self.save(plan, &record).await {
+            let hint = e
+                .hint()
+                .unwrap_or_else(|| "free some space or fix the permissions of .de-build/".into());
             return Finished {
                 record,
                 error: Some(Error::Failed {
                     message: format!("{} of {} did not start: {e}", plan.action, plan.version),
-                    hint: Some(
-                        "nothing was changed; free some space or fix the permissions of .de-build/"
-                            .into(),
-                    ),
+                    hint: Some(format!("nothing was changed; {hint}")),
                 }),
             };
         }
@@ -229,7 +295,7 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 break;
             }
             planner::starting(&mut run_of(&mut record).progress, step);
-            if let Err(e) = self.records.save(&record) {
+            if let Err(e) = self.save(plan, &record).await {
                 failure = Some(write_failure(e));
                 break;
             }
@@ -246,7 +312,7 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             if res.is_ok() {
                 planner::finished(&mut run_of(&mut record).progress, step);
             }
-            let saved = self.records.save(&record);
+            let saved = self.save(plan, &record).await;
             if let Err(e) = res {
                 failure = Some(e);
                 break;
@@ -260,7 +326,9 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
             None => {
                 record.result = Outcome::Succeeded;
                 record.finished = Some(state::now());
-                match self.records.save(&record) {
+                // "deployed" only once the swarm holds the final record:
+                // what every other machine reads must not say "running".
+                match self.save(plan, &record).await {
                     Ok(()) => Finished {
                         record,
                         error: None,
@@ -272,7 +340,8 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                                 plan.version
                             ),
                             hint: Some(format!(
-                                "free some space, then `de-build recover` closes deployment {}",
+                                "{}then `de-build recover` closes deployment {}",
+                                e.hint().map(|h| format!("{h}; ")).unwrap_or_default(),
                                 plan.id
                             )),
                         }),
@@ -297,6 +366,9 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
     fn lost(&mut self, mut record: Deployment) -> Finished {
         record.result = Outcome::Interrupted;
         record.error = Some("the swarm's deploy lock was taken over by another operator".into());
+        // This machine's file only: the swarm's copy belongs to the new
+        // holder now (it may be recovering this very deployment), and a
+        // save from here could replace its newer copy.
         let _ = self.records.save(&record);
         Finished {
             error: Some(Error::Fatal {
@@ -392,12 +464,61 @@ impl<W: SwarmWorld, R: Records, S: Sink> SwarmExecutor<'_, W, R, S> {
                 aborted_hint,
             },
         );
-        if let Err(e) = self.records.save(record) {
+        if let Err(e) = self.save(plan, record).await {
             self.sink.note(&format!(
                 "warning: the deployment record could not be written ({e}); it may still say running"
             ));
         }
         error
+    }
+
+    /// Save the record on this machine (offline reading) and on the swarm
+    /// (what every machine reads, the truth of a swarm deployment). A
+    /// manager that does not answer (its engine restarting) is waited for,
+    /// at most `DE_SWARM_TIMEOUT`, as every other wait for the swarm.
+    pub async fn save(&mut self, plan: &SwarmPlan, record: &Deployment) -> Result<()> {
+        self.records.save(record)?;
+        let timeout = Duration::from_secs(plan.timeout_secs);
+        let started = Instant::now();
+        // Counted too: a world whose sleep takes no time still ends the wait.
+        let mut waited = Duration::ZERO;
+        let mut since: Option<Instant> = None;
+        loop {
+            match self.world.save_record(record).await {
+                Ok(()) => {
+                    if let Some(t) = since {
+                        self.sink.note(&format!(
+                            "the swarm manager answers again after {:.0}s: the record is saved on the swarm",
+                            t.elapsed().as_secs_f64()
+                        ));
+                    }
+                    return Ok(());
+                }
+                Err(e)
+                    if sw::transient(&e) && started.elapsed() < timeout && waited < timeout =>
+                {
+                    if since.is_none() {
+                        since = Some(Instant::now());
+                        self.sink.note(&format!(
+                            "the swarm manager did not answer ({e}) while saving the record: waiting for it, {}s at most (DE_SWARM_TIMEOUT)",
+                            plan.timeout_secs
+                        ));
+                    }
+                    self.world.sleep(Duration::from_secs(1)).await;
+                    waited += Duration::from_secs(1);
+                }
+                Err(e) if sw::transient(&e) => {
+                    return Err(Error::Failed {
+                        message: format!(
+                            "the swarm manager did not take the record within {}s (DE_SWARM_TIMEOUT): {e}",
+                            plan.timeout_secs
+                        ),
+                        hint: Some("once the manager answers (`docker node ls` on it)".into()),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Wait until the manager answers, at most `DE_SWARM_TIMEOUT`.

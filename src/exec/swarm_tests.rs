@@ -23,6 +23,15 @@ struct Fake {
     /// How many more times the manager does not answer (its engine
     /// restarting) when asked for its time.
     manager_down: std::cell::Cell<u32>,
+    /// Every copy of a record the swarm took, in order.
+    on_swarm: RefCell<Vec<Deployment>>,
+    /// How many more record saves the manager does not answer.
+    records_down: std::cell::Cell<u32>,
+    /// The manager does not answer a save of such a record (an outage
+    /// longer than any wait).
+    records_away: Option<fn(&Deployment) -> bool>,
+    /// The swarm refuses a save of such a record (e.g. a config too big).
+    records_refuse: Option<fn(&Deployment) -> bool>,
 }
 
 impl SwarmWorld for Fake {
@@ -169,6 +178,25 @@ impl SwarmWorld for Fake {
     }
     async fn sleep(&self, _d: Duration) {}
     fn write_snapshot(&self, _to: &std::path::Path, _text: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn save_record(&self, d: &Deployment) -> Result<()> {
+        let down = self.records_down.get();
+        if down > 0 || self.records_away.is_some_and(|f| f(d)) {
+            self.records_down.set(down.saturating_sub(1));
+            self.calls.borrow_mut().push("record: no answer".into());
+            return Err(Error::engine_unreachable(
+                "save the record on the swarm",
+                "connection refused",
+            ));
+        }
+        if self.records_refuse.is_some_and(|f| f(d)) {
+            return Err(Error::engine(
+                "save the record on the swarm",
+                "config data exceeds the limit (http 400)",
+            ));
+        }
+        self.on_swarm.borrow_mut().push(d.clone());
         Ok(())
     }
 }
@@ -535,4 +563,174 @@ fn a_job_that_did_not_complete_is_said_as_the_swarm_says_it() {
         rec("", Some(0), None).completed(),
         "records from before `state`"
     );
+}
+
+/// Run the upgrade; also this machine's saved records and what was said.
+fn run_seen(world: &Fake, lost: bool) -> (Finished, Vec<Deployment>, Vec<String>) {
+    let records = Saved::default();
+    let mut sink = Lines::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(
+        SwarmExecutor {
+            world,
+            records: &records,
+            sink: &mut sink,
+            interrupted: Arc::new(AtomicBool::new(false)),
+            lost_lock: Arc::new(AtomicBool::new(lost)),
+            jobs_started: 0,
+            db_root_password: None,
+        }
+        .run(&upgrade()),
+    );
+    let local = records.0.borrow().clone();
+    (f, local, sink.0)
+}
+
+/// Every save reaches the swarm (what other machines read) as well as this
+/// machine's file, the first before anything changes, the last saying
+/// succeeded: "deployed" is said only once the swarm holds it.
+#[test]
+fn every_save_of_the_record_reaches_the_swarm_and_the_last_says_succeeded() {
+    let w = Fake::default();
+    let (f, local, _) = run_seen(&w, false);
+    assert!(f.error.is_none(), "{:?}", f.error);
+    let swarm = w.on_swarm.borrow();
+    assert_eq!(
+        *swarm, local,
+        "the swarm took every copy this machine wrote"
+    );
+    assert_eq!(swarm[0].result, Outcome::Running);
+    assert!(swarm[0].steps.is_empty(), "saved before the first step");
+    assert_eq!(swarm.last().unwrap().result, Outcome::Succeeded);
+    assert_eq!(*swarm.last().unwrap(), f.record);
+}
+
+/// A manager restarting while a record is saved: the save waits for it
+/// (said once, and when it answers again) and the deploy completes.
+#[test]
+fn a_save_waits_for_a_manager_that_restarts() {
+    let w = Fake {
+        records_down: std::cell::Cell::new(3),
+        ..Default::default()
+    };
+    let (f, _, said) = run_seen(&w, false);
+    assert!(f.error.is_none(), "{:?}", f.error);
+    let calls = w.calls.borrow();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "record: no answer").count(),
+        3,
+        "{calls:?}"
+    );
+    assert_eq!(
+        said.iter()
+            .filter(|l| l.contains("did not answer") && l.contains("while saving the record"))
+            .count(),
+        1,
+        "{said:?}"
+    );
+    assert!(said
+        .iter()
+        .any(|l| l.contains("the record is saved on the swarm")));
+    assert_eq!(
+        w.on_swarm.borrow().last().unwrap().result,
+        Outcome::Succeeded
+    );
+}
+
+/// A manager away longer than DE_SWARM_TIMEOUT from the migrate on: the
+/// deploy stops (its record cannot be kept where other machines read it)
+/// and recovers, saying why; the swarm's last copy still says running, so
+/// every machine sees a deployment to recover.
+#[test]
+fn a_manager_away_longer_than_the_timeout_while_saving_fails_the_deploy_truthfully() {
+    let w = Fake {
+        records_away: Some(|d| d.swarm.as_ref().unwrap().progress.migrate_started),
+        ..Default::default()
+    };
+    let (f, local, said) = run_seen(&w, false);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(
+        e.to_string()
+            .contains("the swarm manager did not take the record within 5s"),
+        "{e}"
+    );
+    let calls = w.calls.borrow();
+    assert!(!calls.iter().any(|c| c.contains(" migrate @")), "{calls:?}");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("warning: the deployment record could not be written")),
+        "{said:?}"
+    );
+    assert_eq!(local.last().unwrap().result, Outcome::Recovered);
+    assert_eq!(w.on_swarm.borrow().last().unwrap().result, Outcome::Running);
+}
+
+/// The swarm refusing the final record: the release runs, but the deploy
+/// is not reported as done (exit 1, `recover` closes it).
+#[test]
+fn the_swarm_refusing_the_final_record_is_no_success() {
+    let w = Fake {
+        records_refuse: Some(|d| d.result == Outcome::Succeeded),
+        ..Default::default()
+    };
+    let (f, _, _) = run_seen(&w, false);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 1, "{e}");
+    assert!(
+        e.to_string()
+            .contains("runs and answers, but its record could not be written"),
+        "{e}"
+    );
+    assert!(e
+        .hint()
+        .unwrap()
+        .contains("`de-build recover` closes deployment d1"));
+    assert_eq!(w.on_swarm.borrow().last().unwrap().result, Outcome::Running);
+}
+
+/// A refused write mid-deploy stops it before the next step and recovers.
+#[test]
+fn the_swarm_refusing_a_record_mid_deploy_stops_and_recovers() {
+    let w = Fake {
+        records_refuse: Some(|d| {
+            let p = &d.swarm.as_ref().unwrap().progress;
+            p.migrate_started && d.result == Outcome::Running
+        }),
+        ..Default::default()
+    };
+    let (f, _, _) = run_seen(&w, false);
+    let e = f.error.unwrap();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(
+        e.to_string()
+            .contains("the deployment record could not be written"),
+        "{e}"
+    );
+    assert!(!w.calls.borrow().iter().any(|c| c.contains(" migrate @")));
+    // The recovery's own record is saved.
+    assert_eq!(
+        w.on_swarm.borrow().last().unwrap().result,
+        Outcome::Recovered
+    );
+}
+
+/// A holder that lost the swarm's lock writes no more to the swarm: the
+/// new holder may be recovering this very deployment there.
+#[test]
+fn a_holder_that_lost_the_lock_writes_only_its_own_file() {
+    let w = Fake::default();
+    let (f, local, _) = run_seen(&w, true);
+    assert_eq!(f.error.unwrap().exit_code(), 4);
+    assert_eq!(local.last().unwrap().result, Outcome::Interrupted);
+    let swarm = w.on_swarm.borrow();
+    assert_eq!(
+        swarm.len(),
+        1,
+        "only the first save, before the loss was seen"
+    );
+    assert_eq!(swarm[0].result, Outcome::Running);
 }

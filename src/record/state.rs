@@ -550,6 +550,36 @@ pub fn new_id() -> String {
     )
 }
 
+/// A minimal record, for tests of code that reads records.
+#[cfg(test)]
+pub fn sample(id: &str, version: &str, result: Outcome) -> Deployment {
+    Deployment {
+        id: id.into(),
+        action: Action::Deploy,
+        version: version.into(),
+        image_id: format!("sha256:{version}"),
+        previous_version: None,
+        project: "p".into(),
+        compose_file: PathBuf::new(),
+        compose_source: PathBuf::new(),
+        env: BTreeMap::new(),
+        backups: Vec::new(),
+        started: now(),
+        finished: None,
+        result,
+        steps: Vec::new(),
+        error: None,
+        left: None,
+        data_note: None,
+        user: "a".into(),
+        host: "h".into(),
+        pid: 1,
+        plan: None,
+        progress: Progress::default(),
+        swarm: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -557,3 +557,65 @@ pub struct SwarmRun {
     #[serde(default)]
     pub tasks: Vec<TaskState>,
 }
+
+/// A swarm stack's deployment records as every operator sees them: the
+/// swarm's copies (the truth: any machine that reaches the manager reads
+/// them) joined with this machine's files the swarm does not have (written
+/// before records were kept on the swarm, or while it could not take them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KnownRecords {
+    /// Oldest first (by id, which starts with the UTC start time).
+    pub all: Vec<crate::record::state::Deployment>,
+    /// Ids of records only this machine has: uploaded by the next deploy,
+    /// rollback or recover from here (under the swarm's lock).
+    pub local_only: Vec<String>,
+    /// Ids whose local file differs from the swarm's copy; the swarm's is used.
+    pub differs: Vec<String>,
+}
+
+/// Join the swarm's records with this machine's: the swarm's copy wins
+/// wherever both exist. Pure.
+pub fn merge(
+    swarm: Vec<crate::record::state::Deployment>,
+    local: Vec<crate::record::state::Deployment>,
+) -> KnownRecords {
+    let mut out = KnownRecords::default();
+    for l in local {
+        match swarm.iter().find(|s| s.id == l.id) {
+            Some(s) if *s != l => out.differs.push(l.id.clone()),
+            Some(_) => {}
+            None => {
+                out.local_only.push(l.id.clone());
+                out.all.push(l);
+            }
+        }
+    }
+    out.all.extend(swarm);
+    out.all.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::state::sample;
+
+    #[test]
+    fn the_swarms_copy_wins_and_records_only_here_are_kept_and_named() {
+        let old = sample("20250101T000000.000Z-1", "1.0.0", Outcome::Succeeded);
+        let mut here = sample("20250102T000000.000Z-2", "1.1.0", Outcome::Running);
+        let mut there = here.clone();
+        there.result = Outcome::Recovered;
+        let same = sample("20250103T000000.000Z-3", "1.0.0", Outcome::Succeeded);
+        let theirs = sample("20250104T000000.000Z-4", "1.2.0", Outcome::Succeeded);
+        here.host = "b".into();
+        let k = merge(
+            vec![theirs.clone(), there.clone(), same.clone()],
+            vec![here, old.clone(), same.clone()],
+        );
+        assert_eq!(k.all, vec![old.clone(), there, same, theirs]);
+        assert_eq!(k.local_only, vec![old.id]);
+        assert_eq!(k.differs, vec!["20250102T000000.000Z-2".to_string()]);
+        assert_eq!(merge(vec![], vec![]), KnownRecords::default());
+    }
+}

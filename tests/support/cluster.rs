@@ -385,10 +385,23 @@ impl Cluster {
     /// which stops its containers; the node's loop starts it again. Returns
     /// once the manager answers for three ready nodes.
     pub fn restart_engine(&self, i: usize) {
+        let pid = self.stop_engine(i);
+        self.wait_engine_back(i, &pid);
+    }
+
+    /// SIGTERM to node `i`'s dockerd (its restart loop starts it again);
+    /// returns the stopped engine's pid for [`Cluster::wait_engine_back`].
+    pub fn stop_engine(&self, i: usize) -> String {
         let n = &self.nodes[i - 1];
         let pid = docker_ok(&["exec", n, "cat", "/var/run/docker.pid"]);
         let pid = pid.trim().to_string();
         docker_ok(&["exec", n, "kill", "-TERM", &pid]);
+        pid
+    }
+
+    /// Wait until node `i` runs a new engine and every node is ready again.
+    pub fn wait_engine_back(&self, i: usize, pid: &str) {
+        let n = &self.nodes[i - 1];
         wait_for(
             &format!("n{i}'s engine to restart"),
             Duration::from_secs(120),
@@ -453,6 +466,78 @@ impl Drop for Cluster {
 /// real cluster has one: it takes a whole request, tries the nodes in turn
 /// and moves on when one refuses or closes without answering (a node with
 /// no task, a task shutting down). GET requests only; one per connection.
+/// A health URL the test opens: 503 until [`Gate::open`], then 200; counts
+/// the requests, so a test knows when a deploy reached its health gate.
+pub struct Gate {
+    pub port: u16,
+    requests: Arc<AtomicUsize>,
+    open: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Gate {
+    pub fn start() -> Gate {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let (requests, open, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (r, o, s) = (requests.clone(), open.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut req = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match c.read(&mut buf) {
+                                Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+                                _ => break,
+                            }
+                        }
+                        r.fetch_add(1, Ordering::SeqCst);
+                        let status = if o.load(Ordering::SeqCst) {
+                            "200 OK"
+                        } else {
+                            "503 Service Unavailable"
+                        };
+                        let _ = write!(
+                            c,
+                            "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Gate {
+            port,
+            requests,
+            open,
+            stop,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 pub struct Balancer {
     pub port: u16,
     /// Attempts on a node that refused or closed without an answer, each
