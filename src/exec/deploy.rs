@@ -205,8 +205,9 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         }
         let mut left: Option<String> = None;
         let mut maintenance_off_done = false;
+        let ended = record.progress.ended.clone();
         for (i, rs) in recovery.steps.iter().enumerate() {
-            match self.recovery_step(plan, rs).await {
+            match self.recovery_step(plan, rs, &ended).await {
                 Ok(()) => {
                     if matches!(rs, RecoveryStep::MaintenanceOff { .. }) {
                         maintenance_off_done = true;
@@ -255,7 +256,12 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         error
     }
 
-    async fn recovery_step(&mut self, plan: &DeployPlan, rs: &RecoveryStep) -> Result<()> {
+    async fn recovery_step(
+        &mut self,
+        plan: &DeployPlan,
+        rs: &RecoveryStep,
+        ended: &[String],
+    ) -> Result<()> {
         match rs {
             RecoveryStep::TakeDown { stack } => {
                 let removed = self.down(stack).await?;
@@ -265,6 +271,18 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 Ok(())
             }
             RecoveryStep::BringUp { stack } => {
+                // Compose starts a stopped container again but leaves one
+                // it sees running: those a cut-over told to stop must have
+                // ended first.
+                let project = &stack.target.project;
+                let ending: Vec<ContainerInfo> = self
+                    .world
+                    .containers(project)
+                    .await?
+                    .into_iter()
+                    .filter(|c| ended.contains(&c.id))
+                    .collect();
+                self.wait_exited(project, &ending).await?;
                 self.world
                     .compose(&ComposeCall::Up(stack.target.clone()), &stack.env)
                     .await?;
@@ -341,12 +359,13 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 web_moved,
             } => {
                 if *web_moved {
-                    let cut_over = plan.steps.iter().find_map(|s| match &s.step {
-                        Step::Cutover { web, .. } => Some(web.clone()),
-                        _ => None,
-                    });
-                    if let Some(web) = cut_over {
-                        self.confirm_ended(from, to, &web).await?;
+                    let cut_over = plan
+                        .steps
+                        .iter()
+                        .find(|s| matches!(s.step, Step::Cutover { .. }));
+                    if cut_over.is_some() {
+                        let ended = record.progress.ended.clone();
+                        self.confirm_ended(to, &ended).await?;
                     }
                     self.remove_retired(from, to).await?;
                 }
@@ -436,10 +455,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 let pinned = (record.progress.door_pinned, record.progress.fronts_pinned);
                 self.retire_old(from, to, web, door, *tier, pinned).await
             }
-            Step::Cutover { from, to, web } => {
-                let pinned = record.progress.fronts_pinned;
-                self.cutover(from, to, web, pinned).await
-            }
+            Step::Cutover { from, to, web } => self.cutover(from, to, web, record).await,
         }
     }
 
@@ -456,8 +472,9 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         from: &StackSpec,
         to: &StackSpec,
         web: &WebTier,
-        pinned: bool,
+        record: &mut Deployment,
     ) -> Result<()> {
+        let pinned = record.progress.fronts_pinned;
         let project = &to.target.project;
         let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
         let fronts = self
@@ -481,7 +498,16 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             .collect();
         let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
             old.iter().partition(|c| web.upstream.contains(&c.service));
-        let web_old = if pinned { Vec::new() } else { web_old };
+        // Pinned, the old backends and websockets are told to stop with the
+        // workers (below) instead: no reload waits on them.
+        let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) = if pinned {
+            (Vec::new(), web_old.into_iter().chain(rest).collect())
+        } else {
+            (web_old, rest)
+        };
+        if pinned {
+            record.progress.ended = rest.iter().map(|c| c.id.clone()).collect();
+        }
         // The old web upstreams and the old workers stop at once; as soon as
         // the upstreams are down (a stopped container leaves the engine's
         // DNS), the frontends resolve again. An address that vanished is
@@ -520,17 +546,18 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         };
         // The old workers and scheduler were drained and the site is in
         // maintenance: they only have to take no new job. With pinned
-        // frontends they get SIGTERM and the window goes on at once (an rq
-        // worker that is told to stop while idle takes no job; the engine
-        // takes ~0.3 s more to report the exit, which is confirmed after the
-        // window); their restart policy is set to `no` first, or
-        // `unless-stopped` would start what exited by itself again.
+        // frontends they, and the old backends and websockets, get SIGTERM
+        // and the window goes on at once: an rq worker told to stop while
+        // idle takes no job, gunicorn closes its socket at once (a frontend
+        // whose reload has not taken effect yet is refused there and tries
+        // the next server) and finishes what it has. The engine takes
+        // ~0.3 s more to report an exit, which is confirmed after the
+        // window. SIGTERM is frappe_docker's stop signal (its images set
+        // none), and the engine restarts no container it sent its stop
+        // signal (`unless-stopped` holds it as stopped by hand).
         let workers_part = async {
             if pinned {
-                let ends = rest.iter().map(|c| async move {
-                    world.no_restart(&c.id).await?;
-                    world.signal(&c.id, "SIGTERM").await
-                });
+                let ends = rest.iter().map(|c| world.signal(&c.id, "SIGTERM"));
                 for r in futures_util::future::join_all(ends).await {
                     r?;
                 }
@@ -562,7 +589,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             format!("stopped {}", stopped.join(", "))
         };
         if pinned {
-            note.push_str("; the new frontends reach only the new backends, the old ones stop after the window");
+            note.push_str("; the new frontends reach only the new backends");
         }
         self.sink.note(&note);
         Ok(())
@@ -1166,17 +1193,11 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    /// After a cut-over's window: the old workers and scheduler it sent
-    /// SIGTERM have ended. One that still runs is waited for (RETIRE_GRACE),
-    /// then stopped, and that is said: it ignored the signal.
-    async fn confirm_ended(
-        &mut self,
-        from: &StackSpec,
-        to: &StackSpec,
-        web: &WebTier,
-    ) -> Result<()> {
+    /// After a cut-over's window: the old containers it sent SIGTERM
+    /// (backends, websockets, workers, scheduler) have ended. One that
+    /// still runs 5 s on is stopped, and that is said: it ignored the signal.
+    async fn confirm_ended(&mut self, to: &StackSpec, ended: &[String]) -> Result<()> {
         let project = &to.target.project;
-        let web = web.all();
         let started = Instant::now();
         loop {
             let running: Vec<ContainerInfo> = self
@@ -1184,8 +1205,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 .containers(project)
                 .await?
                 .into_iter()
-                .filter(|c| c.image_id == from.image_id && c.state == "running")
-                .filter(|c| !web.contains(&c.service))
+                .filter(|c| ended.contains(&c.id) && c.state == "running")
                 .collect();
             if running.is_empty() {
                 return Ok(());
@@ -1391,7 +1411,20 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     }
 
     async fn maintenance(&mut self, plan: &DeployPlan, project: &str, on: bool) -> Result<()> {
-        let c = self.backend(plan, project).await?;
+        // Off from the release that serves next: after a cut-over the old
+        // backends are ending (the engine lists them as running a moment
+        // longer, but an exec there fails).
+        let new = match on {
+            true => None,
+            false => self
+                .backend_of(plan, project, &plan.new.image_id)
+                .await
+                .ok(),
+        };
+        let c = match new {
+            Some(c) => c,
+            None => self.backend(plan, project).await?,
+        };
         let state = if on { "on" } else { "off" };
         for site in self.site_list(plan, &c).await? {
             self.bench(

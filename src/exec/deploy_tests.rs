@@ -63,6 +63,10 @@ struct Model {
     /// The door's config proxies to `frontend:8080` directly, without an
     /// upstream block (nothing to pin: it resolves by name).
     door_direct: bool,
+    /// Containers sent SIGTERM that the engine still lists as running
+    /// (it reports an exit ~0.3 s later), with how many more listings show
+    /// them so; an exec into one fails as the engine's 409 does.
+    ending: BTreeMap<String, u32>,
     /// Calls after which a request could be sent to an address that
     /// vanished (a proxy still routing to a container that stopped or was
     /// removed): not refused, it waits until the connection times out.
@@ -346,7 +350,22 @@ impl Fake {
 impl World for Fake {
     async fn containers(&self, project: &str) -> Result<Vec<ContainerInfo>> {
         self.call(format!("containers {project}"))?;
-        let m = self.m();
+        let mut m = self.m();
+        // The engine's report of an exit lags the signal.
+        let done: Vec<String> = m
+            .ending
+            .iter_mut()
+            .filter_map(|(id, left)| {
+                *left = left.saturating_sub(1);
+                (*left == 0).then(|| id.clone())
+            })
+            .collect();
+        for id in done {
+            m.ending.remove(&id);
+            if let Some(c) = m.cs.iter_mut().find(|c| c.id == id) {
+                c.state = "exited".into();
+            }
+        }
         Ok(if project == "p" { m.cs.clone() } else { vec![] })
     }
 
@@ -358,6 +377,12 @@ impl World for Fake {
         on_line: &mut (dyn FnMut(&str) + Send),
     ) -> Result<RunOutput> {
         let line = cmd.join(" ");
+        if self.m().ending.contains_key(_container) {
+            self.call(format!("exec {line} in an ending container"))?;
+            return Err(Error::failed(format!(
+                "exec `{line}`: container {_container} is not running (HTTP 409)"
+            )));
+        }
         if cmd[0] != "bench" {
             let svc = self
                 .m()
@@ -430,6 +455,9 @@ impl World for Fake {
                         .cs
                         .iter()
                         .filter(|c| c.state == "running" && c.service != "door")
+                        // One told to stop (SIGTERM) takes no job or request
+                        // any more, though the engine still lists it.
+                        .filter(|c| !m.ending.contains_key(&c.id))
                         .filter(|c| !latest.is_empty() && c.image_id != latest)
                         .filter(|c| !web.contains(&c.service.as_str()) || reachable.contains(&c.id))
                         .map(|c| c.id.clone())
@@ -598,14 +626,11 @@ impl World for Fake {
     async fn signal(&self, id: &str, signal: &str) -> Result<()> {
         self.call(format!("signal {signal} {id}"))?;
         let mut m = self.m();
-        // A drained worker or scheduler ends on SIGTERM; one whose restart
-        // policy is still `unless-stopped` is started again by the engine.
-        if !m.no_restart.iter().any(|i| i == id) {
-            m.outages.push(format!("{id} restarted after {signal}"));
-        }
-        if let Some(c) = m.cs.iter_mut().find(|c| c.id == id) {
-            c.state = "exited".into();
-        }
+        // A drained worker or scheduler ends on SIGTERM, its stop signal:
+        // the engine restarts no container it sent that (as `docker stop`).
+        // It takes no request and no job from here on, but the engine
+        // lists it as running for two more listings.
+        m.ending.insert(id.to_string(), 2);
         m.check_door(&format!("signal {id}"));
         Ok(())
     }

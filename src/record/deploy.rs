@@ -552,6 +552,11 @@ pub struct Progress {
     /// nothing to the old ones any more, so they quit without a reload after.
     #[serde(default)]
     pub door_pinned: bool,
+    /// Containers a cut-over told to stop (SIGTERM) that the engine may
+    /// still list as running: a recovery waits for them to end before it
+    /// brings the previous release back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<String>,
     pub backups: Vec<Backup>,
     /// Steps that finished, in order.
     pub done: Vec<String>,
