@@ -498,13 +498,11 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             .collect();
         let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
             old.iter().partition(|c| web.upstream.contains(&c.service));
-        // Pinned, the old backends and websockets are told to stop with the
-        // workers (below) instead: no reload waits on them.
-        let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) = if pinned {
-            (Vec::new(), web_old.into_iter().chain(rest).collect())
-        } else {
-            (web_old, rest)
-        };
+        // Pinned, the old backends and websockets stay up until after the
+        // window: nginx's `-s reload` returns before its workers took the
+        // new config, and until they did a frontend still sends to them
+        // (they answer the maintenance 503, as the new ones do).
+        let web_old = if pinned { Vec::new() } else { web_old };
         if pinned {
             record.progress.ended = rest.iter().map(|c| c.id.clone()).collect();
         }
@@ -546,11 +544,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         };
         // The old workers and scheduler were drained and the site is in
         // maintenance: they only have to take no new job. With pinned
-        // frontends they, and the old backends and websockets, get SIGTERM
-        // and the window goes on at once: an rq worker told to stop while
-        // idle takes no job, gunicorn closes its socket at once (a frontend
-        // whose reload has not taken effect yet is refused there and tries
-        // the next server) and finishes what it has. The engine takes
+        // frontends they get SIGTERM and the window goes on at once (an rq
+        // worker told to stop while idle takes no job); the engine takes
         // ~0.3 s more to report an exit, which is confirmed after the
         // window. SIGTERM is frappe_docker's stop signal (its images set
         // none), and the engine restarts no container it sent its stop
@@ -589,7 +584,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             format!("stopped {}", stopped.join(", "))
         };
         if pinned {
-            note.push_str("; the new frontends reach only the new backends");
+            note.push_str("; the new frontends reach only the new backends, the old ones stop after the window");
         }
         self.sink.note(&note);
         Ok(())
@@ -1193,8 +1188,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    /// After a cut-over's window: the old containers it sent SIGTERM
-    /// (backends, websockets, workers, scheduler) have ended. One that
+    /// After a cut-over's window: the old workers and scheduler it sent
+    /// SIGTERM have ended. One that
     /// still runs 5 s on is stopped, and that is said: it ignored the signal.
     async fn confirm_ended(&mut self, to: &StackSpec, ended: &[String]) -> Result<()> {
         let project = &to.target.project;

@@ -67,6 +67,9 @@ struct Model {
     /// (it reports an exit ~0.3 s later), with how many more listings show
     /// them so; an exec into one fails as the engine's 409 does.
     ending: BTreeMap<String, u32>,
+    /// `nginx -s reload` only signals the master: the container's new
+    /// config takes effect after this many more calls (or a pause).
+    reloading: BTreeMap<String, u32>,
     /// Calls after which a request could be sent to an address that
     /// vanished (a proxy still routing to a container that stopped or was
     /// removed): not refused, it waits until the connection times out.
@@ -210,6 +213,37 @@ impl Model {
         out
     }
 
+    /// Time moves on by one call (or a pause, `all`): reloads that were
+    /// signalled take effect when their count runs out. What a request
+    /// would meet is checked first, in the state before.
+    fn tick(&mut self, next: &str, all: bool) {
+        if self.reloading.is_empty() {
+            return;
+        }
+        self.check_door(&format!("before {next}"));
+        let due: Vec<String> = self
+            .reloading
+            .iter_mut()
+            .filter_map(|(id, left)| {
+                *left = if all { 0 } else { left.saturating_sub(1) };
+                (*left == 0).then(|| id.clone())
+            })
+            .collect();
+        for id in due {
+            self.reloading.remove(&id);
+            match self
+                .cs
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.service.clone())
+            {
+                Some(s) if s == "door" => self.resolve_door(),
+                Some(_) => self.resolve_front(&id),
+                None => {}
+            }
+        }
+    }
+
     /// Web containers a request through the door can reach now: the
     /// frontends it sends to, and the backends and websockets they do.
     fn reachable(&self) -> Vec<String> {
@@ -251,6 +285,9 @@ impl Model {
             return;
         }
         let running = |id: &String| self.cs.iter().any(|c| &c.id == id && c.state == "running");
+        // One told to stop refuses new connections (the proxy tries the
+        // next server), though the engine still lists it as running.
+        let answers = |id: &String| running(id) && !self.ending.contains_key(id);
         let mut hangs: Vec<String> = self
             .door_targets
             .iter()
@@ -265,11 +302,12 @@ impl Model {
             }
         }
         self.hangs.extend(hangs);
-        // Through each live frontend, the backends its nginx knows that run.
+        // Through each live frontend, the backends its nginx knows that
+        // answer: none is a 502.
         let reachable: Vec<ContainerInfo> = self
             .cs
             .iter()
-            .filter(|c| c.state == "running")
+            .filter(|c| answers(&c.id))
             .filter(|c| {
                 live.iter().any(|f| {
                     self.front_targets
@@ -338,6 +376,7 @@ impl Fake {
     /// Record a call; Err if it is scripted to fail.
     fn call(&self, what: String) -> Result<()> {
         let mut m = self.m();
+        m.tick(&what, false);
         m.calls.push(what.clone());
         if let Some(i) = m.fail.iter().position(|f| what.starts_with(f.as_str())) {
             m.fail.remove(i);
@@ -405,11 +444,9 @@ impl World for Fake {
                         c.state = "exited".into();
                     }
                 }
-                "nginx -s reload" if svc == "frontend" => {
-                    let id = _container.to_string();
-                    m.resolve_front(&id);
+                "nginx -s reload" => {
+                    m.reloading.insert(_container.to_string(), 2);
                 }
-                "nginx -s reload" if svc == "door" => m.resolve_door(),
                 "nginx -T" => {
                     // nginx -T: the test's messages, then each file.
                     let output = format!(
@@ -726,7 +763,10 @@ impl World for Fake {
         }
     }
 
-    async fn sleep(&self, _d: Duration) {}
+    async fn sleep(&self, _d: Duration) {
+        // Time passes: every pending reload has taken effect.
+        self.m().tick("a pause", true);
+    }
 
     fn snapshot(&self, _from: &Path, _to: &Path) -> Result<()> {
         self.call("snapshot".into())
