@@ -477,9 +477,19 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         let pinned = record.progress.fronts_pinned;
         let project = &to.target.project;
         let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
-        let fronts = self
-            .running_of(project, &web.frontend, &to.image_id)
-            .await?;
+        // One listing: every engine call here is inside the window.
+        let all = self.world.containers(project).await?;
+        let fronts: Vec<ContainerInfo> = all
+            .iter()
+            .filter(|c| c.image_id == to.image_id && c.state == "running")
+            .filter(|c| c.service == web.frontend)
+            .cloned()
+            .collect();
+        let old: Vec<ContainerInfo> = all
+            .iter()
+            .filter(|c| c.image_id == from.image_id && c.state == "running")
+            .cloned()
+            .collect();
         // First the new frontends learn the new backends (in maintenance old
         // and new answer the same 503), so a request meets a running backend
         // while the old ones stop. Pinned, they send only to the new ones
@@ -489,13 +499,6 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 self.run_checked(f, &reload).await?;
             }
         }
-        let old: Vec<ContainerInfo> = self
-            .world
-            .containers(project)
-            .await?
-            .into_iter()
-            .filter(|c| c.image_id == from.image_id && c.state == "running")
-            .collect();
         let (web_old, rest): (Vec<&ContainerInfo>, Vec<&ContainerInfo>) =
             old.iter().partition(|c| web.upstream.contains(&c.service));
         // Pinned, the old backends and websockets stay up until after the
