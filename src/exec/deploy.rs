@@ -537,12 +537,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             if web_old.is_empty() {
                 return Ok(());
             }
-            let stops = web_old
-                .iter()
-                .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
-            for r in futures_util::future::join_all(stops).await {
-                r?;
-            }
+            stop_all(*world, &web_old).await?;
             reload_fronts().await
         };
         // The old workers and scheduler were drained and the site is in
@@ -561,13 +556,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 }
                 return Ok(());
             }
-            let stops = rest
-                .iter()
-                .map(|c| world.stop_container(&c.id, RETIRE_GRACE));
-            for r in futures_util::future::join_all(stops).await {
-                r?;
-            }
-            Ok::<(), Error>(())
+            stop_all(*world, &rest).await
         };
         let (a, b) = futures_util::future::join(web_part, workers_part).await;
         a?;
@@ -1096,12 +1085,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             old_up.extend(self.running_of(project, s, &from.image_id).await?);
         }
         if fronts_pinned {
-            let stops = old_up
-                .iter()
-                .map(|c| self.world.stop_container(&c.id, RETIRE_GRACE));
-            for r in futures_util::future::join_all(stops).await {
-                r?;
-            }
+            stop_all(self.world, &old_up.iter().collect::<Vec<_>>()).await?;
         }
         for c in &old_up {
             if !fronts_pinned {
@@ -1177,13 +1161,9 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             })
             .cloned()
             .collect();
-        let stops = retired
-            .iter()
-            .filter(|c| c.state == "running")
-            .map(|c| self.world.stop_container(&c.id, RETIRE_GRACE));
-        for r in futures_util::future::join_all(stops).await {
-            r?;
-        }
+        let running: Vec<&ContainerInfo> =
+            retired.iter().filter(|c| c.state == "running").collect();
+        stop_all(self.world, &running).await?;
         for c in &retired {
             self.carry_logs(c, &from.version, project, to).await?;
             self.world.remove_container(&c.id).await?;
@@ -1636,6 +1616,15 @@ pub struct ClosedRecovery<'a> {
     pub previous: Option<&'a str>,
     /// Said when it ends aborted (nothing serves that did not before).
     pub aborted_hint: &'a str,
+}
+
+/// `docker stop` these containers at once, each with RETIRE_GRACE.
+async fn stop_all<W: World>(world: &W, cs: &[&ContainerInfo]) -> Result<()> {
+    let stops = cs.iter().map(|c| world.stop_container(&c.id, RETIRE_GRACE));
+    for r in futures_util::future::join_all(stops).await {
+        r?;
+    }
+    Ok(())
 }
 
 /// Close the record's result and build the error to exit with: exit 4 with

@@ -366,6 +366,28 @@ impl Engine {
         Ok(Some(tar_bytes))
     }
 
+    /// Extract a tar archive into `dir` of a container (the archive API);
+    /// `what` says what it was, in an error.
+    async fn upload_tar(
+        &self,
+        container: &str,
+        dir: &str,
+        data: Vec<u8>,
+        what: &str,
+    ) -> Result<()> {
+        self.docker
+            .upload_to_container(
+                container,
+                Some(q::UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_full(data.into()),
+            )
+            .await
+            .map_err(|e| engine_error(what.to_string(), &e))
+    }
+
     /// A file of a container, as text with its mode and owner (the archive
     /// API); None when absent.
     pub async fn read_file(&self, container: &str, path: &str) -> Result<Option<ContainerFile>> {
@@ -428,17 +450,14 @@ impl Engine {
         let data = out
             .into_inner()
             .map_err(|e| Error::engine("write the file archive", e))?;
-        self.docker
-            .upload_to_container(
-                container,
-                Some(q::UploadToContainerOptions {
-                    path: parent.display().to_string(),
-                    ..Default::default()
-                }),
-                bollard::body_full(data.into()),
-            )
-            .await
-            .map_err(|e| engine_error(format!("write {path} in {container}"), &e))
+        let parent = parent.display().to_string();
+        self.upload_tar(
+            container,
+            &parent,
+            data,
+            &format!("write {path} in {container}"),
+        )
+        .await
     }
 
     /// Top-level entries of a directory in a (stopped) container, via the archive API.
@@ -697,17 +716,8 @@ impl Engine {
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/".into());
-        self.docker
-            .upload_to_container(
-                to,
-                Some(q::UploadToContainerOptions {
-                    path: parent,
-                    ..Default::default()
-                }),
-                bollard::body_full(data.into()),
-            )
-            .await
-            .map_err(|e| engine_error(format!("copy assets into {to}"), &e))?;
+        self.upload_tar(to, &parent, data, &format!("copy assets into {to}"))
+            .await?;
         Ok(files)
     }
 
@@ -763,17 +773,8 @@ impl Engine {
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/".into());
-        self.docker
-            .upload_to_container(
-                to,
-                Some(q::UploadToContainerOptions {
-                    path: parent,
-                    ..Default::default()
-                }),
-                bollard::body_full(data.into()),
-            )
-            .await
-            .map_err(|e| engine_error(format!("copy {dir} into {to}"), &e))?;
+        self.upload_tar(to, &parent, data, &format!("copy {dir} into {to}"))
+            .await?;
         Ok(files)
     }
 
