@@ -81,9 +81,11 @@ door_before=$(door_id)
 probe "$work/nomigrate.json" -- de -q deploy 1.2.1
 [ "$(door_id)" = "$door_before" ] || echo "note: the door container was recreated during the deploy without migrate"
 echo "== de-build rollback 1.2.1 -> 1.2.0 (image present)"
+door_before=$(door_id)
 t0=$(date +%s.%N)
 probe "$work/rollback.json" -- de -q rollback 1.2.0
 t1=$(date +%s.%N)
+[ "$(door_id)" = "$door_before" ] || echo "note: the door container was recreated during the rollback"
 
 python3 - "$work/de.json" "$work/manual.json" "$rec" "$t0" "$t1" "$work/de.json.secs" "$work/manual.json.secs" "$work/nomigrate.json" "$work/rollback.json" <<'PY'
 import json, sys
