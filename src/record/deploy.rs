@@ -266,9 +266,10 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Tier::is_all")]
         tier: Tier,
     },
-    /// After a migrate, in maintenance: the new frontends reload onto the new
-    /// backends (their addresses written before the window), and the old
-    /// workers and scheduler stop at once; the old backends and websockets,
+    /// After a migrate, in maintenance: the new frontends send only to the
+    /// new backends (their addresses written before the window, reloaded
+    /// while the queues drained), and the old workers and scheduler stop
+    /// at once; the old backends and websockets,
     /// which nothing reaches any more, stop after the window. (Frontends
     /// that resolve by name: every old container stops here and they
     /// resolve again.) From here on no old code serves or works on the
@@ -516,7 +517,7 @@ impl fmt::Display for Step {
             },
             Step::Cutover { from, to, web } => write!(
                 f,
-                "cut over: the new {} reload onto {}'s {}; {}'s workers and scheduler stop at once (its {} stop after the window, nothing routes to them)",
+                "cut over: the new {} send only to {}'s {} (pinned ones reloaded while the queues drained); {}'s workers and scheduler stop at once (its {} stop after the window, nothing routes to them)",
                 web.frontend,
                 to.version,
                 web.upstream.join(", "),
@@ -552,6 +553,10 @@ pub struct Progress {
     /// nothing to the old ones any more, so they quit without a reload after.
     #[serde(default)]
     pub door_pinned: bool,
+    /// The pinned new frontends were reloaded onto the new backends while
+    /// the queues drained: the cut-over does not reload them again.
+    #[serde(default)]
+    pub fronts_moved: bool,
     /// Containers a cut-over told to stop (SIGTERM) that the engine may
     /// still list as running: a recovery waits for them to end before it
     /// brings the previous release back.
