@@ -274,15 +274,13 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 // Compose starts a stopped container again but leaves one
                 // it sees running: those a cut-over told to stop must have
                 // ended first.
-                let project = &stack.target.project;
-                let ending: Vec<ContainerInfo> = self
-                    .world
-                    .containers(project)
-                    .await?
-                    .into_iter()
-                    .filter(|c| ended.contains(&c.id))
-                    .collect();
-                self.wait_exited(project, &ending).await?;
+                self.wait_ended(
+                    &stack.target.project,
+                    ended,
+                    RETIRE_GRACE,
+                    Duration::from_secs(1),
+                )
+                .await?;
                 self.world
                     .compose(&ComposeCall::Up(stack.target.clone()), &stack.env)
                     .await?;
@@ -387,13 +385,18 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 web_moved,
             } => {
                 if *web_moved {
-                    let cut_over = plan
-                        .steps
-                        .iter()
-                        .find(|s| matches!(s.step, Step::Cutover { .. }));
-                    if cut_over.is_some() {
-                        let ended = record.progress.ended.clone();
-                        self.confirm_ended(to, &ended).await?;
+                    // The old workers and scheduler a cut-over sent SIGTERM
+                    // have ended; one still running 5 s on ignored it.
+                    let ended = record.progress.ended.clone();
+                    let project = &to.target.project;
+                    let ignored = self
+                        .wait_ended(project, &ended, Duration::from_secs(5), RETIRE_GRACE)
+                        .await?;
+                    if !ignored.is_empty() {
+                        self.sink.note(&format!(
+                            "warning: {} still ran 5 s after SIGTERM (stopped now, after maintenance went off)",
+                            ignored.join(", ")
+                        ));
                     }
                     self.remove_retired(from, to).await?;
                 }
@@ -504,7 +507,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     ) -> Result<()> {
         let pinned = record.progress.fronts_pinned;
         let project = &to.target.project;
-        let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
+        let reload = nginx_cmd(&["-s", "reload"]);
         // One listing: every engine call here is inside the window.
         let all = self.world.containers(project).await?;
         let fronts: Vec<ContainerInfo> = all
@@ -593,7 +596,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             format!("stopped {}", stopped.join(", "))
         };
         if pinned {
-            note.push_str("; the new frontends reach only the new backends, the old ones stop after the window");
+            note.push_str("; the new frontends are pinned to the new backends, the old ones stop after the window");
         }
         self.sink.note(&note);
         Ok(())
@@ -630,16 +633,19 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
 
     /// `nginx -T` in a container: its whole configuration, checked.
     async fn nginx_dump(&mut self, c: &ContainerInfo) -> Result<String> {
-        let cmd: Vec<String> = ["nginx", "-T"].map(String::from).to_vec();
+        let cmd = nginx_cmd(&["-T"]);
         let mut quiet = |_: &str| {};
         let out = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
         if out.exit_code != 0 {
-            return Err(Error::failed(format!(
-                "`nginx -T` exited with {} in {}: {}",
-                out.exit_code,
-                c.name,
-                out.output.trim()
-            )));
+            return Err(Error::Failed {
+                message: format!(
+                    "reading the nginx configuration of {} before pinning its upstreams: `nginx -T` exited with {}: {}",
+                    c.name,
+                    out.exit_code,
+                    out.output.trim()
+                ),
+                hint: Some("nothing was changed in it; its configuration must pass `nginx -t`".into()),
+            });
         }
         Ok(out.output)
     }
@@ -705,20 +711,30 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                         .join(", ")
                 ),
             };
-            return Err(Error::failed(format!(
-                "the upstreams pinned in {} were not taken by its nginx ({why}); its configuration was put back",
-                c.name
-            )));
+            return Err(Error::Failed {
+                message: format!(
+                    "the upstreams pinned in {} were not taken by its nginx ({why}); its configuration was put back",
+                    c.name
+                ),
+                hint: Some(format!(
+                    "see `docker exec {} nginx -T`: de-build rewrites `server` lines of upstream blocks written with `upstream NAME {{` and `}}` on lines of their own",
+                    c.name
+                )),
+            });
         }
-        if let Some(cmd) = reload {
-            self.run_checked(c, cmd).await?;
-        }
+        let when = match reload {
+            Some(cmd) => {
+                self.run_checked(c, cmd).await?;
+                "reloaded"
+            }
+            None => "read at its next reload",
+        };
         let list: Vec<String> = pins
             .iter()
             .map(|p| format!("{} {}", p.service, p.addresses.join(" ")))
             .collect();
         self.sink.note(&format!(
-            "{}: upstreams pinned to {}",
+            "{}: upstreams pinned to {} (checked with nginx -T; {when})",
             c.name,
             list.join(", ")
         ));
@@ -735,7 +751,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     ) -> Result<bool> {
         let project = &stack.target.project;
         let pins = self.upstream_pins(project, web, &stack.image_id).await?;
-        let cmd: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
+        let cmd = nginx_cmd(&["-s", "reload"]);
         let mut all = !pins.is_empty();
         for f in self
             .running_of(project, &web.frontend, &stack.image_id)
@@ -1060,13 +1076,15 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             // Else `restart: unless-stopped` starts it again once nginx
             // exited, and the door may send it requests it will not finish.
             self.world.no_restart(&c.id).await?;
-            let quit: Vec<String> = ["nginx", "-s", "quit"].map(String::from).to_vec();
+            let quit = nginx_cmd(&["-s", "quit"]);
             if let Err(e) = self.run_checked(c, &quit).await {
                 self.sink.note(&format!("{e}; stopping {} instead", c.name));
                 self.world.stop_container(&c.id, RETIRE_GRACE).await?;
             }
         }
-        self.wait_exited(project, &old_fronts).await?;
+        let ids: Vec<String> = old_fronts.iter().map(|c| c.id.clone()).collect();
+        self.wait_ended(project, &ids, RETIRE_GRACE, Duration::from_secs(1))
+            .await?;
         if !door_pinned {
             // An exited container has left the engine's DNS: the door
             // forgets it at this reload.
@@ -1096,7 +1114,6 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         // connection to an address that vanished is not refused but waits
         // (ARP, then proxy_connect_timeout: 60 s in frappe_docker's
         // template) before nginx tries the next server.
-        let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
         let mut old_up = Vec::new();
         for s in &web.upstream {
             old_up.extend(self.running_of(project, s, &from.image_id).await?);
@@ -1107,12 +1124,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         for c in &old_up {
             if !fronts_pinned {
                 self.world.stop_container(&c.id, RETIRE_GRACE).await?;
-                for f in self
+                let fronts = self
                     .running_of(project, &web.frontend, &to.image_id)
-                    .await?
-                {
-                    self.run_checked(&f, &reload).await?;
-                }
+                    .await?;
+                reload_all(self.world, &fronts).await?;
             }
             self.carry_logs(c, &from.version, project, to).await?;
             self.world.remove_container(&c.id).await?;
@@ -1188,41 +1203,20 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(())
     }
 
-    /// After a cut-over's window: the old workers and scheduler it sent
-    /// SIGTERM have ended. One that
-    /// still runs 5 s on is stopped, and that is said: it ignored the signal.
-    async fn confirm_ended(&mut self, to: &StackSpec, ended: &[String]) -> Result<()> {
-        let project = &to.target.project;
-        let started = Instant::now();
-        loop {
-            let running: Vec<ContainerInfo> = self
-                .world
-                .containers(project)
-                .await?
-                .into_iter()
-                .filter(|c| ended.contains(&c.id) && c.state == "running")
-                .collect();
-            if running.is_empty() {
-                return Ok(());
-            }
-            if started.elapsed() >= Duration::from_secs(5) {
-                for c in &running {
-                    self.world.stop_container(&c.id, RETIRE_GRACE).await?;
-                }
-                let names: Vec<&str> = running.iter().map(|c| c.name.as_str()).collect();
-                self.sink.note(&format!(
-                    "warning: {} still ran 5 s after SIGTERM (stopped now, after maintenance went off)",
-                    names.join(", ")
-                ));
-                return Ok(());
-            }
-            self.world.sleep(Duration::from_millis(50)).await;
+    /// Wait until the containers with these ids no longer run: at most
+    /// `within` (real time, or the sum of the pauses, so a world whose sleep
+    /// returns at once still reaches it); those still running then are
+    /// stopped with `grace`. The names of those that had to be stopped.
+    async fn wait_ended(
+        &mut self,
+        project: &str,
+        ids: &[String],
+        within: Duration,
+        grace: Duration,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-    }
-
-    /// Wait until these containers no longer run (bounded by RETIRE_GRACE,
-    /// then stopped).
-    async fn wait_exited(&mut self, project: &str, cs: &[ContainerInfo]) -> Result<()> {
         let started = Instant::now();
         let mut paused = Duration::ZERO;
         loop {
@@ -1231,18 +1225,16 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 .containers(project)
                 .await?
                 .into_iter()
-                .filter(|c| c.state == "running" && cs.iter().any(|o| o.id == c.id))
+                .filter(|c| c.state == "running" && ids.contains(&c.id))
                 .collect();
             if running.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
-            if started.elapsed().max(paused) >= RETIRE_GRACE {
-                for c in running {
-                    self.world
-                        .stop_container(&c.id, Duration::from_secs(1))
-                        .await?;
+            if started.elapsed().max(paused) >= within {
+                for c in &running {
+                    self.world.stop_container(&c.id, grace).await?;
                 }
-                return Ok(());
+                return Ok(running.into_iter().map(|c| c.name).collect());
             }
             let pause = Duration::from_millis(50);
             self.world.sleep(pause).await;
@@ -1635,10 +1627,18 @@ pub struct ClosedRecovery<'a> {
     pub aborted_hint: &'a str,
 }
 
+/// An nginx command line (frappe_docker's frontend and the door run nginx).
+fn nginx_cmd(args: &[&str]) -> Vec<String> {
+    std::iter::once("nginx")
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
 /// `nginx -s reload` in each of these (frontend) containers, one after the
 /// other; a non-zero exit is an error with its output.
 async fn reload_all<W: World>(world: &W, cs: &[ContainerInfo]) -> Result<()> {
-    let reload: Vec<String> = ["nginx", "-s", "reload"].map(String::from).to_vec();
+    let reload = nginx_cmd(&["-s", "reload"]);
     for f in cs {
         let mut quiet = |_: &str| {};
         let out = world.exec(&f.id, &reload, None, &mut quiet).await?;

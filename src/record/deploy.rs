@@ -451,7 +451,7 @@ impl fmt::Display for Step {
                 ),
                 Tier::Upstream => write!(
                     f,
-                    "start {}'s {} beside the running ones (no frontend knows them yet; the new {} gets their addresses, read at the cut-over)",
+                    "start {}'s {} beside the running ones (no frontend knows them yet; the new {} gets their addresses, read while the queues drain)",
                     stack.version,
                     web.upstream.join(", "),
                     web.frontend
