@@ -1011,18 +1011,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
 
     /// Run a command in a container; a non-zero exit is an error with its output.
     async fn run_checked(&mut self, c: &ContainerInfo, cmd: &[String]) -> Result<()> {
-        let mut quiet = |_: &str| {};
-        let out = self.world.exec(&c.id, cmd, None, &mut quiet).await?;
-        if out.exit_code != 0 {
-            return Err(Error::failed(format!(
-                "`{}` exited with {} in {}: {}",
-                cmd.join(" "),
-                out.exit_code,
-                c.name,
-                out.output.trim()
-            )));
-        }
-        Ok(())
+        exec_checked(self.world, c, cmd).await
     }
 
     async fn retire_old(
@@ -1640,17 +1629,23 @@ fn nginx_cmd(args: &[&str]) -> Vec<String> {
 async fn reload_all<W: World>(world: &W, cs: &[ContainerInfo]) -> Result<()> {
     let reload = nginx_cmd(&["-s", "reload"]);
     for f in cs {
-        let mut quiet = |_: &str| {};
-        let out = world.exec(&f.id, &reload, None, &mut quiet).await?;
-        if out.exit_code != 0 {
-            return Err(Error::failed(format!(
-                "`{}` exited with {} in {}: {}",
-                reload.join(" "),
-                out.exit_code,
-                f.name,
-                out.output.trim()
-            )));
-        }
+        exec_checked(world, f, &reload).await?;
+    }
+    Ok(())
+}
+
+/// Run a command in a container; a non-zero exit is an error with its output.
+async fn exec_checked<W: World>(world: &W, c: &ContainerInfo, cmd: &[String]) -> Result<()> {
+    let mut quiet = |_: &str| {};
+    let out = world.exec(&c.id, cmd, None, &mut quiet).await?;
+    if out.exit_code != 0 {
+        return Err(Error::failed(format!(
+            "`{}` exited with {} in {}: {}",
+            cmd.join(" "),
+            out.exit_code,
+            c.name,
+            out.output.trim()
+        )));
     }
     Ok(())
 }
