@@ -129,6 +129,7 @@ pub async fn run_recover(global: &Global, args: &RecoverArgs, style: &Style) -> 
         interrupted: Arc::new(AtomicBool::new(false)),
         db_root_password: s.inputs.env.secret("DB_PASSWORD"),
         sites: None,
+        listing: Default::default(),
     };
     let result = if all_done {
         // Only the final record write was missing: check, then close it.

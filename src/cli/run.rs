@@ -188,6 +188,7 @@ pub async fn execute(s: &Session<'_>, plan: &DeployPlan) -> Result<Deployment> {
         interrupted: signals.flag.clone(),
         db_root_password: s.inputs.env.secret("DB_PASSWORD"),
         sites: None,
+        listing: Default::default(),
     }
     .run(plan)
     .await;

@@ -64,6 +64,61 @@ pub struct Executor<'a, W: World, R: Records, S: Sink> {
     pub db_root_password: Option<&'a Secret>,
     /// `DE_SITES=all` resolved to the sites of the bench, once.
     pub sites: Option<Vec<String>>,
+    /// The project's containers as listed once inside a maintenance window.
+    pub listing: Listing,
+}
+
+/// One listing of a project's containers, kept while only steps that change
+/// no container run (maintenance, drain, backup, migrate, the sealed gate, a
+/// pinned cut-over): inside the window every engine round trip is time the
+/// site is closed.
+#[derive(Default)]
+pub struct Listing {
+    held: std::sync::Mutex<Option<(String, Vec<ContainerInfo>)>>,
+    /// Set while such a step runs; any other step forgets the listing.
+    on: AtomicBool,
+}
+
+impl Listing {
+    /// Whether a listing taken before `step` still holds after it. A pinned
+    /// cut-over only pauses workers; the listing's state is not used for
+    /// them afterwards.
+    fn holds_across(step: &Step, progress: &Progress) -> bool {
+        match step {
+            Step::MaintenanceOn { .. }
+            | Step::Drain { .. }
+            | Step::Backup { .. }
+            | Step::Migrate { .. }
+            | Step::HealthGate { .. }
+            | Step::MaintenanceOff { .. } => true,
+            Step::Cutover { .. } => progress.fronts_pinned,
+            _ => false,
+        }
+    }
+
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    fn get(&self, project: &str) -> Option<Vec<ContainerInfo>> {
+        if !self.on.load(Ordering::SeqCst) {
+            return None;
+        }
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.as_ref()
+            .filter(|(p, _)| p == project)
+            .map(|(_, l)| l.clone())
+    }
+
+    fn keep(&self, project: &str, list: &[ContainerInfo]) {
+        if self.on.load(Ordering::SeqCst) {
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((project.to_string(), list.to_vec()));
+        }
+    }
 }
 
 /// A new record for `plan`, before anything runs.
@@ -130,6 +185,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 failure = Some(write_failure(e));
                 break;
             }
+            self.listing
+                .set(Listing::holds_across(step, &record.progress));
             self.sink.step(i + 1, total, &step.to_string());
             let t = Instant::now();
             let res = self.step(plan, step, &mut record).await;
@@ -198,6 +255,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         recovery: Recovery,
         cause: Error,
     ) -> Error {
+        self.listing.set(false);
         record.error = Some(cause.to_string());
         if !recovery.steps.is_empty() {
             self.sink
@@ -508,8 +566,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         let pinned = record.progress.fronts_pinned;
         let project = &to.target.project;
         let reload = nginx_cmd(&["-s", "reload"]);
-        // One listing: every engine call here is inside the window.
-        let all = self.world.containers(project).await?;
+        // One listing (the window's): every engine call here is inside it.
+        let all = self.listed(project).await?;
         let fronts: Vec<ContainerInfo> = all
             .iter()
             .filter(|c| c.image_id == to.image_id && c.state == "running")
@@ -773,6 +831,17 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(all)
     }
 
+    /// The containers of `project`: listed by the engine, or as listed
+    /// earlier in the same maintenance window (`Listing`).
+    async fn listed(&self, project: &str) -> Result<Vec<ContainerInfo>> {
+        if let Some(l) = self.listing.get(project) {
+            return Ok(l);
+        }
+        let l = self.world.containers(project).await?;
+        self.listing.keep(project, &l);
+        Ok(l)
+    }
+
     /// Running containers of `service` in `project` that run `image_id`.
     async fn running_of(
         &self,
@@ -781,8 +850,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         image_id: &str,
     ) -> Result<Vec<ContainerInfo>> {
         Ok(self
-            .world
-            .containers(project)
+            .listed(project)
             .await?
             .into_iter()
             .filter(|c| c.service == service && c.image_id == image_id && c.state == "running")
@@ -1255,8 +1323,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
 
     async fn backend(&self, plan: &DeployPlan, project: &str) -> Result<ContainerInfo> {
         let mut all: Vec<ContainerInfo> = self
-            .world
-            .containers(project)
+            .listed(project)
             .await?
             .into_iter()
             .filter(|c| c.service == plan.backend_service && c.state == "running")

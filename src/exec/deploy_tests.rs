@@ -906,6 +906,7 @@ fn run(world: &Fake, records: &Mem, plan: &DeployPlan) -> (Finished, Vec<String>
             interrupted: Arc::new(AtomicBool::new(false)),
             db_root_password: None,
             sites: None,
+            listing: Default::default(),
         }
         .run(plan)
         .await
@@ -1245,6 +1246,7 @@ fn a_signal_stops_after_the_step_and_recovers() {
             interrupted: flag.clone(),
             db_root_password: None,
             sites: None,
+            listing: Default::default(),
         }
         .run(&p)
         .await
@@ -1313,6 +1315,7 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
                     interrupted: Arc::new(AtomicBool::new(false)),
                     db_root_password: None,
                     sites: None,
+                    listing: Default::default(),
                 };
                 for (i, s) in p.steps.iter().enumerate() {
                     planner::starting(&mut rec.progress, &s.step);
