@@ -264,8 +264,9 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         let mut left: Option<String> = None;
         let mut maintenance_off_done = false;
         let ended = record.progress.ended.clone();
+        let paused = record.progress.paused.clone();
         for (i, rs) in recovery.steps.iter().enumerate() {
-            match self.recovery_step(plan, rs, &ended).await {
+            match self.recovery_step(plan, rs, &ended, &paused).await {
                 Ok(()) => {
                     if matches!(rs, RecoveryStep::MaintenanceOff { .. }) {
                         maintenance_off_done = true;
@@ -319,6 +320,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         plan: &DeployPlan,
         rs: &RecoveryStep,
         ended: &[String],
+        paused: &[String],
     ) -> Result<()> {
         match rs {
             RecoveryStep::TakeDown { stack } => {
@@ -329,6 +331,11 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 Ok(())
             }
             RecoveryStep::BringUp { stack } => {
+                // Those a cut-over froze go on as they were (drained, in
+                // maintenance); compose would leave them paused.
+                for id in paused {
+                    self.world.pause(id, false).await?;
+                }
                 // Compose starts a stopped container again but leaves one
                 // it sees running: those a cut-over told to stop must have
                 // ended first.
@@ -443,10 +450,25 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 web_moved,
             } => {
                 if *web_moved {
-                    // The old workers and scheduler a cut-over sent SIGTERM
-                    // have ended; one still running 5 s on ignored it.
-                    let ended = record.progress.ended.clone();
+                    // Those the cut-over froze get SIGTERM now (the engine
+                    // thaws a paused container it sends its stop signal,
+                    // and the signal is handled first: an idle rq worker
+                    // exits without taking a job). Then they and any told
+                    // to stop in the window have ended; one still running
+                    // (or paused) 5 s on is stopped.
+                    let paused = std::mem::take(&mut record.progress.paused);
                     let project = &to.target.project;
+                    if !paused.is_empty() {
+                        record.progress.ended.extend(paused.iter().cloned());
+                        self.save(record)?;
+                        // An image whose stop signal is another stays
+                        // paused: `docker stop` ends it below (the engine
+                        // thaws it for its own stop signal).
+                        for id in &paused {
+                            self.world.signal(id, "SIGTERM").await?;
+                        }
+                    }
+                    let ended = record.progress.ended.clone();
                     let ignored = self
                         .wait_ended(project, &ended, Duration::from_secs(5), RETIRE_GRACE)
                         .await?;
@@ -596,7 +618,10 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         // (they answer the maintenance 503, as the new ones do).
         let web_old = if pinned { Vec::new() } else { web_old };
         if pinned {
-            record.progress.ended = rest.iter().map(|c| c.id.clone()).collect();
+            // On disk before any is frozen: a recovery after a kill -9
+            // thaws them.
+            record.progress.paused = rest.iter().map(|c| c.id.clone()).collect();
+            self.save(record)?;
         }
         // The old web upstreams and the old workers stop at once; as soon as
         // the upstreams are down (a stopped container leaves the engine's
@@ -620,25 +645,42 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         };
         // The old workers and scheduler were drained and the site is in
         // maintenance: they only have to take no new job. With pinned
-        // frontends they get SIGTERM and the window goes on at once (an rq
-        // worker told to stop while idle takes no job); the engine takes
-        // ~0.3 s more to report an exit, which is confirmed after the
-        // window. SIGTERM is frappe_docker's stop signal (its images set
-        // none), and the engine restarts no container it sent its stop
-        // signal (`unless-stopped` holds it as stopped by hand).
+        // frontends they are frozen (`docker pause`: the cgroup freezer, a
+        // few ms, nothing for the engine to clean up) and get SIGTERM after
+        // the window; ending them here cost the window ~0.1 s of the
+        // engine's bookkeeping of their exits on this 2-core machine. One
+        // that cannot be frozen gets SIGTERM now, as before (an rq worker
+        // told to stop while idle takes no job; its exit is confirmed after
+        // the window). SIGTERM is frappe_docker's stop signal (its images
+        // set none): the engine restarts no container it sent it.
         let workers_part = async {
             if pinned {
-                let ends = rest.iter().map(|c| world.signal(&c.id, "SIGTERM"));
-                for r in futures_util::future::join_all(ends).await {
-                    r?;
-                }
-                return Ok(());
+                let freezes = rest.iter().map(|c| world.pause(&c.id, true));
+                let frozen = futures_util::future::join_all(freezes).await;
+                let unfrozen: Vec<&ContainerInfo> = rest
+                    .iter()
+                    .zip(&frozen)
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(c, _)| *c)
+                    .collect();
+                signal_all(*world, &unfrozen).await?;
+                return Ok(unfrozen);
             }
-            stop_all(*world, &rest).await
+            stop_all(*world, &rest).await.map(|()| Vec::new())
         };
         let (a, b) = futures_util::future::join(web_part, workers_part).await;
         a?;
-        b?;
+        let unfrozen = b?;
+        if !unfrozen.is_empty() {
+            record
+                .progress
+                .paused
+                .retain(|id| !unfrozen.iter().any(|c| &c.id == id));
+            record
+                .progress
+                .ended
+                .extend(unfrozen.iter().map(|c| c.id.clone()));
+        }
         // Their logs are kept and they are removed after maintenance went
         // off (the replace step), outside the window.
         let stopped: Vec<&str> = web_old
@@ -648,8 +690,18 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             .collect();
         let mut note = if stopped.is_empty() {
             "nothing ran the old image any more".to_string()
+        } else if pinned && unfrozen.is_empty() {
+            format!(
+                "froze {} (docker pause; SIGTERM after the window)",
+                stopped.join(", ")
+            )
         } else if pinned {
-            format!("told {} to stop (SIGTERM)", stopped.join(", "))
+            let names: Vec<&str> = unfrozen.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "froze {} (docker pause; SIGTERM after the window); {} could not be frozen and were told to stop (SIGTERM)",
+                stopped.join(", "),
+                names.join(", ")
+            )
         } else {
             format!("stopped {}", stopped.join(", "))
         };
@@ -1282,7 +1334,8 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 .containers(project)
                 .await?
                 .into_iter()
-                .filter(|c| c.state == "running" && ids.contains(&c.id))
+                // A paused one has not ended either.
+                .filter(|c| (c.state == "running" || c.state == "paused") && ids.contains(&c.id))
                 .collect();
             if running.is_empty() {
                 return Ok(Vec::new());
@@ -1713,6 +1766,16 @@ async fn exec_checked<W: World>(world: &W, c: &ContainerInfo, cmd: &[String]) ->
             c.name,
             out.output.trim()
         )));
+    }
+    Ok(())
+}
+
+/// SIGTERM to these containers at once (their stop signal: the engine
+/// restarts none of them); returns without waiting for them to end.
+async fn signal_all<W: World>(world: &W, cs: &[&ContainerInfo]) -> Result<()> {
+    let ends = cs.iter().map(|c| world.signal(&c.id, "SIGTERM"));
+    for r in futures_util::future::join_all(ends).await {
+        r?;
     }
     Ok(())
 }

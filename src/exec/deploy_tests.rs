@@ -422,6 +422,17 @@ impl World for Fake {
                 "exec `{line}`: container {_container} is not running (HTTP 409)"
             )));
         }
+        if self
+            .m()
+            .cs
+            .iter()
+            .any(|c| c.id == _container && c.state == "paused")
+        {
+            self.call(format!("exec {line} in a paused container"))?;
+            return Err(Error::failed(format!(
+                "exec `{line}`: container {_container} is paused (HTTP 409)"
+            )));
+        }
         if cmd[0] != "bench" {
             let svc = self
                 .m()
@@ -660,9 +671,44 @@ impl World for Fake {
         Ok(())
     }
 
+    async fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        let what = if pause { "pause" } else { "unpause" };
+        self.call(format!("{what} {id}"))?;
+        let mut m = self.m();
+        let latest = m.migrated_in.last().cloned().unwrap_or_default();
+        let open = !m.maintenance;
+        let Some(c) = m.cs.iter_mut().find(|c| c.id == id) else {
+            return Err(Error::failed(format!("no such container: {id}")));
+        };
+        match (pause, c.state.as_str()) {
+            (true, "running") => c.state = "paused".into(),
+            (true, s) => {
+                return Err(Error::failed(format!(
+                    "pause {id}: container is {s} (HTTP 409)"
+                )))
+            }
+            (false, "paused") => {
+                c.state = "running".into();
+                // Thawed old code with users let in on a migrated database.
+                if open && !latest.is_empty() && c.image_id != latest {
+                    let id = c.id.clone();
+                    m.mixed_at_open.push(id);
+                }
+            }
+            // The engine answers 409 "not paused"; the adapter takes it.
+            (false, _) => {}
+        }
+        Ok(())
+    }
+
     async fn signal(&self, id: &str, signal: &str) -> Result<()> {
         self.call(format!("signal {signal} {id}"))?;
         let mut m = self.m();
+        // The engine thaws a paused container it sends its stop signal;
+        // the signal is handled first (daemon/kill.go).
+        if let Some(c) = m.cs.iter_mut().find(|c| c.id == id && c.state == "paused") {
+            c.state = "running".into();
+        }
         // A drained worker or scheduler ends on SIGTERM, its stop signal:
         // the engine restarts no container it sent that (as `docker stop`).
         // It takes no request and no job from here on, but the engine
@@ -1220,6 +1266,9 @@ fn a_signal_stops_after_the_step_and_recovers() {
         async fn signal(&self, id: &str, s: &str) -> Result<()> {
             self.0.signal(id, s).await
         }
+        async fn pause(&self, id: &str, p: bool) -> Result<()> {
+            self.0.pause(id, p).await
+        }
         async fn address(&self, id: &str) -> Result<Option<String>> {
             self.0.address(id).await
         }
@@ -1744,14 +1793,18 @@ fn every_step_of_a_migrating_switch_that_fails_leaves_the_old_release_and_its_da
             "migrate" => "bench migrate",
             "reload-door" => "exec door",
             "retire-old" => "remove frontend-1.0.0",
-            "cutover" => "signal SIGTERM queue-short-1.0.0",
+            // Frozen, else told to stop: the step fails when both fail.
+            "cutover" => "pause queue-short-1.0.0",
             "health-gate-sealed" => "health sealed",
             "maintenance-off" => "bench set-maintenance-mode off",
             "replace" => "compose replace 2.0.0",
             "health-gate" => "health open",
             _ => continue,
         };
-        let w = Fake::new().with_door().running("1.0.0").strict().fail(fail);
+        let mut w = Fake::new().with_door().running("1.0.0").strict().fail(fail);
+        if name == "cutover" {
+            w = w.fail("signal SIGTERM queue-short-1.0.0");
+        }
         let r = Mem::default();
         let (f, lines) = run(&w, &r, &p);
         let ctx = format!("step {i} {name}: {}", lines.join("\n"));
@@ -1800,6 +1853,60 @@ fn every_step_of_a_migrating_switch_that_fails_leaves_the_old_release_and_its_da
         cases += 1;
     }
     assert_eq!(cases, 16);
+}
+
+#[test]
+fn the_cutover_freezes_the_old_workers_and_ends_them_after_the_window() {
+    let p = migrating_switch_plan();
+    let w = Fake::new().with_door().running("1.0.0").strict();
+    let r = Mem::default();
+    let (f, lines) = run(&w, &r, &p);
+    assert_eq!(code(&f), 0, "{}", lines.join("\n"));
+    let m = w.m();
+    let at = |call: &str| {
+        m.calls
+            .iter()
+            .position(|c| c.starts_with(call))
+            .unwrap_or_else(|| panic!("no call {call}: {:?}", m.calls))
+    };
+    let off = at("bench set-maintenance-mode off");
+    // Frozen inside the window, no signal there; SIGTERM after it.
+    assert!(at("pause queue-short-1.0.0") < off, "{:?}", m.calls);
+    assert!(
+        at("signal SIGTERM queue-short-1.0.0") > off,
+        "{:?}",
+        m.calls
+    );
+    assert!(m.mixed_at_open.is_empty(), "{:?}", m.mixed_at_open);
+    assert!(f.record.progress.paused.is_empty());
+    drop(m);
+
+    // One that cannot be frozen is told to stop in the window instead.
+    let w = Fake::new()
+        .with_door()
+        .running("1.0.0")
+        .strict()
+        .fail("pause queue-short-1.0.0");
+    let (f, lines) = run(&w, &Mem::default(), &p);
+    assert_eq!(code(&f), 0, "{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("could not be frozen")),
+        "{}",
+        lines.join("\n")
+    );
+    let m = w.m();
+    let off = m
+        .calls
+        .iter()
+        .position(|c| c.starts_with("bench set-maintenance-mode off"))
+        .unwrap();
+    let term = m
+        .calls
+        .iter()
+        .position(|c| c.starts_with("signal SIGTERM queue-short-1.0.0"))
+        .unwrap();
+    assert!(term < off, "{:?}", m.calls);
+    assert!(m.mixed_at_open.is_empty(), "{:?}", m.mixed_at_open);
 }
 
 /// Step `i` of `p` is `name` or comes before it.

@@ -65,6 +65,9 @@ pub trait World {
     /// the container has exited (the engine's bookkeeping of an exit takes
     /// ~0.3 s here, longer than the process takes to end).
     async fn signal(&self, id: &str, signal: &str) -> Result<()>;
+    /// `docker pause` (true) or `docker unpause` (false): its processes
+    /// frozen or thawed; thawing one that is not paused is fine.
+    async fn pause(&self, id: &str, pause: bool) -> Result<()>;
     /// A container's IPv4 address on its (first) network.
     async fn address(&self, id: &str) -> Result<Option<String>>;
     /// Copy `dir`'s hashed bundles (paths with a `dist` component) from one
@@ -192,6 +195,10 @@ impl World for Real {
 
     async fn no_restart(&self, id: &str) -> Result<()> {
         self.engine.no_restart(id).await
+    }
+
+    async fn pause(&self, id: &str, pause: bool) -> Result<()> {
+        self.engine.pause_container(id, pause).await
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {

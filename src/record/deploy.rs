@@ -517,7 +517,7 @@ impl fmt::Display for Step {
             },
             Step::Cutover { from, to, web } => write!(
                 f,
-                "cut over: the new {} send only to {}'s {} (pinned ones reloaded while the queues drained); {}'s workers and scheduler stop at once (its {} stop after the window, nothing routes to them)",
+                "cut over: the new {} send only to {}'s {} (pinned ones reloaded while the queues drained); {}'s workers and scheduler stop at once (pinned: frozen with `docker pause`, SIGTERM after the window; its {} stop after the window, nothing routes to them)",
                 web.frontend,
                 to.version,
                 web.upstream.join(", "),
@@ -562,6 +562,11 @@ pub struct Progress {
     /// brings the previous release back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ended: Vec<String>,
+    /// The old workers and scheduler a pinned cut-over froze (`docker
+    /// pause`): they get SIGTERM after the window, or are thawed by a
+    /// recovery that brings the previous release back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused: Vec<String>,
     pub backups: Vec<Backup>,
     /// Steps that finished, in order.
     pub done: Vec<String>,

@@ -634,6 +634,35 @@ impl Engine {
         }
     }
 
+    /// Freeze (`docker pause`) or thaw (`docker unpause`) every process of a
+    /// container: frozen, it does nothing and the engine keeps it as is (no
+    /// exit to clean up). Thawing one that is not frozen is fine.
+    pub async fn pause_container(&self, id: &str, pause: bool) -> Result<()> {
+        let what = if pause { "pause" } else { "unpause" };
+        let res = if pause {
+            self.docker.pause_container(id).await
+        } else {
+            self.docker.unpause_container(id).await
+        };
+        match res {
+            Ok(()) => Ok(()),
+            // Unpausing one that is not paused (the engine thaws a paused
+            // container it sends its stop signal, `docker kill`), or has
+            // stopped since: engine 20.10 answers 500 "… is not paused" or
+            // "cannot resume a stopped container", newer ones 409.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409 | 500,
+                message,
+            }) if !pause
+                && (message.contains("is not paused") || message.contains("stopped container")) =>
+            {
+                Ok(())
+            }
+            Err(e) if !pause && is_not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error(format!("{what} container {id}"), &e)),
+        }
+    }
+
     /// Set a container's restart policy to `no`: one that is retired by
     /// making its process exit (`nginx -s quit`) must not be started again
     /// by `restart: unless-stopped`.
