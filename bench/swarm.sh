@@ -13,5 +13,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-BENCH_ROUNDS="${BENCH_ROUNDS:-3}" cargo test --quiet --test swarm -- --ignored --exact bench_swarm --nocapture 2>&1 \
+BENCH_ROUNDS="${BENCH_ROUNDS:-3}" cargo test --quiet --test integration -- --ignored --exact swarm::bench_swarm --nocapture 2>&1 \
   | grep -E '^(swarm|one host|wall time)|panicked|FAILED|error' || { echo "bench failed: run it with --nocapture to see why"; exit 1; }

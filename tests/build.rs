@@ -1,6 +1,6 @@
 //! `de-build build` against the real engine, on copies of the bundled demo.
 
-mod support;
+use crate::support;
 use support::{docker, engine_available, ImageRepo, Project, CANARY};
 
 fn no_canary_anywhere(

@@ -1,6 +1,6 @@
 //! `de-build check` end to end: the real binary on a copy of the bundled example.
 
-mod support;
+use crate::support;
 use support::{good_env, Project, CANARY};
 
 fn manifest_json(version: &str) -> String {

@@ -1,7 +1,7 @@
 //! The shipped CI definitions parse as YAML and call de-build with commands
 //! and flags that exist.
 
-mod support;
+use crate::support;
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {

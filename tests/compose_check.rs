@@ -3,7 +3,7 @@
 //! exit 2, naming file and line, before anything touches the stack. The
 //! fixtures are written here, in frappe_docker's shape.
 
-mod support;
+use crate::support;
 use de_build::config::compose::{self, interp::interpolate};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! this checkout as it was, and removes every container, volume, network and
 //! image it made.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use support::{docker, engine_available, repo_root};
 

@@ -2,7 +2,7 @@
 //! with the demo image: migrate applies patches to a log in the sites volume,
 //! backup/restore copy it, maintenance is a flag file served as 503.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use support::stack::{add_patch, Stack};
 use support::{docker, engine_available, CANARY};

@@ -2,7 +2,7 @@
 //! global options stand apart, completions and man pages come from the same
 //! clap definition.
 
-mod support;
+use crate::support;
 use clap::CommandFactory;
 use support::{Project, Run};
 

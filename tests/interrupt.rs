@@ -7,7 +7,7 @@
 //!
 //! The demo bench's test switches hold a step: `sites/.fault/<cmd>.sleep`.
 
-mod support;
+use crate::support;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

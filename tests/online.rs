@@ -2,7 +2,7 @@
 //! over HTTP on loopback: a public one and one that demands the token (bench
 //! clones inside the build, so apps.json takes no local paths).
 
-mod support;
+use crate::support;
 use support::git_http::{GitHttp, Redirect, Repo, Silent};
 use support::{engine_available, ImageRepo, Project, CANARY};
 

@@ -1,7 +1,7 @@
 //! `de-build release` as a CI job runs it: `env -i` plus the needed variables,
 //! no .env file, the real engine and a real registry on loopback.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use support::{docker, engine_available, ImageRepo, Project, Registry, CANARY};
 

@@ -3,7 +3,7 @@
 //! the build context; a long token cut in live progress on a terminal; file
 //! modes of the state directory; the engine hint only without an answer.
 
-mod support;
+use crate::support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use support::{docker, engine_available, ImageRepo, Project};

@@ -2,7 +2,7 @@
 //! record, a garbage lock file. Nothing may be claimed that was not written,
 //! and nothing may read as "free" or "consistent" that is not.
 
-mod support;
+use crate::support;
 use std::process::Command;
 use support::stack::{add_patch, Stack};
 use support::{engine_available, Project};

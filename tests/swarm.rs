@@ -5,8 +5,13 @@
 //!
 //! One cluster serves every test of this file, one test at a time; it is
 //! removed when the test process exits.
+//!
+//! Not part of `cargo test` (the README's first-contact command): building
+//! the node image (debootstrap) and running these on one shared cluster
+//! takes ~7 minutes on a 2-core machine. `.ci/run` runs them after it:
+//! `cargo test --test integration -- --ignored swarm:: --skip bench_swarm`.
 
-mod support;
+use crate::support;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -285,6 +290,10 @@ impl Drop for Sp {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
+)]
 fn deploy_then_upgrade_with_one_migrate_then_roll_back_by_digest() {
     let Some((c, _one)) = cluster("swarm_deploy_upgrade_rollback") else {
         return;
@@ -409,6 +418,10 @@ fn deploy_then_upgrade_with_one_migrate_then_roll_back_by_digest() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
+)]
 fn a_failing_migrate_restores_the_backup_and_changes_no_service() {
     let Some((c, _one)) = cluster("swarm_failing_migrate") else {
         return;
@@ -451,6 +464,10 @@ fn a_failing_migrate_restores_the_backup_and_changes_no_service() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
 )]
 fn two_operators_deploy_at_once_and_one_is_refused() {
     let Some((c, _one)) = cluster("swarm_two_operators") else {
@@ -561,6 +578,10 @@ fn two_operators_deploy_at_once_and_one_is_refused() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
+)]
 fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
     let Some((c, _one)) = cluster("swarm_node_stopped") else {
         return;
@@ -659,6 +680,10 @@ fn a_node_stopped_mid_deploy_is_rescheduled_around_and_status_names_it() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
 )]
 fn a_deploy_killed_mid_migrate_on_one_machine_is_finished_by_recover_on_another() {
     let Some((c, _one)) = cluster("swarm_killed_deploy") else {
@@ -778,6 +803,10 @@ fn a_deploy_killed_mid_migrate_on_one_machine_is_finished_by_recover_on_another(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
+)]
 fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
     let Some((c, _one)) = cluster("swarm_cannot_pull") else {
         return;
@@ -871,6 +900,10 @@ fn a_node_that_cannot_pull_stops_the_update_which_is_reverted_and_named() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
 )]
 fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recovers() {
     let Some((c, _one)) = cluster("swarm_manager_restart") else {
@@ -1012,6 +1045,10 @@ fn a_manager_engine_restarted_mid_deploy_is_waited_for_then_completes_or_recover
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the swarm suite, on its own: cargo test --test integration -- --ignored swarm:: --skip bench_swarm"
 )]
 fn a_swarm_restore_gets_the_root_password_from_a_secret_that_lives_as_long_as_its_job() {
     let Some((c, _one)) = cluster("swarm_root_password") else {

@@ -2,7 +2,7 @@
 //! real engine and compose: the new web tier starts beside the old one and
 //! the door switches, with a probe every 20 ms counting failed requests.
 
-mod support;
+use crate::support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
