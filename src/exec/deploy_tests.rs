@@ -118,8 +118,13 @@ impl Model {
             match self
                 .cs
                 .iter()
-                .find(|c| c.service == svc && c.image_id == want && c.state == "running")
-            {
+                // A paused container is running to the engine: compose
+                // leaves one of the same config as it is, paused.
+                .find(|c| {
+                    c.service == svc
+                        && c.image_id == want
+                        && (c.state == "running" || c.state == "paused")
+                }) {
                 Some(c) => next.push(c.clone()),
                 None => {
                     let n = self.cs.iter().filter(|c| c.service == svc).count() + 1;
@@ -1907,6 +1912,71 @@ fn the_cutover_freezes_the_old_workers_and_ends_them_after_the_window() {
         .unwrap();
     assert!(term < off, "{:?}", m.calls);
     assert!(m.mixed_at_open.is_empty(), "{:?}", m.mixed_at_open);
+}
+
+#[test]
+fn a_migrating_switch_killed_in_any_step_is_recovered_from_its_record() {
+    // As a kill -9: the record on disk is all a later `recover` has; frozen
+    // workers must be thawed, never left paused beside the previous release.
+    let p = migrating_switch_plan();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut cases = 0;
+    for k in 0..p.steps.len() {
+        for took_effect in [false, true] {
+            let w = Fake::new().with_door().running("1.0.0").strict();
+            let r = Mem::default();
+            let mut sink = Lines::default();
+            let mut rec = new_record(&p);
+            let name = p.steps[k].step.name();
+            let ctx = format!("killed in step {k} {name} (took effect: {took_effect})");
+            let err = rt.block_on(async {
+                let mut ex = Executor {
+                    world: &w,
+                    records: &r,
+                    sink: &mut sink,
+                    interrupted: Arc::new(AtomicBool::new(false)),
+                    db_root_password: None,
+                    sites: None,
+                    listing: Default::default(),
+                };
+                for (i, s) in p.steps.iter().enumerate() {
+                    planner::starting(&mut rec.progress, &s.step);
+                    if i == k {
+                        if took_effect {
+                            ex.step(&p, &s.step, &mut rec).await.unwrap();
+                        }
+                        break;
+                    }
+                    ex.step(&p, &s.step, &mut rec).await.unwrap();
+                    planner::finished(&mut rec.progress, &s.step);
+                }
+                let mut on_disk: Deployment =
+                    serde_json::from_str(&serde_json::to_string(&rec).unwrap()).unwrap();
+                let (plan, recovery) = recovery_of(&on_disk).unwrap();
+                ex.recover(&plan, &mut on_disk, recovery, Error::failed("killed"))
+                    .await
+            });
+            assert!(matches!(err.exit_code(), 1 | 3), "{ctx}: {err}");
+            let m = w.m();
+            assert!(!m.maintenance, "{ctx}");
+            for (svc, image, state) in versions_by_service(&m) {
+                assert_eq!(state, "running", "{svc} {ctx}");
+                if svc != "door" {
+                    assert_eq!(image, "sha256:1.0.0", "{svc} {ctx}");
+                }
+            }
+            let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
+            assert_eq!(
+                migrated,
+                rec.progress.users_let_in && rec.progress.migrate_started,
+                "{ctx}"
+            );
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 2 * p.steps.len());
 }
 
 /// Step `i` of `p` is `name` or comes before it.
