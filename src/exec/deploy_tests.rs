@@ -1349,16 +1349,44 @@ fn an_interrupted_record_recovers_from_its_progress() {
 #[test]
 fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
     let p = upgrade();
+    let cases = killed_in_each_step(
+        &p,
+        || Fake::new().running("1.0.0"),
+        |m, rec, err, ctx| {
+            assert_eq!(
+                m.running.get("p").map(|r| r.0.as_str()),
+                Some("1.0.0"),
+                "{ctx}"
+            );
+            assert!(!m.maintenance, "{ctx}");
+            let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
+            let users_in = rec.progress.users_let_in;
+            assert_eq!(migrated, users_in && rec.progress.migrate_started, "{ctx}");
+            assert!(matches!(err.exit_code(), 1 | 3), "{ctx}: {err}");
+        },
+    );
+    assert_eq!(cases, 2 * p.steps.len());
+}
+
+/// Run `p` in a fresh fake from `fake` up to each step in turn, stop there
+/// as a kill would (before the step took effect, or after), then recover
+/// from what the record on disk says; `check` judges the world, the record
+/// as it was at the kill and the recovery's error. How many cases ran.
+fn killed_in_each_step(
+    p: &DeployPlan,
+    fake: impl Fn() -> Fake,
+    check: impl Fn(&Model, &Deployment, &Error, &str),
+) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let mut cases = 0;
     for k in 0..p.steps.len() {
         for took_effect in [false, true] {
-            let w = Fake::new().running("1.0.0");
+            let w = fake();
             let r = Mem::default();
             let mut sink = Lines::default();
-            let mut rec = new_record(&p);
+            let mut rec = new_record(p);
             let name = p.steps[k].step.name();
             let ctx = format!("killed in step {k} {name} (took effect: {took_effect})");
             let err = rt.block_on(async {
@@ -1375,11 +1403,11 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
                     planner::starting(&mut rec.progress, &s.step);
                     if i == k {
                         if took_effect {
-                            ex.step(&p, &s.step, &mut rec).await.unwrap();
+                            ex.step(p, &s.step, &mut rec).await.unwrap();
                         }
                         break;
                     }
-                    ex.step(&p, &s.step, &mut rec).await.unwrap();
+                    ex.step(p, &s.step, &mut rec).await.unwrap();
                     planner::finished(&mut rec.progress, &s.step);
                 }
                 // What the record on disk says after the kill:
@@ -1389,21 +1417,11 @@ fn a_deploy_killed_in_any_step_is_recovered_from_its_record() {
                 ex.recover(&plan, &mut on_disk, recovery, Error::failed("killed"))
                     .await
             });
-            let m = w.m();
-            assert_eq!(
-                m.running.get("p").map(|r| r.0.as_str()),
-                Some("1.0.0"),
-                "{ctx}"
-            );
-            assert!(!m.maintenance, "{ctx}");
-            let migrated = m.db.contains(&"patches-of-2.0.0".to_string());
-            let users_in = rec.progress.users_let_in;
-            assert_eq!(migrated, users_in && rec.progress.migrate_started, "{ctx}");
-            assert!(matches!(err.exit_code(), 1 | 3), "{ctx}: {err}");
+            check(&w.m(), &rec, &err, &ctx);
             cases += 1;
         }
     }
-    assert_eq!(cases, 2 * p.steps.len());
+    cases
 }
 
 #[test]
@@ -1919,49 +1937,13 @@ fn a_migrating_switch_killed_in_any_step_is_recovered_from_its_record() {
     // As a kill -9: the record on disk is all a later `recover` has; frozen
     // workers must be thawed, never left paused beside the previous release.
     let p = migrating_switch_plan();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let mut cases = 0;
-    for k in 0..p.steps.len() {
-        for took_effect in [false, true] {
-            let w = Fake::new().with_door().running("1.0.0").strict();
-            let r = Mem::default();
-            let mut sink = Lines::default();
-            let mut rec = new_record(&p);
-            let name = p.steps[k].step.name();
-            let ctx = format!("killed in step {k} {name} (took effect: {took_effect})");
-            let err = rt.block_on(async {
-                let mut ex = Executor {
-                    world: &w,
-                    records: &r,
-                    sink: &mut sink,
-                    interrupted: Arc::new(AtomicBool::new(false)),
-                    db_root_password: None,
-                    sites: None,
-                    listing: Default::default(),
-                };
-                for (i, s) in p.steps.iter().enumerate() {
-                    planner::starting(&mut rec.progress, &s.step);
-                    if i == k {
-                        if took_effect {
-                            ex.step(&p, &s.step, &mut rec).await.unwrap();
-                        }
-                        break;
-                    }
-                    ex.step(&p, &s.step, &mut rec).await.unwrap();
-                    planner::finished(&mut rec.progress, &s.step);
-                }
-                let mut on_disk: Deployment =
-                    serde_json::from_str(&serde_json::to_string(&rec).unwrap()).unwrap();
-                let (plan, recovery) = recovery_of(&on_disk).unwrap();
-                ex.recover(&plan, &mut on_disk, recovery, Error::failed("killed"))
-                    .await
-            });
+    let cases = killed_in_each_step(
+        &p,
+        || Fake::new().with_door().running("1.0.0").strict(),
+        |m, rec, err, ctx| {
             assert!(matches!(err.exit_code(), 1 | 3), "{ctx}: {err}");
-            let m = w.m();
             assert!(!m.maintenance, "{ctx}");
-            for (svc, image, state) in versions_by_service(&m) {
+            for (svc, image, state) in versions_by_service(m) {
                 assert_eq!(state, "running", "{svc} {ctx}");
                 if svc != "door" {
                     assert_eq!(image, "sha256:1.0.0", "{svc} {ctx}");
@@ -1973,9 +1955,8 @@ fn a_migrating_switch_killed_in_any_step_is_recovered_from_its_record() {
                 rec.progress.users_let_in && rec.progress.migrate_started,
                 "{ctx}"
             );
-            cases += 1;
-        }
-    }
+        },
+    );
     assert_eq!(cases, 2 * p.steps.len());
 }
 
