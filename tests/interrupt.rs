@@ -257,3 +257,72 @@ fn sigterm_during_a_switch_backup_brings_the_running_release_back_whole() {
     let st = s.status();
     assert_eq!(st["deployments"][0]["result"], "recovered", "{st}");
 }
+
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn kill_9_after_the_cutover_froze_the_workers_and_recover_thaws_them() {
+    if !engine_available("kill9-frozen") {
+        return;
+    }
+    // With the door, the migrating cut-over freezes the old workers and
+    // scheduler (docker pause) and ends them only after maintenance went
+    // off. Killed in between, the record holds them; `recover` must thaw
+    // them: compose would leave a paused container paused.
+    let s = upgrade_ready_in(Stack::new("frozen"));
+    hold(&s, "set-maintenance-mode", 2);
+    let mut d = Running::start(&s, &["deploy", "2.0.0"]);
+    d.wait_for("froze ");
+    d.signal("KILL");
+    let (code, err) = d.finish();
+    assert_eq!(code, None, "{err}");
+    let paused = |s: &Stack| {
+        support::docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", s.project),
+            "--filter",
+            "status=paused",
+        ])
+        .stdout
+        .lines()
+        .count()
+    };
+    assert!(paused(&s) > 0, "the cut-over froze nothing:\n{err}");
+    s.exec("rm -f sites/.fault/set-maintenance-mode.sleep");
+    // Killed before maintenance went off, the backup is restored; once that
+    // step had started (users may have written), the database stays as
+    // 2.0.0 migrated it and the message says how to restore it.
+    let out = s.run(&["recover"]);
+    let out = out.code(3).stderr_has("1.0.0 is serving again");
+    let text = &out.stderr;
+    if text.contains("database restored") {
+        assert!(!s.patch_log().contains("demo.patches.v2.interrupted"));
+    } else {
+        assert!(text.contains("--restore-backup"), "{text}");
+    }
+    assert_eq!(paused(&s), 0);
+    let st = s.status();
+    assert_eq!(st["consistent"], true, "{st}");
+    assert_eq!(st["current"]["version"], "1.0.0", "{st}");
+    assert_eq!(st["lock"]["state"], "free", "{st}");
+    assert_eq!(s.http(), "200");
+    for (svc, image) in s.containers() {
+        if ["queue-short", "queue-long", "scheduler", "backend"].contains(&svc.as_str()) {
+            assert_eq!(image, format!("{}:1.0.0", s.repo.0), "{svc}");
+        }
+    }
+    let running = support::docker(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.project),
+        "--filter",
+        "label=com.docker.compose.service=queue-short",
+        "--format",
+        "{{.Status}}",
+    ]);
+    assert!(running.stdout.starts_with("Up"), "{}", running.stdout);
+}
