@@ -8,7 +8,7 @@
 //!
 //! Not part of `cargo test` (the README's first-contact command): building
 //! the node image (debootstrap) and running these on one shared cluster
-//! takes ~7 minutes on a 2-core machine. `.ci/run` runs them after it:
+//! takes ~8 minutes on a 2-core machine. `.ci/run` runs them after it:
 //! `cargo test --test integration -- --ignored swarm:: --skip bench_swarm`.
 
 use crate::support;
