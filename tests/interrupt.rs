@@ -278,19 +278,7 @@ fn kill_9_after_the_cutover_froze_the_workers_and_recover_thaws_them() {
     d.signal("KILL");
     let (code, err) = d.finish();
     assert_eq!(code, None, "{err}");
-    let paused = |s: &Stack| {
-        support::docker(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", s.project),
-            "--filter",
-            "status=paused",
-        ])
-        .stdout
-        .lines()
-        .count()
-    };
+    let paused = |s: &Stack| s.ids("status=paused").len();
     assert!(paused(&s) > 0, "the cut-over froze nothing:\n{err}");
     s.exec("rm -f sites/.fault/set-maintenance-mode.sleep");
     // Killed before maintenance went off, the backup is restored; once that

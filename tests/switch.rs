@@ -225,17 +225,7 @@ fn a_release_without_migrate_and_a_rollback_switch_without_a_failed_request() {
 }
 
 fn door_id(s: &Stack) -> String {
-    support::docker(&[
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={}", s.project),
-        "--filter",
-        "label=com.docker.compose.service=door",
-    ])
-    .stdout
-    .trim()
-    .to_string()
+    s.ids("label=com.docker.compose.service=door").join(" ")
 }
 
 #[test]

@@ -474,7 +474,7 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                         .await?;
                     if !ignored.is_empty() {
                         self.sink.note(&format!(
-                            "warning: {} still ran 5 s after SIGTERM (stopped now, after maintenance went off)",
+                            "warning: {} had not ended 5 s after SIGTERM (stopped now, after maintenance went off)",
                             ignored.join(", ")
                         ));
                     }
@@ -657,20 +657,21 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
             if pinned {
                 let freezes = rest.iter().map(|c| world.pause(&c.id, true));
                 let frozen = futures_util::future::join_all(freezes).await;
-                let unfrozen: Vec<&ContainerInfo> = rest
+                let (unfrozen, why): (Vec<&ContainerInfo>, Vec<String>) = rest
                     .iter()
-                    .zip(&frozen)
-                    .filter(|(_, r)| r.is_err())
-                    .map(|(c, _)| *c)
-                    .collect();
+                    .zip(frozen)
+                    .filter_map(|(c, r)| r.err().map(|e| (*c, e.to_string())))
+                    .unzip();
                 signal_all(*world, &unfrozen).await?;
-                return Ok(unfrozen);
+                return Ok((unfrozen, why));
             }
-            stop_all(*world, &rest).await.map(|()| Vec::new())
+            stop_all(*world, &rest)
+                .await
+                .map(|()| (Vec::new(), Vec::new()))
         };
         let (a, b) = futures_util::future::join(web_part, workers_part).await;
         a?;
-        let unfrozen = b?;
+        let (unfrozen, why) = b?;
         if !unfrozen.is_empty() {
             record
                 .progress
@@ -696,11 +697,20 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
                 stopped.join(", ")
             )
         } else if pinned {
-            let names: Vec<&str> = unfrozen.iter().map(|c| c.name.as_str()).collect();
+            let (told, froze): (Vec<&str>, Vec<&str>) = stopped
+                .iter()
+                .partition(|n| unfrozen.iter().any(|c| c.name == **n));
+            let froze = match froze.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "froze {} (docker pause; SIGTERM after the window); ",
+                    froze.join(", ")
+                ),
+            };
             format!(
-                "froze {} (docker pause; SIGTERM after the window); {} could not be frozen and were told to stop (SIGTERM)",
-                stopped.join(", "),
-                names.join(", ")
+                "{froze}{} could not be frozen ({}) and were told to stop (SIGTERM)",
+                told.join(", "),
+                why.join("; ")
             )
         } else {
             format!("stopped {}", stopped.join(", "))

@@ -146,7 +146,9 @@ impl Stack {
             .collect()
     }
 
-    pub fn backend_ids(&self) -> Vec<String> {
+    /// Full ids of this stack's running containers matching a `docker ps`
+    /// filter (`label=…`, `status=paused`).
+    pub fn ids(&self, filter: &str) -> Vec<String> {
         let out = docker(&[
             "ps",
             "-q",
@@ -154,9 +156,13 @@ impl Stack {
             "--filter",
             &format!("label=com.docker.compose.project={}", self.project),
             "--filter",
-            "label=com.docker.compose.service=backend",
+            filter,
         ]);
         out.stdout.lines().map(str::to_string).collect()
+    }
+
+    pub fn backend_ids(&self) -> Vec<String> {
+        self.ids("label=com.docker.compose.service=backend")
     }
 
     pub fn backend_image(&self) -> String {
