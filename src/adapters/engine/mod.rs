@@ -72,6 +72,34 @@ fn host_hint() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
+/// A new archive of the entries of `tar_bytes` that `target` keeps, each
+/// under the path it gives (`target(path, is_file)`); with how many files.
+/// `what` names the writing in errors.
+fn repack(
+    tar_bytes: &[u8],
+    what: &str,
+    mut target: impl FnMut(&std::path::Path, bool) -> Option<std::path::PathBuf>,
+) -> Result<(Vec<u8>, usize)> {
+    let read = |e| Error::engine("read the container archive", e);
+    let mut out = tar::Builder::new(Vec::new());
+    let mut files = 0;
+    let mut archive = tar::Archive::new(tar_bytes);
+    for entry in archive.entries().map_err(read)? {
+        let mut entry = entry.map_err(read)?;
+        let path = entry.path().map_err(read)?.into_owned();
+        let mut header = entry.header().clone();
+        let is_file = header.entry_type().is_file();
+        let Some(to) = target(&path, is_file) else {
+            continue;
+        };
+        files += usize::from(is_file);
+        out.append_data(&mut header, &to, &mut entry)
+            .map_err(|e| Error::engine(what, e))?;
+    }
+    let data = out.into_inner().map_err(|e| Error::engine(what, e))?;
+    Ok((data, files))
+}
+
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
@@ -712,34 +740,14 @@ impl Engine {
         let Some(tar_bytes) = self.download_tar(from, dir, from).await? else {
             return Ok(0);
         };
-        let mut out = tar::Builder::new(Vec::new());
-        let mut files = 0;
-        let mut archive = tar::Archive::new(&tar_bytes[..]);
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::engine("read the container archive", e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::engine("read the container archive", e))?;
-            let path = entry
-                .path()
-                .map_err(|e| Error::engine("read the container archive", e))?
-                .into_owned();
-            if !path.components().any(|c| c.as_os_str() == "dist") {
-                continue;
-            }
-            let mut header = entry.header().clone();
-            if header.entry_type().is_file() {
-                files += 1;
-            }
-            out.append_data(&mut header, &path, &mut entry)
-                .map_err(|e| Error::engine("write the assets archive", e))?;
-        }
+        let (data, files) = repack(&tar_bytes, "write the assets archive", |path, _| {
+            path.components()
+                .any(|c| c.as_os_str() == "dist")
+                .then(|| path.to_path_buf())
+        })?;
         if files == 0 {
             return Ok(0);
         }
-        let data = out
-            .into_inner()
-            .map_err(|e| Error::engine("write the assets archive", e))?;
         // The archive's entries start with the directory's own name.
         let parent = std::path::Path::new(dir)
             .parent()
@@ -759,45 +767,24 @@ impl Engine {
         let Some(tar_bytes) = self.download_tar(from, dir, from).await? else {
             return Ok(0);
         };
-        let mut out = tar::Builder::new(Vec::new());
-        let mut files = 0;
-        let mut archive = tar::Archive::new(&tar_bytes[..]);
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::engine("read the container archive", e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::engine("read the container archive", e))?;
-            let path = entry
-                .path()
-                .map_err(|e| Error::engine("read the container archive", e))?
-                .into_owned();
+        let (data, files) = repack(&tar_bytes, "write the files archive", |path, is_file| {
+            if !is_file {
+                return None;
+            }
             let mut parts = path.components();
             // `logs/frappe.log` -> `logs/<into>/frappe.log`.
             let (Some(top), Some(first)) = (parts.next(), parts.next()) else {
-                continue;
+                return None;
             };
             let rest: std::path::PathBuf = parts.collect();
-            let target = if rest.as_os_str().is_empty() && entry.header().entry_type().is_file() {
-                std::path::Path::new(top.as_os_str()).join(into).join(first)
-            } else if rest.as_os_str().is_empty() {
-                continue;
-            } else {
-                path.clone()
-            };
-            let mut header = entry.header().clone();
-            if !header.entry_type().is_file() {
-                continue;
-            }
-            files += 1;
-            out.append_data(&mut header, &target, &mut entry)
-                .map_err(|e| Error::engine("write the files archive", e))?;
-        }
+            Some(match rest.as_os_str().is_empty() {
+                true => std::path::Path::new(top.as_os_str()).join(into).join(first),
+                false => path.to_path_buf(),
+            })
+        })?;
         if files == 0 {
             return Ok(0);
         }
-        let data = out
-            .into_inner()
-            .map_err(|e| Error::engine("write the files archive", e))?;
         let parent = std::path::Path::new(dir)
             .parent()
             .map(|p| p.display().to_string())
