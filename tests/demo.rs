@@ -124,10 +124,19 @@ fn demo_runs_the_whole_job_and_leaves_nothing_behind() {
 
     // Everything it made is gone.
     let label = format!("label=com.docker.compose.project={project}");
-    assert!(listed(&["ps", "-aq", "--filter", &label]).is_empty());
-    assert!(listed(&["volume", "ls", "-q", "--filter", &label]).is_empty());
-    assert!(listed(&["network", "ls", "-q", "--filter", &label]).is_empty());
-    assert!(listed(&["image", "ls", "-q", &repo]).is_empty());
+    assert!(
+        listed(&["ps", "-aq", "--filter", &label]).is_empty(),
+        "{all}"
+    );
+    assert!(
+        listed(&["volume", "ls", "-q", "--filter", &label]).is_empty(),
+        "{all}"
+    );
+    assert!(
+        listed(&["network", "ls", "-q", "--filter", &label]).is_empty(),
+        "{all}"
+    );
+    assert!(listed(&["image", "ls", "-q", &repo]).is_empty(), "{all}");
     let dir = stderr
         .lines()
         .find_map(|l| l.strip_prefix(&format!("demo: demo {id} in ")))
