@@ -477,77 +477,6 @@ fn http_status(port: u16) -> String {
     }
 }
 
-/// A deploy brings up every file of the set (the published port lives in
-/// an override), snapshots them with their layout, and a rollback brings
-/// the recorded files back even after the override changed on disk.
-#[test]
-#[cfg_attr(
-    no_engine,
-    ignore = "no Docker engine answered when the tests were built"
-)]
-fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
-    if !support::engine_available("compose_file_set_deploy") {
-        return;
-    }
-    let repo = support::ImageRepo::new("composeset");
-    let p = Project::demo(&repo);
-    let project = format!("dbtset{}", std::process::id());
-    let _cleanup = Cleanup(project.clone());
-    let port = free_port();
-    // The demo's base file publishes nothing (as frappe_docker's); the
-    // noproxy override publishes the frontend, and no door (a plain replace).
-    assert!(!p.read("compose.yaml").contains("ports:"));
-    p.set_env(
-        "DE_COMPOSE_FILE",
-        "compose.yaml,overrides/compose.noproxy.yaml",
-    )
-    .set_env("DE_DOOR", "")
-    .set_env("COMPOSE_PROJECT_NAME", &project)
-    .set_env(
-        "DE_HEALTH_URL",
-        &format!("http://127.0.0.1:{port}/api/method/ping"),
-    )
-    .set_env("DE_HEALTH_TIMEOUT", "15");
-    let run = |args: &[&str]| {
-        p.run()
-            .env("HTTP_PUBLISH_PORT", &port.to_string())
-            .args(args)
-            .output()
-    };
-    for v in ["1.0.0", "1.1.0"] {
-        p.set_env("DE_SITE_VERSION", v);
-        run(&["-q", "build", "--offline"]).code(0);
-    }
-    run(&["-q", "deploy", "1.0.0"]).code(0);
-    assert_eq!(http_status(port), "200", "the override's port is published");
-    let st = run(&["--json", "status"]).json();
-    let main = Path::new(st["current"]["compose_file"].as_str().unwrap()).to_path_buf();
-    let snap = main.parent().unwrap();
-    assert!(snap.ends_with(format!(
-        ".de-build/compose/{}",
-        st["current"]["deployment"].as_str().unwrap()
-    )));
-    assert_eq!(main.file_name().unwrap(), "compose.yaml");
-    assert!(
-        std::fs::read_to_string(snap.join("overrides/compose.noproxy.yaml"))
-            .unwrap()
-            .contains("HTTP_PUBLISH_PORT")
-    );
-
-    run(&["-q", "deploy", "1.1.0"]).code(0);
-    assert_eq!(http_status(port), "200");
-    // The override on disk moves on; 1.0.0 comes back with what it ran.
-    p.write(
-        "overrides/compose.noproxy.yaml",
-        &format!(
-            "services:\n  backend:\n    ports:\n      - \"127.0.0.1:{}:8000\"\n",
-            free_port()
-        ),
-    );
-    run(&["-q", "rollback", "1.0.0"]).code(0);
-    assert_eq!(http_status(port), "200", "the recorded override was used");
-}
-
 /// frappe_docker's files on a swarm: `check` names what a swarm cannot run
 /// (the configurator the others wait for is no job, a web service that is
 /// no service, no registry to pull from), each with its place, and `deploy`
@@ -773,4 +702,170 @@ fn a_door_is_checked_against_the_compose_files() {
         .output()
         .code(2)
         .stderr_has("DE_DOOR `frontend` runs the release image");
+}
+
+#[test]
+fn the_bundled_compose_file_is_valid_compose() {
+    let root = support::repo_root();
+    for (file, dir) in [
+        ("compose-main.yaml", root.clone()),
+        ("examples/demo/compose.yaml", root.join("examples/demo")),
+    ] {
+        let out = Command::new("docker-compose")
+            .args([
+                "--project-directory",
+                dir.to_str().unwrap(),
+                "-f",
+                root.join(file).to_str().unwrap(),
+                "config",
+                "--quiet",
+            ])
+            .env("DE_IMAGE", "example/erpnext-custom")
+            .env("CUSTOM_IMAGE", "example/erpnext-custom")
+            .env("CUSTOM_TAG", "1.0.0")
+            .env("DB_PASSWORD", "not-a-real-password")
+            .output();
+        match out {
+            Ok(o) => assert!(
+                o.status.success(),
+                "{file}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: docker-compose not found ({e})")
+            }
+            Err(e) => panic!("docker-compose is needed in CI: {e}"),
+        }
+    }
+    // Every frappe_docker service of seed 004 is there, on the release's image.
+    let text = std::fs::read_to_string(root.join("compose-main.yaml")).unwrap();
+    for svc in [
+        "configurator",
+        "create-site",
+        "backend",
+        "frontend",
+        "websocket",
+        "queue-short",
+        "queue-long",
+        "scheduler",
+        "db",
+        "redis-cache",
+        "redis-queue",
+    ] {
+        assert!(
+            text.contains(&format!("\n  {svc}:")),
+            "service {svc} missing"
+        );
+    }
+    // frappe_docker's image lines, and its current database and redis.
+    assert!(text.contains(
+        "${CUSTOM_IMAGE:?de-build sets CUSTOM_IMAGE from DE_IMAGE}:${CUSTOM_TAG:?de-build sets CUSTOM_TAG}"
+    ));
+    for current in [
+        "image: mariadb:11.8",
+        "healthcheck.sh\", \"--connect\", \"--innodb_initialized",
+        "image: redis:8.6-alpine",
+        "condition: service_healthy",
+        "MYSQL_ROOT_PASSWORD: ${DB_PASSWORD",
+    ] {
+        assert!(text.contains(current), "compose-main.yaml lacks {current}");
+    }
+    // The migrator override would migrate on every `up`, the old code too.
+    assert!(!text.contains("migrate"), "no service of it migrates");
+}
+
+/// Under CI both compose versions must be installed, or half of the
+/// matrix above silently runs on one.
+#[test]
+fn compose_v2_is_installed_under_ci() {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if std::env::var_os("CI").is_some() {
+        assert!(v2, "CI must install the Compose v2 plugin (.ci/run does)");
+    } else if !v2 {
+        eprintln!("SKIPPED: no Compose v2 plugin here; the deploy tests ran on v1");
+    }
+}
+
+/// This file's part of the live-stack suite (README, "The live-stack suite").
+mod live {
+    use super::*;
+
+    /// A deploy brings up every file of the set (the published port lives in
+    /// an override), snapshots them with their layout, and a rollback brings
+    /// the recorded files back even after the override changed on disk.
+    #[test]
+    #[cfg_attr(
+        no_engine,
+        ignore = "no Docker engine answered when the tests were built"
+    )]
+    #[cfg_attr(
+        not(no_engine),
+        ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+    )]
+    fn a_file_set_deploys_snapshots_and_rolls_back_with_its_recorded_files() {
+        if !support::engine_available("compose_file_set_deploy") {
+            return;
+        }
+        let repo = support::ImageRepo::new("composeset");
+        let p = Project::demo(&repo);
+        let project = format!("dbtset{}", std::process::id());
+        let _cleanup = Cleanup(project.clone());
+        let port = free_port();
+        // The demo's base file publishes nothing (as frappe_docker's); the
+        // noproxy override publishes the frontend, and no door (a plain replace).
+        assert!(!p.read("compose.yaml").contains("ports:"));
+        p.set_env(
+            "DE_COMPOSE_FILE",
+            "compose.yaml,overrides/compose.noproxy.yaml",
+        )
+        .set_env("DE_DOOR", "")
+        .set_env("COMPOSE_PROJECT_NAME", &project)
+        .set_env(
+            "DE_HEALTH_URL",
+            &format!("http://127.0.0.1:{port}/api/method/ping"),
+        )
+        .set_env("DE_HEALTH_TIMEOUT", "15");
+        let run = |args: &[&str]| {
+            p.run()
+                .env("HTTP_PUBLISH_PORT", &port.to_string())
+                .args(args)
+                .output()
+        };
+        for v in ["1.0.0", "1.1.0"] {
+            p.set_env("DE_SITE_VERSION", v);
+            run(&["-q", "build", "--offline"]).code(0);
+        }
+        run(&["-q", "deploy", "1.0.0"]).code(0);
+        assert_eq!(http_status(port), "200", "the override's port is published");
+        let st = run(&["--json", "status"]).json();
+        let main = Path::new(st["current"]["compose_file"].as_str().unwrap()).to_path_buf();
+        let snap = main.parent().unwrap();
+        assert!(snap.ends_with(format!(
+            ".de-build/compose/{}",
+            st["current"]["deployment"].as_str().unwrap()
+        )));
+        assert_eq!(main.file_name().unwrap(), "compose.yaml");
+        assert!(
+            std::fs::read_to_string(snap.join("overrides/compose.noproxy.yaml"))
+                .unwrap()
+                .contains("HTTP_PUBLISH_PORT")
+        );
+
+        run(&["-q", "deploy", "1.1.0"]).code(0);
+        assert_eq!(http_status(port), "200");
+        // The override on disk moves on; 1.0.0 comes back with what it ran.
+        p.write(
+            "overrides/compose.noproxy.yaml",
+            &format!(
+                "services:\n  backend:\n    ports:\n      - \"127.0.0.1:{}:8000\"\n",
+                free_port()
+            ),
+        );
+        run(&["-q", "rollback", "1.0.0"]).code(0);
+        assert_eq!(http_status(port), "200", "the recorded override was used");
+    }
 }

@@ -181,72 +181,81 @@ fn ci_release_pushes_records_the_digest_and_rollback_pulls_it_back() {
     }
 }
 
-#[test]
-#[cfg_attr(
-    no_engine,
-    ignore = "no Docker engine answered when the tests were built"
-)]
-fn release_exit_codes_follow_the_table() {
-    if !engine_available("release_exit_codes") {
-        return;
+/// This file's part of the live-stack suite (README, "The live-stack suite").
+mod live {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(
+        no_engine,
+        ignore = "no Docker engine answered when the tests were built"
+    )]
+    #[cfg_attr(
+        not(no_engine),
+        ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+    )]
+    fn release_exit_codes_follow_the_table() {
+        if !engine_available("release_exit_codes") {
+            return;
+        }
+        let repo = ImageRepo::new("codes");
+        let ci = CiProject::new(&repo, "codes", None);
+        // 2: invalid input.
+        ci.run("not-semver", &["release", "--offline"])
+            .code(2)
+            .stderr_has("not a semantic version");
+        // 1: engine unreachable.
+        let mut dead = CiProject::new(&repo, "dead", None);
+        dead.env.push((
+            "DOCKER_HOST".into(),
+            "unix:///nonexistent/docker.sock".into(),
+        ));
+        dead.run("1.0.0", &["release", "--offline"])
+            .code(1)
+            .stderr_has("Docker engine");
+        // 0: released and deployed.
+        ci.run("1.0.0", &["release", "--offline", "--deploy"])
+            .code(0);
+        // 3: the deploy fails (a failing patch) and 1.0.0 is recovered.
+        let patches = ci.p.read("patches.txt") + "fail:demo.patches.v2.broken\n";
+        ci.p.write("patches.txt", &patches);
+        ci.run("2.0.0", &["--json", "release", "--offline", "--deploy"])
+            .code(3);
+        // 5: another deployment holds the lock.
+        let (user, host) = (
+            std::env::var("USER").unwrap_or_default(),
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
+        );
+        let holder = serde_json::json!({"user": user, "host": host.trim(), "pid": std::process::id(), "command": "deploy", "version": "9.9.9", "since": "now"});
+        // A live holder: the OS lock on .de-build/lock, held by this test process.
+        ci.p.write(".de-build/lock.json", &holder.to_string());
+        let held = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(ci.p.path().join(".de-build/lock"))
+            .unwrap();
+        held.try_lock().unwrap();
+        let patches =
+            ci.p.read("patches.txt")
+                .replace("fail:demo.patches.v2.broken\n", "demo.patches.v3.ok\n");
+        ci.p.write("patches.txt", &patches);
+        ci.run("3.0.0", &["release", "--offline", "--deploy"])
+            .code(5)
+            .stderr_has("another deployment holds the lock");
+        drop(held);
+        std::fs::remove_file(ci.p.path().join(".de-build/lock.json")).unwrap();
+        // 4: recovery impossible (the running release's recorded compose file is damaged).
+        let status = ci.run("3.0.0", &["--json", "status"]);
+        let snap = status.json()["current"]["compose_file"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::write(&snap, "services: [broken\n").unwrap();
+        let patches = ci.p.read("patches.txt") + "fail:demo.patches.v4.broken\n";
+        ci.p.write("patches.txt", &patches);
+        ci.run("4.0.0", &["release", "--offline", "--deploy"])
+            .code(4)
+            .stderr_has("recovery failed too");
     }
-    let repo = ImageRepo::new("codes");
-    let ci = CiProject::new(&repo, "codes", None);
-    // 2: invalid input.
-    ci.run("not-semver", &["release", "--offline"])
-        .code(2)
-        .stderr_has("not a semantic version");
-    // 1: engine unreachable.
-    let mut dead = CiProject::new(&repo, "dead", None);
-    dead.env.push((
-        "DOCKER_HOST".into(),
-        "unix:///nonexistent/docker.sock".into(),
-    ));
-    dead.run("1.0.0", &["release", "--offline"])
-        .code(1)
-        .stderr_has("Docker engine");
-    // 0: released and deployed.
-    ci.run("1.0.0", &["release", "--offline", "--deploy"])
-        .code(0);
-    // 3: the deploy fails (a failing patch) and 1.0.0 is recovered.
-    let patches = ci.p.read("patches.txt") + "fail:demo.patches.v2.broken\n";
-    ci.p.write("patches.txt", &patches);
-    ci.run("2.0.0", &["--json", "release", "--offline", "--deploy"])
-        .code(3);
-    // 5: another deployment holds the lock.
-    let (user, host) = (
-        std::env::var("USER").unwrap_or_default(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
-    );
-    let holder = serde_json::json!({"user": user, "host": host.trim(), "pid": std::process::id(), "command": "deploy", "version": "9.9.9", "since": "now"});
-    // A live holder: the OS lock on .de-build/lock, held by this test process.
-    ci.p.write(".de-build/lock.json", &holder.to_string());
-    let held = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(ci.p.path().join(".de-build/lock"))
-        .unwrap();
-    held.try_lock().unwrap();
-    let patches =
-        ci.p.read("patches.txt")
-            .replace("fail:demo.patches.v2.broken\n", "demo.patches.v3.ok\n");
-    ci.p.write("patches.txt", &patches);
-    ci.run("3.0.0", &["release", "--offline", "--deploy"])
-        .code(5)
-        .stderr_has("another deployment holds the lock");
-    drop(held);
-    std::fs::remove_file(ci.p.path().join(".de-build/lock.json")).unwrap();
-    // 4: recovery impossible (the running release's recorded compose file is damaged).
-    let status = ci.run("3.0.0", &["--json", "status"]);
-    let snap = status.json()["current"]["compose_file"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::fs::write(&snap, "services: [broken\n").unwrap();
-    let patches = ci.p.read("patches.txt") + "fail:demo.patches.v4.broken\n";
-    ci.p.write("patches.txt", &patches);
-    ci.run("4.0.0", &["release", "--offline", "--deploy"])
-        .code(4)
-        .stderr_has("recovery failed too");
 }

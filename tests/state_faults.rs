@@ -52,61 +52,6 @@ impl Drop for Tmpfs {
 }
 
 #[test]
-#[cfg_attr(
-    no_engine,
-    ignore = "no Docker engine answered when the tests were built"
-)]
-fn a_full_disk_claims_nothing_and_recover_finishes_later() {
-    if !engine_available("full_disk") {
-        return;
-    }
-    let s = Stack::new("full");
-    let Some(fs) = Tmpfs::mount(&s.p.path().join(".de-build"), "2m") else {
-        return;
-    };
-    s.build("1.0.0");
-    add_patch(&s, "demo.patches.v2.disk");
-    s.build("2.0.0");
-
-    // Full before anything: the deploy does not start, the stack is untouched.
-    fs.fill();
-    s.run(&["deploy", "1.0.0"])
-        .code(1)
-        .stderr_has("No space left on device");
-    assert!(s.containers().is_empty(), "nothing may have started");
-    fs.free();
-    s.run(&["-q", "deploy", "1.0.0"]).code(0);
-
-    // Full in the middle (while migrate runs): the deploy stops and recovers,
-    // and says the record could not be written; it never says "deployed".
-    s.exec("mkdir -p sites/.fault && echo 3 > sites/.fault/migrate.sleep");
-    let child = s.spawn(&["deploy", "2.0.0"]);
-    // Fill once the migrate has started (its record was written before it).
-    s.wait_progress("2.0.0", "migrate_started");
-    fs.fill();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("record could not be written"), "{stderr}");
-    assert!(!stdout.contains("deployed"), "{stdout}");
-    assert_eq!(s.http(), "200");
-    assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
-    fs.free();
-    s.exec("rm -rf sites/.fault");
-    // The record on disk could not be closed: status says so, recover closes
-    // it without restoring again (the site serves users).
-    s.run(&["status"]).code(1).stdout_has("did not finish");
-    s.run(&["recover"])
-        .code(3)
-        .stderr_has("database is not restored");
-    let st = s.status();
-    assert_eq!(st["consistent"], true, "{st}");
-    assert_eq!(st["current"]["version"], "1.0.0");
-    assert!(!s.patch_log().contains("demo.patches.v2.disk"));
-}
-
-#[test]
 fn a_corrupt_record_is_reported_never_skipped() {
     let p = Project::empty();
     let d = p.path().join(".de-build/deployments");
@@ -139,4 +84,68 @@ fn a_garbage_lock_file_is_never_free() {
         .stdout_has("released the lock");
     let st = p.run().args(&["--json", "status"]).output().json();
     assert_eq!(st["lock"]["state"], "free", "{st}");
+}
+
+/// This file's part of the live-stack suite (README, "The live-stack suite").
+mod live {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(
+        no_engine,
+        ignore = "no Docker engine answered when the tests were built"
+    )]
+    #[cfg_attr(
+        not(no_engine),
+        ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+    )]
+    fn a_full_disk_claims_nothing_and_recover_finishes_later() {
+        if !engine_available("full_disk") {
+            return;
+        }
+        let s = Stack::new("full");
+        let Some(fs) = Tmpfs::mount(&s.p.path().join(".de-build"), "2m") else {
+            return;
+        };
+        s.build("1.0.0");
+        add_patch(&s, "demo.patches.v2.disk");
+        s.build("2.0.0");
+
+        // Full before anything: the deploy does not start, the stack is untouched.
+        fs.fill();
+        s.run(&["deploy", "1.0.0"])
+            .code(1)
+            .stderr_has("No space left on device");
+        assert!(s.containers().is_empty(), "nothing may have started");
+        fs.free();
+        s.run(&["-q", "deploy", "1.0.0"]).code(0);
+
+        // Full in the middle (while migrate runs): the deploy stops and recovers,
+        // and says the record could not be written; it never says "deployed".
+        s.exec("mkdir -p sites/.fault && echo 3 > sites/.fault/migrate.sleep");
+        let child = s.spawn(&["deploy", "2.0.0"]);
+        // Fill once the migrate has started (its record was written before it).
+        s.wait_progress("2.0.0", "migrate_started");
+        fs.fill();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("record could not be written"), "{stderr}");
+        assert!(!stdout.contains("deployed"), "{stdout}");
+        assert_eq!(s.http(), "200");
+        assert_eq!(s.backend_image(), format!("{}:1.0.0", s.repo.0));
+        fs.free();
+        s.exec("rm -rf sites/.fault");
+        // The record on disk could not be closed: status says so, recover closes
+        // it without restoring again (the site serves users).
+        s.run(&["status"]).code(1).stdout_has("did not finish");
+        s.run(&["recover"])
+            .code(3)
+            .stderr_has("database is not restored");
+        let st = s.status();
+        assert_eq!(st["consistent"], true, "{st}");
+        assert_eq!(st["current"]["version"], "1.0.0");
+        assert!(!s.patch_log().contains("demo.patches.v2.disk"));
+    }
 }

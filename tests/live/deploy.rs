@@ -12,6 +12,10 @@ use support::{docker, engine_available, CANARY};
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn deploy_v1_then_v2_migrates_once_and_records() {
     if !engine_available("deploy_v1_then_v2") {
         return;
@@ -118,6 +122,10 @@ fn deploy_v1_then_v2_migrates_once_and_records() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_renamed_service_leaves_no_container_behind() {
     if !engine_available("renamed_service") {
         return;
@@ -166,6 +174,10 @@ fn a_renamed_service_leaves_no_container_behind() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_failing_patch_recovers_the_previous_release() {
     if !engine_available("failing_patch") {
         return;
@@ -210,12 +222,16 @@ fn a_failing_patch_recovers_the_previous_release() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
     if !engine_available("health_gate") {
         return;
     }
     // The replace path's gate (with a door, the direct probe before
-    // maintenance stops such a release: tests/switch.rs).
+    // maintenance stops such a release: tests/live/switch.rs).
     let s = Stack::new("health").without_door();
     s.build("1.0.0");
     s.run(&["deploy", "1.0.0"]).code(0);
@@ -246,6 +262,10 @@ fn a_backend_that_does_not_answer_fails_the_health_gate_and_recovers() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn rollback_goes_back_and_refuses_unknown_versions() {
     if !engine_available("rollback") {
@@ -300,6 +320,10 @@ fn rollback_goes_back_and_refuses_unknown_versions() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn two_deploys_at_once_and_a_stale_lock() {
     if !engine_available("locks") {
@@ -374,6 +398,10 @@ fn two_deploys_at_once_and_a_stale_lock() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn the_token_reaches_no_record_log_or_container() {
     if !engine_available("deploy_canary") {
         return;
@@ -406,6 +434,10 @@ fn the_token_reaches_no_record_log_or_container() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn when_recovery_fails_too_it_says_what_is_left() {
     if !engine_available("fatal") {
@@ -452,79 +484,13 @@ fn when_recovery_fails_too_it_says_what_is_left() {
 }
 
 #[test]
-fn the_bundled_compose_file_is_valid_compose() {
-    let root = support::repo_root();
-    for (file, dir) in [
-        ("compose-main.yaml", root.clone()),
-        ("examples/demo/compose.yaml", root.join("examples/demo")),
-    ] {
-        let out = Command::new("docker-compose")
-            .args([
-                "--project-directory",
-                dir.to_str().unwrap(),
-                "-f",
-                root.join(file).to_str().unwrap(),
-                "config",
-                "--quiet",
-            ])
-            .env("DE_IMAGE", "example/erpnext-custom")
-            .env("CUSTOM_IMAGE", "example/erpnext-custom")
-            .env("CUSTOM_TAG", "1.0.0")
-            .env("DB_PASSWORD", "not-a-real-password")
-            .output();
-        match out {
-            Ok(o) => assert!(
-                o.status.success(),
-                "{file}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("skipped: docker-compose not found ({e})")
-            }
-            Err(e) => panic!("docker-compose is needed in CI: {e}"),
-        }
-    }
-    // Every frappe_docker service of seed 004 is there, on the release's image.
-    let text = std::fs::read_to_string(root.join("compose-main.yaml")).unwrap();
-    for svc in [
-        "configurator",
-        "create-site",
-        "backend",
-        "frontend",
-        "websocket",
-        "queue-short",
-        "queue-long",
-        "scheduler",
-        "db",
-        "redis-cache",
-        "redis-queue",
-    ] {
-        assert!(
-            text.contains(&format!("\n  {svc}:")),
-            "service {svc} missing"
-        );
-    }
-    // frappe_docker's image lines, and its current database and redis.
-    assert!(text.contains(
-        "${CUSTOM_IMAGE:?de-build sets CUSTOM_IMAGE from DE_IMAGE}:${CUSTOM_TAG:?de-build sets CUSTOM_TAG}"
-    ));
-    for current in [
-        "image: mariadb:11.8",
-        "healthcheck.sh\", \"--connect\", \"--innodb_initialized",
-        "image: redis:8.6-alpine",
-        "condition: service_healthy",
-        "MYSQL_ROOT_PASSWORD: ${DB_PASSWORD",
-    ] {
-        assert!(text.contains(current), "compose-main.yaml lacks {current}");
-    }
-    // The migrator override would migrate on every `up`, the old code too.
-    assert!(!text.contains("migrate"), "no service of it migrates");
-}
-
-#[test]
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn prune_never_removes_a_rollback_target() {
     if !engine_available("prune") {
@@ -602,6 +568,10 @@ fn prune_never_removes_a_rollback_target() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn ctrl_c_stops_recovers_and_releases_the_lock() {
     if !engine_available("ctrl_c") {
         return;
@@ -653,6 +623,10 @@ fn ctrl_c_stops_recovers_and_releases_the_lock() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_recorded_stack_that_was_stopped_is_still_replaced() {
     if !engine_available("stopped_stack") {
         return;
@@ -685,6 +659,10 @@ fn a_recorded_stack_that_was_stopped_is_still_replaced() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
     if !engine_available("wrong_image") {
@@ -742,6 +720,10 @@ fn a_stack_that_runs_another_image_fails_the_deploy_and_recovers() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn recovery_gives_bench_restore_the_root_password_on_stdin() {
     if !engine_available("root_password") {
         return;
@@ -795,6 +777,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
     if !engine_available("adopt") {
         return;
@@ -841,6 +827,10 @@ fn a_hand_started_stack_is_adopted_not_taken_down_unprotected() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn upgrade_and_rollback_with_compose_v1() {
     if !engine_available("compose_v1") {
         return;
@@ -878,22 +868,6 @@ fn upgrade_and_rollback_with_compose_v1() {
     assert_eq!(s.status()["consistent"], true);
 }
 
-/// Under CI both compose versions must be installed, or half of the
-/// matrix above silently runs on one.
-#[test]
-fn compose_v2_is_installed_under_ci() {
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if std::env::var_os("CI").is_some() {
-        assert!(v2, "CI must install the Compose v2 plugin (.ci/run does)");
-    } else if !v2 {
-        eprintln!("SKIPPED: no Compose v2 plugin here; the deploy tests ran on v1");
-    }
-}
-
 /// Migrate only when the schema changed: a release whose patches, hooks,
 /// DocTypes and fixtures are those of the running one deploys without
 /// maintenance, backup or migrate; a changed patch list migrates.
@@ -901,6 +875,10 @@ fn compose_v2_is_installed_under_ci() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn an_unchanged_schema_deploys_without_migrate_or_maintenance() {
     if !engine_available("schema") {
@@ -953,6 +931,10 @@ fn an_unchanged_schema_deploys_without_migrate_or_maintenance() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn services_that_do_not_run_the_release_are_left_running() {
     if !engine_available("keep_db") {
@@ -1034,6 +1016,10 @@ fn services_that_do_not_run_the_release_are_left_running() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn the_drain_waits_for_the_workers_to_empty_the_queue() {
     if !engine_available("drain") {

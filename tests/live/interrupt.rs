@@ -130,6 +130,10 @@ fn assert_back_on_1_0_0(s: &Stack) {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn kill_9_during_migrate_is_detected_and_recovered() {
     if !engine_available("kill_9") {
         return;
@@ -166,6 +170,10 @@ fn kill_9_during_migrate_is_detected_and_recovered() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn sigterm_during_the_backup_stops_before_the_stack_is_touched() {
     if !engine_available("sigterm") {
         return;
@@ -189,6 +197,10 @@ fn sigterm_during_the_backup_stops_before_the_stack_is_touched() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn sighup_during_the_replace_recovers_the_previous_release() {
     if !engine_available("sighup") {
         return;
@@ -208,6 +220,10 @@ fn sighup_during_the_replace_recovers_the_previous_release() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn a_second_sigint_stops_at_once_and_recover_finishes_the_job() {
     if !engine_available("double_sigint") {
@@ -239,6 +255,10 @@ fn a_second_sigint_stops_at_once_and_recover_finishes_the_job() {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn sigterm_during_a_switch_backup_brings_the_running_release_back_whole() {
     if !engine_available("sigterm-switch") {
         return;
@@ -262,6 +282,10 @@ fn sigterm_during_a_switch_backup_brings_the_running_release_back_whole() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn kill_9_after_the_cutover_froze_the_workers_and_recover_thaws_them() {
     if !engine_available("kill9-frozen") {

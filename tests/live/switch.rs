@@ -130,6 +130,10 @@ fn page_css(port: u16) -> String {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_release_without_migrate_and_a_rollback_switch_without_a_failed_request() {
     if !engine_available("switch") {
         return;
@@ -233,6 +237,10 @@ fn door_id(s: &Stack) -> String {
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
 )]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
+)]
 fn a_new_release_that_fails_its_direct_probe_never_takes_traffic() {
     if !engine_available("switch-bad") {
         return;
@@ -268,6 +276,10 @@ fn a_new_release_that_fails_its_direct_probe_never_takes_traffic() {
 #[cfg_attr(
     no_engine,
     ignore = "no Docker engine answered when the tests were built"
+)]
+#[cfg_attr(
+    not(no_engine),
+    ignore = "the live-stack suite, apart: cargo test --test integration -- --ignored live::"
 )]
 fn a_migrating_release_answers_only_200_or_the_maintenance_503() {
     if !engine_available("switch-migrate") {
