@@ -86,6 +86,56 @@ fn a_garbage_lock_file_is_never_free() {
     assert_eq!(st["lock"]["state"], "free", "{st}");
 }
 
+/// A deploy or rollback started while another holds the lock is refused
+/// with exit 5 before it reads anything: here the version it names was
+/// never built, which it would otherwise have judged first (exit 2). On a
+/// live stack, judging first meant judging the other deploy's half-made
+/// containers (a CI run refused with "no deployment is recorded").
+#[test]
+#[cfg_attr(
+    no_engine,
+    ignore = "no Docker engine answered when the tests were built"
+)]
+fn a_held_lock_is_checked_before_anything_is_judged() {
+    if !engine_available("a_held_lock_is_checked_before_anything_is_judged") {
+        return;
+    }
+    let repo = support::ImageRepo::new("heldlock");
+    let p = Project::demo(&repo);
+    let holder = serde_json::json!({"user": "ops", "host": "elsewhere", "pid": std::process::id(),
+        "command": "deploy", "version": "1.0.0", "since": "now"});
+    p.write(".de-build/lock.json", &holder.to_string());
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path().join(".de-build/lock"))
+        .unwrap();
+    held.try_lock().unwrap();
+    for args in [
+        &["deploy", "9.9.9"][..],
+        &["rollback", "9.9.9"],
+        &["rollback"],
+    ] {
+        p.run()
+            .args(args)
+            .output()
+            .code(5)
+            .stderr_has("another deployment holds the lock")
+            .stderr_has("`deploy` of 1.0.0");
+    }
+    // A dry run changes nothing and takes no lock: it still plans.
+    p.run()
+        .args(&["deploy", "9.9.9", "--dry-run"])
+        .output()
+        .code(2)
+        .stderr_has("9.9.9");
+    let records = p.path().join(".de-build/deployments");
+    let written = std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "a refused deploy wrote a record");
+    drop(held);
+}
+
 /// This file's part of the live-stack suite (README, "The live-stack suite").
 mod live {
     use super::*;

@@ -4,7 +4,7 @@
 use crate::adapters::compose::{self, Compose, Target};
 use crate::adapters::engine::Engine;
 use crate::cli::args::{DeployArgs, Global, RollbackArgs};
-use crate::cli::run::execute;
+use crate::cli::run::{execute, Held, Signals};
 use crate::config::{self, Inputs};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::exec::image::ensure_release_image;
@@ -12,7 +12,7 @@ use crate::exec::ports::{Real, World};
 use crate::plan::deploy::{
     self as planner, Action, DeployPlan, DeployRequest, MigrateMode, Sites, StackSpec,
 };
-use crate::record::state::{self, Backup, Deployment, Outcome, State};
+use crate::record::state::{self, Backup, Deployment, LockStatus, Outcome, State};
 use crate::ui::output::{self, Style};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -116,9 +116,32 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Take the project's lock before anything is read or planned: another
+    /// deployment changes records and containers, and a plan made from them
+    /// meanwhile would judge a world in flux (exit 5 instead).
+    fn take_lock(&self, action: &str, version: &str) -> Result<Held> {
+        // Handlers first: a signal from here on is handled (the plan stops
+        // before its first step), never a kill that leaves the lock file.
+        let signals = Signals::install(&self.state)?;
+        let (lock, left) = self.state.lock(action, version)?;
+        if let Some(st) = left {
+            output::progress(
+                &self.style,
+                &format!("note: took over a lock {}", st.describe()),
+            );
+        }
+        Ok(Held { signals, lock })
+    }
+
     /// Refuse to start over an interrupted deployment: recover it first.
-    fn refuse_over_interrupted(&self, all: &[Deployment]) -> Result<()> {
-        let lock = self.state.lock_status();
+    /// `locked`: this process holds the lock, so no other one is running
+    /// the deployment its record says is running.
+    fn refuse_over_interrupted(&self, all: &[Deployment], locked: bool) -> Result<()> {
+        let lock = if locked {
+            LockStatus::Free
+        } else {
+            self.state.lock_status()
+        };
         if let Some(d) = state::interrupted(all, &lock) {
             return Err(Error::refused(
                 format!(
@@ -474,8 +497,13 @@ pub async fn deploy_version(
         return crate::cli::swarm::deploy(inputs, style, version, dry_run, mode).await;
     }
     let s = Session::open(inputs, style).await?;
+    // A dry run changes nothing and takes no lock.
+    let lock = match dry_run {
+        true => None,
+        false => Some(s.take_lock(Action::Deploy.as_str(), version)?),
+    };
     let all = s.state.deployments_checked()?;
-    s.refuse_over_interrupted(&all)?;
+    s.refuse_over_interrupted(&all, lock.is_some())?;
     let release = ensure_release_image(&s.world.engine, inputs, style, version).await?;
     let previous = match state::current(&all) {
         Some(d) => Some(stack_of(d)),
@@ -527,14 +555,14 @@ pub async fn deploy_version(
         )
         .await?;
     let plan = planner::plan(req);
-    if dry_run {
+    let Some(lock) = lock else {
         print_plan(style, &plan);
         return Ok(None);
-    }
+    };
     if !style.json {
         output::progress(style, &plan.to_string());
     }
-    execute(&s, &plan).await.map(Some)
+    execute(&s, &plan, lock).await.map(Some)
 }
 
 /// `de-build rollback [VERSION]`: default the previous successfully deployed version.
@@ -545,8 +573,15 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
         return crate::cli::swarm::rollback(&inputs, args, style).await;
     }
     let s = Session::open(&inputs, style).await?;
+    let lock = match args.dry_run {
+        true => None,
+        false => Some(s.take_lock(
+            Action::Rollback.as_str(),
+            args.version.as_deref().unwrap_or("the previous release"),
+        )?),
+    };
     let all = s.state.deployments_checked()?;
-    s.refuse_over_interrupted(&all)?;
+    s.refuse_over_interrupted(&all, lock.is_some())?;
     let done: Vec<&Deployment> = all.iter().filter(|d| d.result.is_up()).collect();
     let current = state::current(&all);
     let candidates: Vec<String> = state::earlier(&all)
@@ -608,10 +643,10 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
         }
     }
     let plan = planner::plan(req);
-    if args.dry_run {
+    let Some(lock) = lock else {
         print_plan(style, &plan);
         return Ok(EXIT_OK);
-    }
+    };
     if !style.json {
         output::progress(style, &plan.to_string());
     }
@@ -636,7 +671,7 @@ pub async fn run_rollback(global: &Global, args: &RollbackArgs, style: &Style) -
     } else {
         Some("the database was restored from the chosen backup".into())
     };
-    let d = execute(&s, &plan).await?;
+    let d = execute(&s, &plan, lock).await?;
     report(style, &d, started.elapsed(), db_note);
     Ok(EXIT_OK)
 }

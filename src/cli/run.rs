@@ -5,7 +5,7 @@ use crate::cli::deploy::Session;
 use crate::error::{Error, Result};
 use crate::exec::deploy::{Executor, Finished, Sink};
 use crate::plan::deploy::DeployPlan;
-use crate::record::state::{Deployment, Outcome, State};
+use crate::record::state::{Deployment, Lock, Outcome, State};
 use crate::ui::output::{self, Style};
 use serde_json::json;
 use std::io::Write;
@@ -102,11 +102,24 @@ impl Sink for Terminal {
 /// unnoticed (the OS lock dies with the process anyway).
 pub(crate) struct Signals {
     pub(crate) flag: Arc<AtomicBool>,
+    /// The deployment a second signal marks interrupted, once it has an id
+    /// (the handlers are in place before the plan is made).
+    id: Arc<std::sync::Mutex<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Signals {
-    pub(crate) fn install(state: &State, id: &str) -> Result<Signals> {
+    pub(crate) fn install_for(state: &State, id: &str) -> Result<Signals> {
+        let s = Signals::install(state)?;
+        s.set_id(id);
+        Ok(s)
+    }
+
+    pub(crate) fn set_id(&self, id: &str) {
+        *self.id.lock().unwrap_or_else(|e| e.into_inner()) = id.to_string();
+    }
+
+    pub(crate) fn install(state: &State) -> Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt())
             .map_err(|e| Error::failed(format!("install the signal handler: {e}")))?;
@@ -117,7 +130,8 @@ impl Signals {
         let flag = Arc::new(AtomicBool::new(false));
         let f = flag.clone();
         let state = state.clone();
-        let id = id.to_string();
+        let id = Arc::new(std::sync::Mutex::new(String::new()));
+        let for_task = id.clone();
         let task = tokio::spawn(async move {
             let mut n = 0;
             loop {
@@ -132,14 +146,18 @@ impl Signals {
                     output::diag(&format!("{name}: stopping after this step, then recovering; a second signal stops at once"));
                     continue;
                 }
-                let closed = mark_interrupted(&state, &id);
+                let id = for_task.lock().map(|i| i.clone()).unwrap_or_default();
+                let closed = match id.is_empty() {
+                    true => "",
+                    false => mark_interrupted(&state, &id),
+                };
                 output::diag(&format!(
                     "{name} again: stopped. The stack may be half-changed; {closed}run `de-build recover`"
                 ));
                 std::process::exit(130);
             }
         });
-        Ok(Signals { flag, task })
+        Ok(Signals { flag, id, task })
     }
 }
 
@@ -168,16 +186,19 @@ fn mark_interrupted(state: &State, id: &str) -> &'static str {
     }
 }
 
-/// Run `plan` under the lock; returns the final record or the error.
-pub async fn execute(s: &Session<'_>, plan: &DeployPlan) -> Result<Deployment> {
-    let signals = Signals::install(&s.state, &plan.id)?;
-    let (lock, left) = s.state.lock(plan.action.as_str(), &plan.version)?;
-    if let Some(st) = left {
-        output::progress(
-            &s.style,
-            &format!("note: took over a lock {}", st.describe()),
-        );
-    }
+/// The signal handlers and the lock, both taken before a deploy or rollback
+/// reads anything (`Session::take_lock`).
+pub struct Held {
+    pub(crate) signals: Signals,
+    pub(crate) lock: Lock,
+}
+
+/// Run `plan` under the lock taken before it was made; returns the final
+/// record or the error. A signal that came while it was planned stops it
+/// before its first step.
+pub async fn execute(s: &Session<'_>, plan: &DeployPlan, held: Held) -> Result<Deployment> {
+    let Held { signals, lock } = held;
+    signals.set_id(&plan.id);
     let logs = s.state.ensure_dir("logs")?;
     let mut term = Terminal::new(s.style, &logs.join(format!("{}.log", plan.id)));
     let started = Instant::now();

@@ -198,6 +198,24 @@ impl<'a> Session<'a> {
     /// Refuse while an earlier swarm deployment of this project is
     /// unfinished; one whose process still holds the swarm's lock is left to
     /// the lock (exit 5).
+    /// Exit 5 before reading records and services when another operator
+    /// holds the lock: what they read now is a world in flux. (The lock is
+    /// taken when the plan runs; a deploy that starts between this check
+    /// and that is refused there.)
+    async fn refuse_if_locked(&self) -> Result<()> {
+        match self
+            .swarm
+            .lock_status(&self.namespace, self.stale_secs)
+            .await?
+        {
+            held @ SwarmLock::Held { .. } => Err(Error::Locked {
+                message: format!("another deployment holds the lock: {}", held.describe()),
+                hint: "wait for it to finish; nothing was changed".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn refuse_over_unfinished(&self, all: &[Deployment]) -> Result<()> {
         let Some(d) = all.last() else { return Ok(()) };
         match d.result {
@@ -584,6 +602,9 @@ pub async fn deploy(
     mode: Option<MigrateMode>,
 ) -> Result<Option<Deployment>> {
     let s = Session::open(inputs, style).await?;
+    if !dry_run {
+        s.refuse_if_locked().await?;
+    }
     let known = s.known(true).await?;
     s.refuse_over_unfinished(&known.all).await?;
     let l = manifest(inputs, version)?;
@@ -624,6 +645,9 @@ pub async fn deploy(
 pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Result<i32> {
     let started = Instant::now();
     let s = Session::open(inputs, style).await?;
+    if !args.dry_run {
+        s.refuse_if_locked().await?;
+    }
     let known = s.known(true).await?;
     let all = &known.all;
     s.refuse_over_unfinished(all).await?;
@@ -720,7 +744,7 @@ pub async fn rollback(inputs: &Inputs, args: &RollbackArgs, style: &Style) -> Re
 
 /// Run `plan` under the swarm's lock, with signals, progress and the audit line.
 async fn execute(s: &Session<'_>, plan: &SwarmPlan, known: &KnownRecords) -> Result<Deployment> {
-    let signals = Signals::install(&s.state, &plan.id)?;
+    let signals = Signals::install_for(&s.state, &plan.id)?;
     let holder = s.holder(plan.action.as_str(), &plan.version, &plan.id);
     let (lock_id, took_over) = s
         .swarm
