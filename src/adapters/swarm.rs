@@ -142,6 +142,14 @@ pub enum SwarmLock {
 }
 
 impl SwarmLock {
+    /// The refusal (exit 5) for a lock another operator holds.
+    pub fn refusal(&self) -> Error {
+        Error::Locked {
+            message: format!("another deployment holds the lock: {}", self.describe()),
+            hint: "wait for it to finish; nothing was changed".into(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         let who = |h: &Value| {
             format!(
@@ -998,12 +1006,7 @@ impl Swarm {
             }
             match self.lock_status(namespace, stale_secs).await? {
                 SwarmLock::Free => continue,
-                held @ SwarmLock::Held { .. } => {
-                    return Err(Error::Locked {
-                        message: format!("another deployment holds the lock: {}", held.describe()),
-                        hint: "wait for it to finish; nothing was changed".into(),
-                    })
-                }
+                held @ SwarmLock::Held { .. } => return Err(held.refusal()),
                 stale @ SwarmLock::Stale { .. } => {
                     if let SwarmLock::Stale { id, .. } = &stale {
                         self.lock_remove(id).await?;

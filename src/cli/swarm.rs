@@ -195,9 +195,6 @@ impl<'a> Session<'a> {
         ))
     }
 
-    /// Refuse while an earlier swarm deployment of this project is
-    /// unfinished; one whose process still holds the swarm's lock is left to
-    /// the lock (exit 5).
     /// Exit 5 before reading records and services when another operator
     /// holds the lock: what they read now is a world in flux. (The lock is
     /// taken when the plan runs; a deploy that starts between this check
@@ -208,14 +205,14 @@ impl<'a> Session<'a> {
             .lock_status(&self.namespace, self.stale_secs)
             .await?
         {
-            held @ SwarmLock::Held { .. } => Err(Error::Locked {
-                message: format!("another deployment holds the lock: {}", held.describe()),
-                hint: "wait for it to finish; nothing was changed".into(),
-            }),
+            held @ SwarmLock::Held { .. } => Err(held.refusal()),
             _ => Ok(()),
         }
     }
 
+    /// Refuse while an earlier swarm deployment of this project is
+    /// unfinished; one whose process still holds the swarm's lock is left to
+    /// the lock (exit 5).
     async fn refuse_over_unfinished(&self, all: &[Deployment]) -> Result<()> {
         let Some(d) = all.last() else { return Ok(()) };
         match d.result {
