@@ -310,13 +310,31 @@ impl ImageRepo {
 }
 
 impl Drop for ImageRepo {
+    /// Removes the repository's names (tags, or digests of pulled images),
+    /// never image IDs: an image built from the same files by another test
+    /// has the same ID, and removing it by ID would take it from that test.
     fn drop(&mut self) {
-        let out = docker(&["image", "ls", "--format", "{{.ID}}", &self.0]);
-        let mut ids: Vec<&str> = out.stdout.lines().collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
-            let _ = docker(&["rmi", "-f", id]);
+        let out = docker(&[
+            "image",
+            "ls",
+            "--digests",
+            "--format",
+            "{{.Repository}} {{.Tag}} {{.Digest}}",
+            &self.0,
+        ]);
+        let mut refs: Vec<String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+                [repo, tag, _] if tag != "<none>" => Some(format!("{repo}:{tag}")),
+                [repo, _, digest] if digest != "<none>" => Some(format!("{repo}@{digest}")),
+                _ => None,
+            })
+            .collect();
+        refs.sort();
+        refs.dedup();
+        for r in refs {
+            let _ = docker(&["rmi", "-f", &r]);
         }
     }
 }
