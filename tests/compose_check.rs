@@ -444,20 +444,7 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let label = format!("label=com.docker.compose.project={}", self.0);
-        for id in support::docker(&["ps", "-aq", "--filter", &label])
-            .stdout
-            .lines()
-        {
-            support::docker(&["rm", "-f", "-v", id]);
-        }
-        for v in support::docker(&["volume", "ls", "-q", "--filter", &label])
-            .stdout
-            .lines()
-        {
-            support::docker(&["volume", "rm", "-f", v]);
-        }
-        support::docker(&["network", "rm", &format!("{}_default", self.0)]);
+        support::remove_project(&self.0);
     }
 }
 

@@ -82,17 +82,7 @@ impl CiProject {
 
 impl Drop for CiProject {
     fn drop(&mut self) {
-        let label = format!("label=com.docker.compose.project={}", self.project);
-        for id in docker(&["ps", "-aq", "--filter", &label]).stdout.lines() {
-            docker(&["rm", "-f", "-v", id]);
-        }
-        for v in docker(&["volume", "ls", "-q", "--filter", &label])
-            .stdout
-            .lines()
-        {
-            docker(&["volume", "rm", "-f", v]);
-        }
-        docker(&["network", "rm", &format!("{}_default", self.project)]);
+        support::remove_project(&self.project);
     }
 }
 

@@ -284,6 +284,37 @@ pub fn docker(args: &[&str]) -> Done {
     )
 }
 
+/// Removes what compose project `project` left: its containers, the
+/// volumes they mount (compose carries a replaced container's anonymous
+/// volumes to its successor by name, after which `rm -v` no longer takes
+/// them), its labelled volumes and its network.
+pub fn remove_project(project: &str) {
+    let label = format!("label=com.docker.compose.project={project}");
+    let ps = docker(&["ps", "-aq", "--filter", &label]);
+    let ids: Vec<&str> = ps.stdout.lines().collect();
+    let mut vols: Vec<String> = Vec::new();
+    if !ids.is_empty() {
+        let mut inspect = vec![
+            "inspect",
+            "--format",
+            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
+        ];
+        inspect.extend(&ids);
+        vols.extend(docker(&inspect).stdout.split_whitespace().map(String::from));
+        let mut rm = vec!["rm", "-f", "-v"];
+        rm.extend(&ids);
+        docker(&rm);
+    }
+    let labelled = docker(&["volume", "ls", "-q", "--filter", &label]);
+    vols.extend(labelled.stdout.lines().map(String::from));
+    vols.sort();
+    vols.dedup();
+    for v in vols {
+        docker(&["volume", "rm", "-f", &v]);
+    }
+    docker(&["network", "rm", &format!("{project}_default")]);
+}
+
 /// Removes every image of a test repository when dropped.
 pub struct ImageRepo(pub String);
 

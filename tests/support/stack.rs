@@ -198,16 +198,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let label = format!("label=com.docker.compose.project={}", self.project);
-        let ids = docker(&["ps", "-aq", "--filter", &label]);
-        for id in ids.stdout.lines() {
-            docker(&["rm", "-f", "-v", id]);
-        }
-        let vols = docker(&["volume", "ls", "-q", "--filter", &label]);
-        for v in vols.stdout.lines() {
-            docker(&["volume", "rm", "-f", v]);
-        }
-        docker(&["network", "rm", &format!("{}_default", self.project)]);
+        super::remove_project(&self.project);
     }
 }
 
