@@ -34,6 +34,10 @@ const ASSETS_DIR: &str = "/home/frappe/frappe-bench/assets";
 /// frappe_docker's image declares it a VOLUME: each container has its own
 /// anonymous one, which goes when a switch removes the container.
 const LOGS_DIR: &str = "/home/frappe/frappe-bench/logs";
+/// How long a frontend may take to write its nginx configuration after it
+/// started: NGINX_DUMP_RETRIES more `nginx -T`, NGINX_DUMP_PAUSE apart.
+const NGINX_DUMP_RETRIES: u32 = 40;
+const NGINX_DUMP_PAUSE: Duration = Duration::from_millis(250);
 /// How long a door's reload may take to reach its workers.
 const DOOR_SETTLE: Duration = Duration::from_millis(500);
 /// How long an old container may take to finish its requests.
@@ -751,17 +755,33 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
         Ok(pins)
     }
 
-    /// `nginx -T` in a container: its whole configuration, checked.
+    /// `nginx -T` in a container: its whole configuration, checked. A
+    /// frontend just started may not have written it yet (frappe_docker's
+    /// nginx-entrypoint.sh renders its template with envsubst, then execs
+    /// nginx): asked again for up to 10 s.
     async fn nginx_dump(&mut self, c: &ContainerInfo) -> Result<String> {
         let cmd = nginx_cmd(&["-T"]);
-        let mut quiet = |_: &str| {};
-        let out = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
+        let mut out = None;
+        for attempt in 0..=NGINX_DUMP_RETRIES {
+            if attempt > 0 {
+                self.world.sleep(NGINX_DUMP_PAUSE).await;
+            }
+            let mut quiet = |_: &str| {};
+            let o = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
+            let ok = o.exit_code == 0;
+            out = Some(o);
+            if ok {
+                break;
+            }
+        }
+        let out = out.expect("at least one attempt");
         if out.exit_code != 0 {
             return Err(Error::Failed {
                 message: format!(
-                    "reading the nginx configuration of {} before pinning its upstreams: `nginx -T` exited with {}: {}",
+                    "reading the nginx configuration of {} before pinning its upstreams: `nginx -T` exited with {} (for {} s): {}",
                     c.name,
                     out.exit_code,
+                    (NGINX_DUMP_PAUSE * NGINX_DUMP_RETRIES).as_secs(),
                     out.output.trim()
                 ),
                 hint: Some("nothing was changed in it; its configuration must pass `nginx -t`".into()),

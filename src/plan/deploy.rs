@@ -279,7 +279,17 @@ pub fn plan(r: DeployRequest) -> DeployPlan {
             backups: r.restore.clone(),
         });
     }
-    if !migrated_beside {
+    // A gate that accepts the maintenance page and maintenance off, only
+    // where this plan put the site in maintenance or ran bench migrate or
+    // restore: a release without either never touches the flag (nor turns
+    // off a maintenance an operator set).
+    let maintenance_touched = steps.iter().any(|s| {
+        matches!(
+            s,
+            Step::MaintenanceOn { .. } | Step::Migrate { .. } | Step::Restore { .. }
+        )
+    });
+    if !migrated_beside && maintenance_touched {
         steps.push(Step::HealthGate {
             url: r.health_url.clone(),
             timeout_secs: r.health_timeout_secs,

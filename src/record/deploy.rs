@@ -482,7 +482,7 @@ impl fmt::Display for Step {
             ),
             Step::ReloadDoor { door, .. } => write!(
                 f,
-                "point the door {} at the new {} by address (checked with `nginx -T`), then `{}`",
+                "point the door (service {}) at the new {} by address (checked with `nginx -T`), then `{}`",
                 door.service,
                 door.frontend,
                 door.reload.join(" ")
@@ -517,7 +517,7 @@ impl fmt::Display for Step {
             },
             Step::Cutover { from, to, web } => write!(
                 f,
-                "cut over: the new {} send only to {}'s {} (pinned ones reloaded while the queues drained); {}'s workers and scheduler stop at once (pinned: frozen with `docker pause`, SIGTERM after the window; its {} stop after the window, nothing routes to them)",
+                "cut over: the new {} pinned to {}'s {} (reloaded while the queues drained); {}'s workers and scheduler stop at once (pinned: frozen with `docker pause`, SIGTERM after the window; its {} stop after the window, nothing routes to them)",
                 web.frontend,
                 to.version,
                 web.upstream.join(", "),
@@ -615,7 +615,9 @@ impl fmt::Display for RecoveryStep {
             RecoveryStep::RemoveBeside { version, .. } => {
                 write!(f, "remove the web containers of {version}")
             }
-            RecoveryStep::ReloadDoor { door, .. } => write!(f, "reload the door {}", door.service),
+            RecoveryStep::ReloadDoor { door, .. } => {
+                write!(f, "reload the door (service {})", door.service)
+            }
         }
     }
 }
