@@ -97,6 +97,8 @@ fn ci_release_pushes_records_the_digest_and_rollback_pulls_it_back() {
     }
     let Some(reg) = Registry::start() else { return };
     let repo = ImageRepo::new("release");
+    // The registry-prefixed tags a push leaves on this machine.
+    let _pushed = ImageRepo(format!("{}/{}", reg.addr, repo.0));
     let ci = CiProject::new(&repo, "push", Some(&reg.addr));
 
     let out = ci.run("1.0.0", &["--json", "release", "--offline", "--deploy"]);

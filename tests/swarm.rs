@@ -61,6 +61,8 @@ static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(18
 struct Sp {
     c: &'static Cluster,
     repo: ImageRepo,
+    /// The registry-prefixed tags a push leaves on this machine.
+    _pushed: ImageRepo,
     p: Project,
     ns: String,
     lb: Balancer,
@@ -78,7 +80,15 @@ impl Sp {
                 .map(|ip| format!("{ip}:{port}").parse().unwrap())
                 .collect(),
         );
-        let s = Sp { c, repo, p, ns, lb };
+        let _pushed = ImageRepo(format!("{}/{}", c.registry_local, repo.0));
+        let s = Sp {
+            c,
+            repo,
+            _pushed,
+            p,
+            ns,
+            lb,
+        };
         s.configure(&s.p, port);
         std::fs::create_dir_all(s.sites()).unwrap();
         s
