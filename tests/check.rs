@@ -1282,8 +1282,9 @@ fn every_documented_tunable_is_declared_in_the_schema() {
     let not_tunables = ["CUSTOM_TAG", "CUSTOM_IMAGE"];
     // Read by the demo script, not by de-build.
     let script_only = ["DE_BUILD_BIN"];
-    // Read by the tests only (tests/live/switch.rs: the door image to use).
-    let test_only = ["DE_TEST_DOOR_IMAGE"];
+    // Read by the tests only (tests/live/switch.rs: the door image to use;
+    // tests/compose_check.rs: a local git copy of frappe_docker).
+    let test_only = ["DE_TEST_DOOR_IMAGE", "DE_FRAPPE_DOCKER_GIT"];
     // Build-args of frappe_docker's Containerfiles the README names: passed
     // when a Containerfile declares them, not keys of de-build's schema.
     let containerfile_only = ["FRAPPE_IMAGE_PREFIX"];
