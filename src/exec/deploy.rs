@@ -761,20 +761,16 @@ impl<W: World, R: Records, S: Sink> Executor<'_, W, R, S> {
     /// nginx): asked again for up to 10 s.
     async fn nginx_dump(&mut self, c: &ContainerInfo) -> Result<String> {
         let cmd = nginx_cmd(&["-T"]);
-        let mut out = None;
-        for attempt in 0..=NGINX_DUMP_RETRIES {
-            if attempt > 0 {
-                self.world.sleep(NGINX_DUMP_PAUSE).await;
-            }
+        let mut attempt = 0;
+        let out = loop {
             let mut quiet = |_: &str| {};
-            let o = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
-            let ok = o.exit_code == 0;
-            out = Some(o);
-            if ok {
-                break;
+            let out = self.world.exec(&c.id, &cmd, None, &mut quiet).await?;
+            if out.exit_code == 0 || attempt == NGINX_DUMP_RETRIES {
+                break out;
             }
-        }
-        let out = out.expect("at least one attempt");
+            attempt += 1;
+            self.world.sleep(NGINX_DUMP_PAUSE).await;
+        };
         if out.exit_code != 0 {
             return Err(Error::Failed {
                 message: format!(
